@@ -1,0 +1,168 @@
+"""Corpus readers and the tf.data input pipeline: raw text -> refined words -> ids -> batches."""
+import gzip
+import os
+
+import numpy as np
+import regex
+import tensorflow as tf
+
+from hyperparams import UserError
+
+SPECIALS = ("<PAD>", "<UNK>", "<S>", "</S>")  # the first four lines of every vocab file
+PAD, UNK, BOS, EOS = range(4)  # their ids
+SRC_VOCAB, TGT_VOCAB = "de.vocab.tsv", "en.vocab.tsv"
+
+_NOT_KEPT = regex.compile(r"[^\s\p{Latin}']")  # the original's refine rule
+_SEG = regex.compile(r"<seg[^>]*>(.*)</seg>")
+
+
+def refine(text):
+    """Deletes every character that is not whitespace, a Latin letter or an apostrophe.
+
+    As the original: digits and punctuation vanish ("26-jährige" -> "jährige"),
+    case is kept; runs of whitespace become one space.
+    """
+    return " ".join(_NOT_KEPT.sub("", text).split())
+
+
+def _read_lines(path, flag):
+    """Yields (line number, text) of a UTF-8 file, gunzipped when its name ends in .gz."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found; put the corpus there or pass its path with --{flag}")
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    yield lineno, raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    raise UserError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start} of the line); "
+                                    "convert the file to UTF-8, e.g. with iconv") from None
+    except (OSError, EOFError) as e:  # unreadable, or a broken .gz
+        raise UserError(f"{path}: cannot be read ({e}); check the file or pass another --{flag}") from None
+
+
+def read_sentences(path, flag):
+    """Reads one side of a corpus as [(line number, sentence or None)].
+
+    The format follows the file name. IWSLT XML (`*.xml`): only `<seg>` lines
+    are sentences, tags stripped. IWSLT `train.tags.*`: lines starting with `<`
+    are talk metadata and come back as None. Anything else: plain text, one
+    sentence per line. `flag` names the setting the path came from, for errors.
+    """
+    name = os.path.basename(path).removesuffix(".gz")
+    lines = _read_lines(path, flag)
+    if name.endswith(".xml"):
+        return [(n, m[1]) for n, line in lines if (m := _SEG.search(line))]
+    if name.startswith("train.tags"):
+        return [(n, None if line.startswith("<") else line) for n, line in lines]
+    return list(lines)
+
+
+def read_parallel(src_path, tgt_path, flags=("source_train", "target_train")):
+    """Reads a parallel corpus in lockstep: returns (source sentences, target sentences), refined.
+
+    A pair is skipped when either side is a metadata line or blank. Files with
+    different numbers of lines (of <seg> lines for XML) are an error: zipping
+    them would silently pair each sentence with the wrong translation.
+    """
+    src, tgt = read_sentences(src_path, flags[0]), read_sentences(tgt_path, flags[1])
+    if len(src) != len(tgt):
+        unit = "<seg> lines" if src_path.endswith((".xml", ".xml.gz")) else "lines"
+        raise UserError(f"{src_path} has {len(src)} {unit} but {tgt_path} has {len(tgt)}; "
+                        "the two files must be line-aligned translations of each other")
+    pairs = [(refine(s), refine(t)) for (_, s), (_, t) in zip(src, tgt)
+             if s and t and s.strip() and t.strip()]
+    if not pairs:
+        raise UserError(f"{src_path} and {tgt_path} hold no sentence pairs; "
+                        f"check --{flags[0]} and --{flags[1]}")
+    return [s for s, _ in pairs], [t for _, t in pairs]
+
+
+def load_vocab(path, min_cnt):
+    """Reads a vocab file of prepro.py: returns (word -> id, id -> word) of words seen >= min_cnt times."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found; run prepro.py first (with the same --vocab_dir)")
+    words = []
+    for lineno, line in _read_lines(path, "vocab_dir"):
+        word, tab, count = line.partition("\t")
+        if not tab or not count.isdigit():
+            raise UserError(f"{path}:{lineno}: expected word<TAB>count; rebuild the vocab with prepro.py")
+        if int(count) >= min_cnt:
+            words.append(word)
+    if tuple(words[:4]) != SPECIALS:
+        raise UserError(f"{path}: does not start with {', '.join(SPECIALS)}; rebuild the vocab with prepro.py")
+    return {w: i for i, w in enumerate(words)}, words
+
+
+def load_vocabs(hp):
+    """The (word -> id, id -> word) pairs of source and target, as train and eval use them."""
+    return (load_vocab(os.path.join(hp.vocab_dir, SRC_VOCAB), hp.min_cnt),
+            load_vocab(os.path.join(hp.vocab_dir, TGT_VOCAB), hp.min_cnt))
+
+
+def to_ids(sentence, word2id):
+    """Words -> ids, unknown words -> <UNK>, then </S>."""
+    return [word2id.get(w, UNK) for w in sentence.split()] + [EOS]
+
+
+def pad(seqs, width):
+    """Right-pads id lists with <PAD> into an int32 array (n, width)."""
+    out = np.full((len(seqs), width), PAD, dtype=np.int32)
+    for i, seq in enumerate(seqs):
+        out[i, :len(seq)] = seq
+    return out
+
+
+def create_data(src_sents, tgt_sents, src_w2i, tgt_w2i, maxlen):
+    """Returns X (n, T1), Y (n, T2) int32 ids and the kept sentences.
+
+    With a maxlen, as the original: a pair is kept only if both sides have at
+    most maxlen ids (</S> included), and both are padded to exactly maxlen.
+    With maxlen None every pair is kept and each side is padded to its longest.
+    """
+    x = [to_ids(s, src_w2i) for s in src_sents]
+    y = [to_ids(t, tgt_w2i) for t in tgt_sents]
+    keep = [i for i in range(len(x)) if maxlen is None or max(len(x[i]), len(y[i])) <= maxlen]
+    width1 = maxlen or max(map(len, x), default=1)
+    width2 = maxlen or max(map(len, y), default=1)
+    return (pad([x[i] for i in keep], width1), pad([y[i] for i in keep], width2),
+            [src_sents[i] for i in keep], [tgt_sents[i] for i in keep])
+
+
+def load_train_data(hp, src_w2i, tgt_w2i):
+    """Training ids X, Y (n, maxlen), read from source_train/target_train."""
+    src, tgt = read_parallel(hp.source_train, hp.target_train)
+    x, y, _, _ = create_data(src, tgt, src_w2i, tgt_w2i, hp.maxlen)
+    return x, y
+
+
+def load_test_data(hp, src_w2i, tgt_w2i, keep_all=False):
+    """Test source ids X (n, T1) with the refined source and reference sentences beside them.
+
+    By default only pairs that pass the training maxlen filter, as the original
+    evaluated; keep_all keeps every sentence.
+    """
+    src, tgt = read_parallel(hp.source_test, hp.target_test, flags=("source_test", "target_test"))
+    x, _, src, tgt = create_data(src, tgt, src_w2i, tgt_w2i, None if keep_all else hp.maxlen)
+    if not len(x):
+        raise UserError(f"no test pair in {hp.source_test} fits --maxlen {hp.maxlen}; "
+                        "pass --all to evaluate every sentence")
+    return x, src, tgt
+
+
+def train_batches(x, y, *, batch_size, seed):
+    """One epoch of shuffled (src, tgt) batches of exactly batch_size pairs.
+
+    The order depends only on `seed` (train.py passes seed + epoch), so a run
+    resumed at an epoch boundary sees the batches an uninterrupted run would.
+    """
+    return (tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(len(x), seed=seed, reshuffle_each_iteration=False)
+            .batch(batch_size, drop_remainder=True)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def eval_batches(x, batch_size):
+    """Source batches in file order, the last partial batch included."""
+    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,197 @@
+"""Every setting of the pipeline, and the command line generated from them.
+
+`Hyperparams` holds all settings with the original's defaults. Each field is
+also a flag on every script (`--hidden_units 256`), typed by its annotation.
+train.py writes the resolved settings to `<logdir>/hparams.json`; eval.py
+rebuilds the model from that file, never from the defaults.
+"""
+import argparse
+import dataclasses
+import inspect
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, fields
+
+
+class UserError(Exception):
+    """A mistake the user can fix: printed as one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Hyperparams:
+    # data
+    source_train: str = "corpora/train.tags.de-en.de"  # German training text (IWSLT tags, XML or plain; .gz ok)
+    target_train: str = "corpora/train.tags.de-en.en"  # English training text, line-aligned with source_train
+    source_test: str = "corpora/IWSLT16.TED.tst2014.de-en.de.xml"  # German test text
+    target_test: str = "corpora/IWSLT16.TED.tst2014.de-en.en.xml"  # English references
+    vocab_dir: str = "preprocessed"  # where prepro.py writes de.vocab.tsv and en.vocab.tsv
+    min_cnt: int = 20  # words seen fewer times become <UNK>; 20 keeps the IWSLT vocab near 8k words
+    maxlen: int = 10  # T: max words per sentence incl. </S>; longer pairs are dropped (original: 10)
+
+    # model
+    hidden_units: int = 512  # C: model width, as in the paper's base model
+    num_blocks: int = 6  # encoder blocks and decoder blocks, each
+    num_heads: int = 8  # h: attention heads; must divide hidden_units
+    dropout_rate: float = 0.1  # on embeddings and attention weights
+    sinusoid: bool = True  # sinusoid positions (any length); false = learned, maxlen positions only
+
+    # training
+    batch_size: int = 32  # N: sentence pairs per step
+    lr: float = 0.0001  # Adam learning rate, constant as in the original
+    adam_beta1: float = 0.9  # Adam's first-moment decay (paper 5.3)
+    adam_beta2: float = 0.98  # Adam's second-moment decay (paper 5.3)
+    adam_epsilon: float = 1e-8  # Adam's denominator guard (paper 5.3)
+    label_smoothing: float = 0.1  # eps: weight moved from the gold word to the uniform distribution
+    num_epochs: int = 20  # the original's published model stopped at epoch 18
+    logdir: str = "logdir"  # checkpoints, hparams.json and TensorBoard events
+    keep_checkpoints: int = 5  # epoch checkpoints kept in logdir, newest first
+    summary_every: int = 100  # steps between TensorBoard points and progress-bar updates
+    seed: int = 42  # seeds Python, NumPy, TensorFlow and the shuffling
+
+    # evaluation
+    results_dir: str = "results"  # eval.py writes <results_dir>/<checkpoint name>
+    decode_maxlen: int = 0  # longest translation eval.py produces, incl. </S>; 0 = maxlen
+
+    def __post_init__(self):
+        for name in ("min_cnt", "maxlen", "hidden_units", "num_blocks", "num_heads", "batch_size",
+                     "num_epochs", "keep_checkpoints", "summary_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.hidden_units % self.num_heads:
+            raise UserError(f"--hidden_units {self.hidden_units} is not divisible by "
+                            f"--num_heads {self.num_heads}; pick a width that splits into the heads")
+        if not 0 <= self.dropout_rate < 1 or not 0 <= self.label_smoothing < 1:
+            raise UserError("--dropout_rate and --label_smoothing must lie in [0, 1)")
+        if self.lr <= 0 or self.decode_maxlen < 0:
+            raise UserError("--lr must be positive and --decode_maxlen not negative")
+        if not self.sinusoid and self.decode_maxlen > self.maxlen:
+            raise UserError(f"--decode_maxlen {self.decode_maxlen} exceeds --maxlen {self.maxlen}: "
+                            "learned positions exist only up to maxlen (sinusoid ones have no limit)")
+
+
+# Settings that fix the model's shape, vocabulary or test filter. A logdir's
+# model can only be resumed or evaluated with the values it was trained with.
+MODEL_FIELDS = ("vocab_dir", "min_cnt", "maxlen", "hidden_units", "num_blocks", "num_heads",
+                "dropout_rate", "sinusoid")
+
+
+def _field_help():
+    """Each field's trailing comment above, so that --help and the code agree."""
+    pattern = re.compile(r"^\s+(\w+): \w+ = .*?  # (.*)$")
+    lines = inspect.getsource(Hyperparams).splitlines()
+    return {m[1]: m[2] for m in map(pattern.match, lines) if m}
+
+
+def _parse_bool(text):
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parse_args(argv, *, description, add_arguments=None):
+    """Parses `argv` into (settings given on the command line, the script's own flags).
+
+    Only flags actually given appear in the first dict, so callers can tell an
+    explicit `--maxlen 10` from the default. `add_arguments(parser)` adds flags
+    that belong to one script (they must carry their own defaults).
+    """
+    parser = _Parser(description=description, argument_default=argparse.SUPPRESS)
+    helps = _field_help()
+    for f in fields(Hyperparams):
+        parser.add_argument(f"--{f.name}", type=_parse_bool if f.type is bool else f.type,
+                            metavar=f.type.__name__.upper(),
+                            help=f"{helps.get(f.name, '')} (default: {f.default})")
+    if add_arguments:
+        add_arguments(parser)
+    namespace = vars(parser.parse_args(argv))
+    names = {f.name for f in fields(Hyperparams)}
+    explicit = {k: v for k, v in namespace.items() if k in names}
+    own = argparse.Namespace(**{k: v for k, v in namespace.items() if k not in names})
+    return explicit, own
+
+
+def hparams_path(logdir):
+    return os.path.join(logdir, "hparams.json")
+
+
+def write_atomic(path, text):
+    """Writes `text` to `path` through a temporary file, so that no reader ever sees half of it."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save(hp, command=None):
+    """Writes the resolved settings (and the command that produced them) to logdir/hparams.json."""
+    record = {"hparams": dataclasses.asdict(hp), "command": command or []}
+    write_atomic(hparams_path(hp.logdir), json.dumps(record, indent=2) + "\n")
+
+
+def load(logdir):
+    """Reads the settings a model in `logdir` was trained with."""
+    path = hparams_path(logdir)
+    if not os.path.exists(path):
+        raise UserError(f"{path} not found: no model was trained in --logdir {logdir}; run train.py first")
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)["hparams"]
+        return Hyperparams(**saved)
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is not a settings file written by train.py ({e}); "
+                        "delete it and run train.py again") from None
+
+
+def model_differences(a, b):
+    """The MODEL_FIELDS on which two settings disagree, as 'name: a != b' strings."""
+    return [f"{n}: {getattr(a, n)!r} != {getattr(b, n)!r}"
+            for n in MODEL_FIELDS if getattr(a, n) != getattr(b, n)]
+
+
+def for_training(explicit):
+    """Settings for train.py: defaults plus flags, checked against a run being resumed."""
+    hp = Hyperparams(**explicit)
+    if os.path.exists(hparams_path(hp.logdir)):
+        differences = model_differences(load(hp.logdir), hp)
+        if differences:
+            raise UserError(f"{hparams_path(hp.logdir)} holds a model trained with other settings "
+                            f"({'; '.join(differences)}); use another --logdir or the same settings")
+    return hp
+
+
+def for_evaluation(explicit):
+    """Settings for eval.py: those saved in logdir, with flags applied on top.
+
+    Flags may change what is evaluated (test files, batch size, results_dir),
+    not what the model is: a differing MODEL_FIELDS flag is an error.
+    """
+    logdir = explicit.get("logdir", Hyperparams.logdir)
+    saved = load(logdir)
+    asked = dataclasses.replace(saved, **{**explicit, "logdir": logdir})  # the logdir may have moved
+    differences = model_differences(saved, asked)
+    if differences:
+        raise UserError(f"the model in {logdir} was trained with other settings "
+                        f"({'; '.join(differences)}); drop those flags")
+    return asked
+
+
+def run(main):
+    """Runs a script's main(); a UserError becomes one line on stderr and exit code 2."""
+    try:
+        main(sys.argv[1:])
+    except UserError as e:
+        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+        sys.exit(2)

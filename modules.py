@@ -1,0 +1,159 @@
+"""Building blocks of the Transformer ("Attention Is All You Need", Vaswani et al., 2017).
+
+Shape letters used in every comment below:
+    N  batch size          T1  source length       T2  target length
+    C  model width         h   attention heads     V   vocabulary size
+    Tq, Tk  query and key lengths of one attention call
+
+Mask convention: bool tensors, True where attention is allowed. They are built
+only by padding_mask, query_mask and causal_mask, from token ids (pad id 0),
+never from embedding values (the original's masks broke once positional
+encodings made pad vectors non-zero).
+
+The attention and the layers around it are written here rather than taken
+from keras.layers.MultiHeadAttention because they are what this project
+teaches; Dense, Dropout and LayerNormalization come from Keras.
+"""
+import math
+
+import keras
+import tensorflow as tf
+
+from data_load import PAD
+
+LAYER_NORM_EPSILON = 1e-8  # the original's value
+
+
+def padding_mask(ids):
+    """(N, Tk) int ids -> (N, 1, 1, Tk) bool: True where the key is a real token."""
+    return (ids != PAD)[:, None, None, :]
+
+
+def query_mask(ids):
+    """(N, Tq) int ids -> (N, 1, Tq, 1) bool: True where the query is a real token."""
+    return (ids != PAD)[:, None, :, None]
+
+
+def causal_mask(length):
+    """-> (1, 1, T, T) bool: True where query position i may see key position j, i.e. j <= i."""
+    positions = tf.range(length)
+    return (positions[:, None] >= positions[None, :])[None, None]
+
+
+def sinusoid(length, units):
+    """Sinusoid position table (T, C) float32 (paper 3.5).
+
+    PE(pos, 2i) = sin(pos / 10000^(2i/C)) and PE(pos, 2i+1) = cos(pos / 10000^(2i/C)),
+    computed for any length, so sentences longer than maxlen get positions too.
+    """
+    pos = tf.cast(tf.range(length), tf.float32)[:, None]  # (T, 1)
+    dims = tf.range(units)
+    rates = tf.pow(10000.0, tf.cast(2 * (dims // 2), tf.float32) / units)  # (C,)
+    angles = pos / rates  # (T, C)
+    return tf.where(dims % 2 == 0, tf.sin(angles), tf.cos(angles))
+
+
+def label_smoothing(labels, depth, epsilon):
+    """(N, T) int ids -> (N, T, V) target distributions (1 - eps) * onehot + eps / V (paper 5.4)."""
+    return tf.one_hot(labels, depth) * (1.0 - epsilon) + epsilon / tf.cast(depth, tf.float32)
+
+
+class Embedding(keras.layers.Layer):
+    """Token ids -> vectors, scaled by sqrt(C); the pad row is always zero (paper 3.4)."""
+
+    def __init__(self, *, vocab_size, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.table = self.add_weight(shape=(vocab_size, units), initializer="glorot_uniform",
+                                     name="table")  # (V, C)
+
+    def call(self, ids):
+        """(N, T) int ids -> (N, T, C)."""
+        x = tf.gather(self.table, ids)  # (N, T, C)
+        real = tf.cast(ids != PAD, x.dtype)[..., None]  # (N, T, 1): zero vector (and gradient) for pads
+        return x * real * math.sqrt(self.units)
+
+
+class PositionalEncoding(keras.layers.Layer):
+    """Adds position information: sinusoid, or a learned table of max_len rows (paper 3.5)."""
+
+    def __init__(self, *, units, max_len, learned, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.table = (self.add_weight(shape=(max_len, units), initializer="glorot_uniform", name="table")
+                      if learned else None)  # (maxlen, C)
+
+    def call(self, x):
+        """(N, T, C) -> (N, T, C)."""
+        length = tf.shape(x)[1]
+        table = sinusoid(length, self.units) if self.table is None else self.table[:length]  # (T, C)
+        return x + tf.cast(table, x.dtype)
+
+
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head scaled dot-product attention, then residual and layer norm (paper 3.2).
+
+    Unlike the original: Q, K and V are linear projections (it applied a ReLU),
+    and the concatenated heads pass through an output projection (it had none).
+    """
+
+    def __init__(self, *, units, num_heads, dropout_rate, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.depth = units // num_heads  # C/h
+        self.project_q = keras.layers.Dense(units, name="q")
+        self.project_k = keras.layers.Dense(units, name="k")
+        self.project_v = keras.layers.Dense(units, name="v")
+        self.project_out = keras.layers.Dense(units, name="out")
+        self.dropout = keras.layers.Dropout(dropout_rate)
+        self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON)
+
+    def _split_heads(self, x):
+        """(N, T, C) -> (N, h, T, C/h)."""
+        shape = tf.shape(x)
+        x = tf.reshape(x, (shape[0], shape[1], self.num_heads, self.depth))  # (N, T, h, C/h)
+        return tf.transpose(x, (0, 2, 1, 3))
+
+    def call(self, queries, keys, *, attention_mask, query_mask=None, training=False, return_weights=False):
+        """queries (N, Tq, C), keys (N, Tk, C) -> (N, Tq, C), and the weights (N, h, Tq, Tk) if asked.
+
+        attention_mask: bool, broadcastable to (N, h, Tq, Tk), True where a query may see a key.
+        query_mask: bool (N, 1, Tq, 1) or None; rows of padded queries get zero weights.
+        """
+        # 1. project, split into heads
+        q = self._split_heads(self.project_q(queries))  # (N, h, Tq, C/h)
+        k = self._split_heads(self.project_k(keys))  # (N, h, Tk, C/h)
+        v = self._split_heads(self.project_v(keys))  # (N, h, Tk, C/h)
+        # 2. scaled scores; masking and softmax in float32, whatever the compute dtype
+        scores = tf.matmul(q, k, transpose_b=True) / math.sqrt(self.depth)  # (N, h, Tq, Tk)
+        scores = tf.where(attention_mask, tf.cast(scores, tf.float32), -1e9)
+        weights = tf.nn.softmax(scores, axis=-1)  # (N, h, Tq, Tk)
+        # 3. padded queries attend to nothing (the original's query masking)
+        if query_mask is not None:
+            weights *= tf.cast(query_mask, weights.dtype)
+        weights = self.dropout(weights, training=training)
+        # 4. weighted sum of values, heads concatenated, output projection
+        out = tf.matmul(tf.cast(weights, v.dtype), v)  # (N, h, Tq, C/h)
+        out = tf.transpose(out, (0, 2, 1, 3))  # (N, Tq, h, C/h)
+        out = tf.reshape(out, tf.shape(queries))  # (N, Tq, C)
+        # 5. residual connection, layer norm
+        out = self.norm(queries + self.project_out(out))
+        return (out, weights) if return_weights else out
+
+
+class FeedForward(keras.layers.Layer):
+    """Position-wise feed-forward C -> inner (ReLU) -> C, then residual and layer norm (paper 3.3).
+
+    The original wrote it as two conv1d layers of kernel size 1: the same matrix
+    product at every position, which Dense computes as one matmul.
+    """
+
+    def __init__(self, *, units, inner_units, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dense(inner_units, activation="relu", name="inner")
+        self.outer = keras.layers.Dense(units, name="outer")
+        self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON)
+
+    def call(self, x):
+        """(N, T, C) -> (N, T, C)."""
+        return self.norm(x + self.outer(self.inner(x)))  # inner: (N, T, 4C)

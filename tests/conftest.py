@@ -1,0 +1,60 @@
+"""Shared helpers: fixture files, tiny settings and a synthetic translation task."""
+import gzip
+import os
+import random
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Small enough that a few epochs take seconds on two CPU cores.
+TINY_MODEL = ["--hidden_units", "32", "--num_blocks", "1", "--num_heads", "2", "--dropout_rate", "0.0"]
+
+# A toy language pair: each German number word has one English translation.
+GERMAN = "eins zwei drei vier fuenf sechs sieben acht neun zehn elf zwoelf".split()
+ENGLISH = "one two three four five six seven eight nine ten eleven twelve".split()
+DICTIONARY = dict(zip(GERMAN, ENGLISH))
+
+
+def write_lines(path, lines):
+    """Writes lines as UTF-8 text (gzip when the name ends in .gz); returns the path as str."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(line + "\n" for line in lines).encode("utf-8")
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return str(path)
+
+
+def toy_pairs(count, seed, reverse=False, lengths=(4, 7)):
+    """Random German sentences of number words and their word-by-word translations.
+
+    With reverse, the English side is also in reverse order, so the model must
+    learn positions as well as words.
+    """
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        words = [rng.choice(GERMAN) for _ in range(rng.randint(*lengths))]
+        english = [DICTIONARY[w] for w in words]
+        pairs.append((" ".join(words), " ".join(english[::-1] if reverse else english)))
+    return pairs
+
+
+@pytest.fixture
+def toy_corpus(tmp_path):
+    """Writes a toy train/test corpus under tmp_path; returns the flags that point at it."""
+
+    def make(train_pairs, test_pairs):
+        files = {}
+        for split, pairs in (("train", train_pairs), ("test", test_pairs)):
+            files[f"source_{split}"] = write_lines(tmp_path / f"{split}.de", [s for s, _ in pairs])
+            files[f"target_{split}"] = write_lines(tmp_path / f"{split}.en", [t for _, t in pairs])
+        flags = [item for name, path in files.items() for item in (f"--{name}", path)]
+        return flags + ["--vocab_dir", str(tmp_path / "vocab"), "--logdir", str(tmp_path / "logdir"),
+                        "--results_dir", str(tmp_path / "results"), "--min_cnt", "1"]
+
+    return make

@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+
+import data_load
+from conftest import SHARED_DATA, write_lines
+from data_load import EOS, PAD, UNK
+from hyperparams import UserError
+
+
+@pytest.mark.parametrize("raw, refined", [
+    ("Die 26-jährige Frau.", "Die jährige Frau"),
+    ("twenty-somethings, don't!", "twentysomethings don't"),
+    ("  Ça   coûte 3 €  ", "Ça coûte"),
+    ("Привет world", "world"),
+])
+def test_refine_keeps_latin_letters_apostrophes_and_spaces(raw, refined):
+    assert data_load.refine(raw) == refined
+
+
+def test_tags_reader_marks_metadata_lines(tmp_path):
+    path = write_lines(tmp_path / "train.tags.de-en.de",
+                       ["<url>http://x</url>", "Hallo Welt.", "<title>T</title>", "Gut."])
+    assert data_load.read_sentences(path, "f") == [(1, None), (2, "Hallo Welt."), (3, None), (4, "Gut.")]
+
+
+def test_xml_reader_keeps_seg_lines_only(tmp_path):
+    path = write_lines(tmp_path / "IWSLT16.TED.tst2013.de-en.de.xml", [
+        '<?xml version="1.0" encoding="UTF-8"?>', "<doc docid=\"1\">", "<title>Titel</title>",
+        '<seg id="1"> Erster Satz. </seg>', '<seg id="2"> Zweiter, 2. </seg>', "</doc>"])
+    assert data_load.read_sentences(path, "f") == [(4, " Erster Satz. "), (5, " Zweiter, 2. ")]
+
+
+def test_plain_gzip_is_read_transparently(tmp_path):
+    path = write_lines(tmp_path / "train.de.gz", ["Ein Hund <b>läuft</b>.", "", "Zwei"])
+    assert data_load.read_sentences(path, "f") == [(1, "Ein Hund <b>läuft</b>."), (2, ""), (3, "Zwei")]
+
+
+def test_pairs_are_read_in_lockstep(tmp_path):
+    src = write_lines(tmp_path / "train.tags.de-en.de",
+                      ["<url>u</url>", "Hallo Welt", "<title>t</title>", "", "Guten Tag"])
+    tgt = write_lines(tmp_path / "train.tags.de-en.en",
+                      ["<url>u</url>", "Hello world", "a stray line", "Empty", "Good day"])
+    assert data_load.read_parallel(src, tgt) == (["Hallo Welt", "Guten Tag"], ["Hello world", "Good day"])
+
+
+def test_different_line_counts_are_an_error(tmp_path):
+    src = write_lines(tmp_path / "a.de", ["eins", "zwei", "drei"])
+    tgt = write_lines(tmp_path / "a.en", ["one", "two"])
+    with pytest.raises(UserError, match=r"a.de has 3 lines but .*a.en has 2; .*line-aligned"):
+        data_load.read_parallel(src, tgt)
+
+
+def test_undecodable_bytes_name_file_and_line(tmp_path):
+    src = write_lines(tmp_path / "a.de", ["gut", "auch gut"])
+    with open(src, "ab") as f:
+        f.write(b"schlecht \xff\xfe\n")
+    tgt = write_lines(tmp_path / "a.en", ["good", "also good", "bad"])
+    with pytest.raises(UserError, match=r"a.de:3: not valid UTF-8"):
+        data_load.read_parallel(src, tgt)
+
+
+def test_missing_and_empty_corpora_say_what_to_fix(tmp_path):
+    empty = write_lines(tmp_path / "empty.de", [])
+    with pytest.raises(UserError, match=r"nothere.de not found; .* --source_train"):
+        data_load.read_parallel(str(tmp_path / "nothere.de"), empty)
+    with pytest.raises(UserError, match="hold no sentence pairs"):
+        data_load.read_parallel(empty, write_lines(tmp_path / "empty.en", []))
+
+
+def test_vocab_loading_applies_min_cnt(tmp_path):
+    path = write_lines(tmp_path / "de.vocab.tsv", [f"{w}\t1000000000" for w in data_load.SPECIALS]
+                       + ["Haus\t5", "Baum\t3", "Dach\t1"])
+    word2id, id2word = data_load.load_vocab(path, min_cnt=3)
+    assert id2word == list(data_load.SPECIALS) + ["Haus", "Baum"]
+    assert word2id["Baum"] == 5
+    with pytest.raises(UserError, match="run prepro.py first"):
+        data_load.load_vocab(str(tmp_path / "missing.tsv"), 1)
+
+
+def test_create_data_filters_by_maxlen_and_pads():
+    w2i = {"a": 4, "b": 5}
+    x, y, src, tgt = data_load.create_data(["a b", "a a a", "b"], ["a", "b", "a zzz b"], w2i, w2i, maxlen=3)
+    # "a a a" + </S> is 4 ids: dropped; "a zzz b" + </S> is 4 ids: dropped
+    assert src == ["a b"] and tgt == ["a"]
+    np.testing.assert_array_equal(x, [[4, 5, EOS]])
+    np.testing.assert_array_equal(y, [[4, EOS, PAD]])
+    x, y, src, _ = data_load.create_data(["a b", "b"], ["a zzz b", "b"], w2i, w2i, maxlen=None)
+    np.testing.assert_array_equal(x, [[4, 5, EOS], [5, EOS, PAD]])
+    np.testing.assert_array_equal(y, [[4, UNK, 5, EOS], [5, EOS, PAD, PAD]])
+    assert x.dtype == np.int32
+
+
+def test_train_batches_are_seeded_full_batches():
+    x = np.arange(10, dtype=np.int32).reshape(10, 1)
+    batches = lambda seed: [b[0].numpy().ravel().tolist()
+                            for b in data_load.train_batches(x, x, batch_size=4, seed=seed)]
+    first = batches(1)
+    assert [len(b) for b in first] == [4, 4]  # the last partial batch is dropped
+    assert first == batches(1) and first != batches(2)
+
+
+def test_eval_batches_keep_the_last_partial_batch():
+    x = np.zeros((10, 3), np.int32)
+    assert [len(b) for b in data_load.eval_batches(x, 4)] == [4, 4, 2]
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "iwslt2016").is_dir(), reason="../shared/data/iwslt2016 is absent")
+def test_real_iwslt_xml_has_one_sentence_per_seg():
+    base = SHARED_DATA / "iwslt2016" / "de-en" / "IWSLT16.TED.tst2013.de-en"
+    segs = sum("<seg" in line for line in open(f"{base}.de.xml", encoding="utf-8"))
+    src, tgt = data_load.read_parallel(f"{base}.de.xml", f"{base}.en.xml")
+    assert len(src) == len(tgt) == segs == 993

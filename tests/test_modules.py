@@ -1,0 +1,110 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from modules import (Embedding, FeedForward, MultiHeadAttention, PositionalEncoding, causal_mask,
+                     label_smoothing, padding_mask, query_mask, sinusoid)
+from train import loss_and_accuracy
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    keras.utils.set_random_seed(0)
+
+
+def test_masks_follow_the_convention():
+    ids = tf.constant([[5, 6, 0]])
+    np.testing.assert_array_equal(padding_mask(ids), [[[[True, True, False]]]])
+    np.testing.assert_array_equal(query_mask(ids)[0, 0, :, 0], [True, True, False])
+    np.testing.assert_array_equal(causal_mask(3)[0, 0], [[1, 0, 0], [1, 1, 0], [1, 1, 1]])
+
+
+def test_embedding_zero_pad_row_and_scale():
+    layer = Embedding(vocab_size=6, units=4)
+    out = layer(tf.constant([[0, 3, 0]]))
+    assert out.shape == (1, 3, 4)
+    np.testing.assert_array_equal(out[0, 0], np.zeros(4))
+    np.testing.assert_allclose(out[0, 1], layer.table.numpy()[3] * 2.0, rtol=1e-6)  # sqrt(4)
+
+
+def test_sinusoid_matches_the_formula():
+    length, units = 7, 6
+    table = sinusoid(length, units).numpy()
+    for pos in range(length):
+        for i in range(units // 2):
+            angle = pos / 10000 ** (2 * i / units)
+            assert table[pos, 2 * i] == pytest.approx(math.sin(angle), abs=1e-5)
+            assert table[pos, 2 * i + 1] == pytest.approx(math.cos(angle), abs=1e-5)
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_positional_encoding_adds_one_row_per_position(learned):
+    layer = PositionalEncoding(units=4, max_len=5, learned=learned)
+    out = layer(tf.zeros((2, 3, 4)))
+    table = layer.table.numpy()[:3] if learned else sinusoid(3, 4).numpy()
+    np.testing.assert_allclose(out[1], table, rtol=1e-6)
+
+
+def attend(layer, queries, keys, key_ids, query_ids=None, causal=False):
+    mask = padding_mask(key_ids)
+    if causal:
+        mask &= causal_mask(tf.shape(key_ids)[1])
+    return layer(queries, keys, attention_mask=mask, return_weights=True,
+                 query_mask=None if query_ids is None else query_mask(query_ids))
+
+
+def test_padded_keys_get_zero_weight_and_pad_values_do_not_matter():
+    layer = MultiHeadAttention(units=8, num_heads=2, dropout_rate=0.0)
+    queries, keys = tf.random.normal((1, 2, 8)), tf.random.normal((1, 4, 8))
+    ids = tf.constant([[4, 5, 6, 0]])
+    out, weights = attend(layer, queries, keys, ids)
+    assert out.shape == (1, 2, 8) and weights.shape == (1, 2, 2, 4)
+    np.testing.assert_array_equal(weights[..., 3], 0.0)
+    np.testing.assert_allclose(tf.reduce_sum(weights, -1), 1.0, rtol=1e-6)
+    changed = tf.concat([keys[:, :3], tf.random.normal((1, 1, 8))], axis=1)
+    np.testing.assert_allclose(attend(layer, queries, changed, ids)[0], out, rtol=1e-5, atol=1e-6)
+
+
+def test_padded_queries_attend_to_nothing():
+    layer = MultiHeadAttention(units=8, num_heads=2, dropout_rate=0.0)
+    x = tf.random.normal((1, 3, 8))
+    ids = tf.constant([[4, 5, 0]])
+    _, weights = attend(layer, x, x, ids, query_ids=ids)
+    np.testing.assert_array_equal(weights[:, :, 2], 0.0)
+    np.testing.assert_allclose(tf.reduce_sum(weights[:, :, :2], -1), 1.0, rtol=1e-6)
+
+
+def test_causal_attention_ignores_the_future():
+    layer = MultiHeadAttention(units=8, num_heads=2, dropout_rate=0.0)
+    x = tf.random.normal((1, 5, 8))
+    ids = tf.constant([[4, 5, 6, 7, 8]])
+    full, weights = attend(layer, x, x, ids, causal=True)
+    np.testing.assert_array_equal(np.triu(weights[0, 0], k=1), 0.0)
+    prefix, _ = attend(layer, x[:, :3], x[:, :3], ids[:, :3], causal=True)
+    np.testing.assert_allclose(prefix, full[:, :3], rtol=1e-5, atol=1e-6)
+
+
+def test_feed_forward_shape_and_normalisation():
+    out = FeedForward(units=8, inner_units=32)(tf.random.normal((2, 3, 8)))
+    assert out.shape == (2, 3, 8)
+    np.testing.assert_allclose(tf.reduce_mean(out, -1), 0.0, atol=1e-5)  # layer norm, gamma 1, beta 0
+
+
+def test_label_smoothing_values_and_row_sums():
+    smoothed = label_smoothing(tf.constant([[2, 0]]), depth=5, epsilon=0.1).numpy()
+    np.testing.assert_allclose(smoothed.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(smoothed[0, 0], [0.02, 0.02, 0.92, 0.02, 0.02], rtol=1e-6)
+
+
+def test_loss_and_accuracy_ignore_pad_positions():
+    tgt = tf.constant([[1, 2, 0]])
+    logits = tf.constant([[[0.0, 5.0, 0.0], [0.0, 5.0, 0.0], [9.0, 0.0, 0.0]]])
+    loss, acc = loss_and_accuracy(logits, tgt, epsilon=0.0)
+    assert float(acc) == pytest.approx(0.5)  # position 0 right, position 1 wrong, pad ignored
+    expected = (-np.log(np.exp(5) / (np.exp(5) + 2)) - np.log(1 / (np.exp(5) + 2))) / 2
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    other_pad_logits = tf.concat([logits[:, :2], tf.constant([[[0.0, 0.0, 9.0]]])], axis=1)
+    assert float(loss_and_accuracy(other_pad_logits, tgt, 0.0)[0]) == pytest.approx(float(loss))

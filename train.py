@@ -1,0 +1,173 @@
+"""Trains the Transformer: vocab + corpus -> batches -> checkpoints and TensorBoard events in logdir.
+
+Run it again on the same logdir to resume from the latest checkpoint: the
+epoch and the global step continue where they stopped.
+"""
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
+
+import keras
+import tensorflow as tf
+from tqdm import tqdm
+
+import data_load
+import hyperparams
+from data_load import PAD
+from hyperparams import UserError, parse_args, run
+from model import build_model, shift_right
+from modules import label_smoothing
+
+
+def loss_and_accuracy(logits, tgt, epsilon):
+    """Label-smoothed cross-entropy and accuracy over the non-pad target positions.
+
+    logits (N, T2, V), tgt ids (N, T2) -> two float32 scalars. Computed in
+    float32 whatever the model's compute dtype.
+    """
+    logits = tf.cast(logits, tf.float32)
+    real = tf.cast(tgt != PAD, tf.float32)  # (N, T2)
+    targets = label_smoothing(tgt, tf.shape(logits)[-1], epsilon)  # (N, T2, V)
+    xent = tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)  # (N, T2)
+    count = tf.maximum(tf.reduce_sum(real), 1.0)
+    hits = tf.cast(tf.argmax(logits, axis=-1, output_type=tgt.dtype) == tgt, tf.float32)
+    return tf.reduce_sum(xent * real) / count, tf.reduce_sum(hits * real) / count
+
+
+def checkpoint_name(epoch, step):
+    """The original's checkpoint (and results file) name."""
+    return f"model_epoch_{epoch:02d}_gs_{step}"
+
+
+def save_checkpoint(checkpoint, logdir, name, keep):
+    """Writes `checkpoint` as logdir/name, makes it the latest, and deletes all but the newest `keep`.
+
+    The state file is rewritten only after the checkpoint is complete, so a
+    run killed mid-write still resumes from the previous one. (CheckpointManager
+    does the same but can only name files `prefix-N`.)
+    """
+    path = checkpoint.write(os.path.join(logdir, name))
+    state = tf.train.get_checkpoint_state(logdir)
+    names = [os.path.basename(p) for p in (state.all_model_checkpoint_paths if state else [])]
+    names = [n for n in names if n != name] + [name]
+    # Names relative to logdir, so that a moved logdir still finds its checkpoints. The
+    # function is the public writer of the state file latest_checkpoint() reads; its
+    # deprecation notice only points at CheckpointManager, so it is not shown.
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel("ERROR")
+    try:
+        tf.compat.v1.train.update_checkpoint_state(logdir, name, names[-keep:])
+    finally:
+        logger.setLevel(level)
+    for old in names[:-keep]:
+        for f in tf.io.gfile.glob(os.path.join(logdir, old) + ".*"):
+            tf.io.gfile.remove(f)
+    return path
+
+
+def make_train_step(model, optimizer, epsilon):
+    """A compiled step: (src, tgt) -> updates the model; running sums go to the returned variable.
+
+    The sums (loss, accuracy, steps; one row since the last report, one since
+    the epoch began) stay on the device, so the Python loop reads them only
+    when it reports, not after every step.
+    """
+    totals = tf.Variable(tf.zeros((2, 3)), trainable=False)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None), tf.int32)] * 2)
+    def train_step(src, tgt):
+        """src, tgt ids (N, T1), (N, T2): one optimizer step."""
+        with tf.GradientTape() as tape:
+            logits = model((src, shift_right(tgt)), training=True)  # (N, T2, V)
+            loss, acc = loss_and_accuracy(logits, tgt, epsilon)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        totals.assign_add(tf.tile(tf.stack([loss, acc, 1.0])[None], (2, 1)))
+
+    return train_step, totals
+
+
+INTERVAL, EPOCH = 0, 1  # the rows of the running sums
+
+
+def take_means(totals, row):
+    """Mean loss and accuracy of one row of running sums, which is then reset."""
+    loss_sum, acc_sum, steps = totals[row].numpy()
+    totals[row].assign(tf.zeros(3))
+    return loss_sum / max(steps, 1), acc_sum / max(steps, 1)
+
+
+def report(totals, writer, optimizer, step):
+    """Writes the means since the last report to TensorBoard and returns them."""
+    mean_loss, acc = take_means(totals, INTERVAL)
+    with writer.as_default(step=step):
+        tf.summary.scalar("mean_loss", mean_loss)
+        tf.summary.scalar("acc", acc)
+        tf.summary.scalar("lr", float(optimizer.learning_rate))
+    return mean_loss, acc
+
+
+def main(argv):
+    # settings
+    explicit, _ = parse_args(argv, description=__doc__.splitlines()[0])
+    hp = hyperparams.for_training(explicit)
+    keras.utils.set_random_seed(hp.seed)
+
+    # data
+    (src_w2i, _), (tgt_w2i, _) = data_load.load_vocabs(hp)
+    x, y = data_load.load_train_data(hp, src_w2i, tgt_w2i)
+    steps_per_epoch = len(x) // hp.batch_size
+    if steps_per_epoch == 0:
+        raise UserError(f"only {len(x)} training pairs fit --maxlen {hp.maxlen}, fewer than one "
+                        f"batch of --batch_size {hp.batch_size}; lower the batch size or raise maxlen")
+
+    # model, optimizer, restore
+    model = build_model(hp, len(src_w2i), len(tgt_w2i))
+    optimizer = keras.optimizers.Adam(hp.lr, beta_1=hp.adam_beta1, beta_2=hp.adam_beta2,
+                                      epsilon=hp.adam_epsilon)
+    optimizer.build(model.trainable_variables)
+    last_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)  # last finished epoch
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=last_epoch)
+    latest = tf.train.latest_checkpoint(hp.logdir)
+    if latest:
+        try:
+            checkpoint.read(latest).assert_consumed()
+        except (ValueError, AssertionError) as e:
+            raise UserError(f"{latest} does not fit this model or vocab ({str(e).splitlines()[0]}); "
+                            "use another --logdir") from None
+        print(f"resuming from {latest}")
+    hyperparams.save(hp, command=sys.argv)
+    print(f"{len(x)} training pairs, {steps_per_epoch} steps per epoch, "
+          f"{model.count_params():,} parameters, vocab {len(src_w2i)} -> {len(tgt_w2i)}")
+
+    # loop
+    writer = tf.summary.create_file_writer(hp.logdir)
+    train_step, totals = make_train_step(model, optimizer, hp.label_smoothing)
+    step = int(optimizer.iterations.numpy())
+    first_epoch = int(last_epoch.numpy()) + 1
+    if first_epoch > hp.num_epochs:
+        print(f"{latest} has finished all {hp.num_epochs} epochs; raise --num_epochs to train on")
+    for epoch in range(first_epoch, hp.num_epochs + 1):
+        start = time.time()
+        batches = data_load.train_batches(x, y, batch_size=hp.batch_size, seed=hp.seed + epoch)
+        with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{hp.num_epochs}", unit="step") as bar:
+            for src, tgt in batches:
+                train_step(src, tgt)
+                step += 1
+                bar.update()
+                if step % hp.summary_every == 0:
+                    mean_loss, acc = report(totals, writer, optimizer, step)
+                    bar.set_postfix(mean_loss=f"{mean_loss:.3f}", acc=f"{acc:.3f}")
+        if totals[INTERVAL, 2] > 0:
+            report(totals, writer, optimizer, step)
+        writer.flush()
+        last_epoch.assign(epoch)
+        path = save_checkpoint(checkpoint, hp.logdir, checkpoint_name(epoch, step), hp.keep_checkpoints)
+        mean_loss, acc = take_means(totals, EPOCH)
+        print(f"epoch {epoch}: step {step}, mean_loss {mean_loss:.3f}, acc {acc:.3f}, "
+              f"{time.time() - start:.0f} s, saved {path}")
+
+if __name__ == "__main__":
+    run(main)
