@@ -27,7 +27,7 @@ class Hyperparams:
     source_test: str = "corpora/IWSLT16.TED.tst2014.de-en.de.xml"  # German test text
     target_test: str = "corpora/IWSLT16.TED.tst2014.de-en.en.xml"  # English references
     vocab_dir: str = "preprocessed"  # where prepro.py writes de.vocab.tsv and en.vocab.tsv
-    min_cnt: int = 20  # words seen fewer times become <UNK>; 20 keeps the IWSLT vocab near 8k words
+    min_cnt: int = 20  # words seen fewer times become <UNK> (the original: 20)
     maxlen: int = 10  # T: max words per sentence incl. </S>; longer pairs are dropped (original: 10)
 
     # model
@@ -44,9 +44,9 @@ class Hyperparams:
     adam_beta2: float = 0.98  # Adam's second-moment decay (paper 5.3)
     adam_epsilon: float = 1e-8  # Adam's denominator guard (paper 5.3)
     label_smoothing: float = 0.1  # eps: weight moved from the gold word to the uniform distribution
-    num_epochs: int = 20  # the original's published model stopped at epoch 18
+    num_epochs: int = 20  # passes over the training pairs (the original published its epoch-18 model)
     logdir: str = "logdir"  # checkpoints, hparams.json and TensorBoard events
-    keep_checkpoints: int = 5  # epoch checkpoints kept in logdir, newest first
+    keep_checkpoints: int = 5  # only the newest epoch checkpoints are kept, to bound disk use
     summary_every: int = 100  # steps between TensorBoard points and progress-bar updates
     seed: int = 42  # seeds Python, NumPy, TensorFlow and the shuffling
 
@@ -103,7 +103,7 @@ def parse_args(argv, *, description, add_arguments=None):
     explicit `--maxlen 10` from the default. `add_arguments(parser)` adds flags
     that belong to one script (they must carry their own defaults).
     """
-    parser = _Parser(description=description, argument_default=argparse.SUPPRESS)
+    parser = _Parser(description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False)
     helps = _field_help()
     for f in fields(Hyperparams):
         parser.add_argument(f"--{f.name}", type=_parse_bool if f.type is bool else f.type,

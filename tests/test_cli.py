@@ -1,0 +1,58 @@
+"""The scripts as users run them: bad input gives one line on stderr, exit code 2, no output file."""
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, write_lines
+from hyperparams import Hyperparams
+
+
+def run(script, *args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2
+    lines = [l for l in result.stderr.splitlines() if l.startswith(("prepro.py", "train.py", "eval.py"))]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_unknown_flag(tmp_path):
+    result = run("train.py", "--hidden_unit", "8", cwd=tmp_path)
+    assert_one_line_error(result, "unrecognized arguments: --hidden_unit")
+
+
+def test_missing_corpus_leaves_no_vocab(tmp_path):
+    result = run("prepro.py", cwd=tmp_path)  # the default IWSLT paths do not exist here
+    assert_one_line_error(result, "corpora/train.tags.de-en.de not found", "--source_train")
+    assert not (tmp_path / "preprocessed").exists()
+
+
+@pytest.mark.parametrize("target_lines, message", [
+    (["one", "two"], "has 3 lines but"),
+    ([], "has 3 lines but"),
+])
+def test_misaligned_corpus(tmp_path, target_lines, message):
+    src = write_lines(tmp_path / "a.de", ["eins", "zwei", "drei"])
+    tgt = write_lines(tmp_path / "a.en", target_lines)
+    result = run("prepro.py", "--source_train", src, "--target_train", tgt, cwd=tmp_path)
+    assert_one_line_error(result, message, "a.de", "a.en")
+    assert not (tmp_path / "preprocessed").exists()
+
+
+def test_eval_before_training(tmp_path):
+    result = run("eval.py", "--logdir", tmp_path / "logdir", cwd=tmp_path)
+    assert_one_line_error(result, "run train.py first")
+    assert not (tmp_path / "results").exists()
+
+
+def test_readme_lists_every_setting():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [f.name for f in dataclasses.fields(Hyperparams) if f"`{f.name}`" not in readme]
+    assert not missing
