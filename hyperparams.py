@@ -73,8 +73,9 @@ class Hyperparams:
 
 # Settings that fix the model's shape, vocabulary or test filter. A logdir's
 # model can only be resumed or evaluated with the values it was trained with.
-MODEL_FIELDS = ("vocab_dir", "min_cnt", "maxlen", "hidden_units", "num_blocks", "num_heads",
-                "dropout_rate", "sinusoid")
+# (vocab_dir may move; a vocab of another size fails when the checkpoint loads.)
+MODEL_FIELDS = ("min_cnt", "maxlen", "hidden_units", "num_blocks", "num_heads", "dropout_rate",
+                "sinusoid")
 
 
 def _field_help():

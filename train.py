@@ -4,7 +4,6 @@ Run it again on the same logdir to resume from the latest checkpoint: the
 epoch and the global step continue where they stopped.
 """
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
@@ -109,6 +108,19 @@ def report(totals, writer, optimizer, step):
     return mean_loss, acc
 
 
+def resume(checkpoint, logdir):
+    """Restores the latest checkpoint in logdir, if there is one; returns its path or None."""
+    latest = tf.train.latest_checkpoint(logdir)
+    if latest:
+        try:
+            checkpoint.read(latest).assert_consumed()
+        except (ValueError, AssertionError) as e:
+            raise UserError(f"{latest} does not fit this model or vocab ({str(e).splitlines()[0]}); "
+                            "use another --logdir") from None
+        print(f"resuming from {latest}")
+    return latest
+
+
 def main(argv):
     # settings
     explicit, _ = parse_args(argv, description=__doc__.splitlines()[0])
@@ -130,15 +142,8 @@ def main(argv):
     optimizer.build(model.trainable_variables)
     last_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)  # last finished epoch
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=last_epoch)
-    latest = tf.train.latest_checkpoint(hp.logdir)
-    if latest:
-        try:
-            checkpoint.read(latest).assert_consumed()
-        except (ValueError, AssertionError) as e:
-            raise UserError(f"{latest} does not fit this model or vocab ({str(e).splitlines()[0]}); "
-                            "use another --logdir") from None
-        print(f"resuming from {latest}")
-    hyperparams.save(hp, command=sys.argv)
+    latest = resume(checkpoint, hp.logdir)
+    hyperparams.save(hp, command=["train.py", *argv])
     print(f"{len(x)} training pairs, {steps_per_epoch} steps per epoch, "
           f"{model.count_params():,} parameters, vocab {len(src_w2i)} -> {len(tgt_w2i)}")
 
@@ -168,6 +173,7 @@ def main(argv):
         mean_loss, acc = take_means(totals, EPOCH)
         print(f"epoch {epoch}: step {step}, mean_loss {mean_loss:.3f}, acc {acc:.3f}, "
               f"{time.time() - start:.0f} s, saved {path}")
+
 
 if __name__ == "__main__":
     run(main)

@@ -6,8 +6,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -44,17 +42,11 @@ def toy_pairs(count, seed, reverse=False, lengths=(4, 7)):
     return pairs
 
 
-@pytest.fixture
-def toy_corpus(tmp_path):
-    """Writes a toy train/test corpus under tmp_path; returns the flags that point at it."""
-
-    def make(train_pairs, test_pairs):
-        files = {}
-        for split, pairs in (("train", train_pairs), ("test", test_pairs)):
-            files[f"source_{split}"] = write_lines(tmp_path / f"{split}.de", [s for s, _ in pairs])
-            files[f"target_{split}"] = write_lines(tmp_path / f"{split}.en", [t for _, t in pairs])
-        flags = [item for name, path in files.items() for item in (f"--{name}", path)]
-        return flags + ["--vocab_dir", str(tmp_path / "vocab"), "--logdir", str(tmp_path / "logdir"),
-                        "--results_dir", str(tmp_path / "results"), "--min_cnt", "1"]
-
-    return make
+def corpus_flags(directory, train_pairs, test_pairs):
+    """Writes a train/test corpus under `directory`; returns the flags that point every script at it."""
+    flags = []
+    for split, pairs in (("train", train_pairs), ("test", test_pairs)):
+        flags += [f"--source_{split}", write_lines(directory / f"{split}.de", [s for s, _ in pairs]),
+                  f"--target_{split}", write_lines(directory / f"{split}.en", [t for _, t in pairs])]
+    return flags + ["--vocab_dir", str(directory / "vocab"), "--logdir", str(directory / "logdir"),
+                    "--results_dir", str(directory / "results"), "--min_cnt", "1"]

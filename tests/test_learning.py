@@ -4,16 +4,16 @@ import re
 import eval as evaluate
 import prepro
 import train
-from conftest import toy_pairs
+from conftest import corpus_flags, toy_pairs
 
 
-def test_tiny_model_learns_to_translate_and_reverse(toy_corpus, tmp_path):
+def test_tiny_model_learns_to_translate_and_reverse(tmp_path):
     # English = the German number words translated one by one, in reverse order;
     # held-out test sentences never occur in training.
     train_pairs = toy_pairs(2000, seed=1, reverse=True)
     seen = set(train_pairs)
     test_pairs = [p for p in toy_pairs(100, seed=2, reverse=True) if p not in seen]
-    flags = toy_corpus(train_pairs, test_pairs) + ["--maxlen", "10", "--seed", "3"]
+    flags = corpus_flags(tmp_path, train_pairs, test_pairs) + ["--maxlen", "10", "--seed", "3"]
     prepro.main(flags)
     train.main(flags + ["--hidden_units", "64", "--num_blocks", "1", "--num_heads", "4",
                         "--dropout_rate", "0", "--lr", "0.003", "--num_epochs", "6"])

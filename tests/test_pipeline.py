@@ -10,7 +10,7 @@ import tensorflow as tf
 import eval as evaluate
 import prepro
 import train
-from conftest import TINY_MODEL, toy_pairs, write_lines
+from conftest import TINY_MODEL, corpus_flags, toy_pairs, write_lines
 from hyperparams import UserError
 
 BATCH = ["--batch_size", "16"]
@@ -33,12 +33,7 @@ def trained(tmp_path_factory):
     """A tiny model trained for two epochs on a toy corpus: (flags, steps per epoch)."""
     tmp = tmp_path_factory.mktemp("pipeline")
     train_pairs, test_pairs = toy_pairs(200, seed=1), toy_pairs(37, seed=2)  # 37: a partial last batch
-    flags = []
-    for split, pairs in (("train", train_pairs), ("test", test_pairs)):
-        flags += [f"--source_{split}", write_lines(tmp / f"{split}.de", [s for s, _ in pairs]),
-                  f"--target_{split}", write_lines(tmp / f"{split}.en", [t for _, t in pairs])]
-    flags += ["--vocab_dir", str(tmp / "vocab"), "--logdir", str(tmp / "logdir"),
-              "--results_dir", str(tmp / "results"), "--min_cnt", "1", "--maxlen", "10"]
+    flags = corpus_flags(tmp, train_pairs, test_pairs) + ["--maxlen", "10"]
     prepro.main(flags)
     train.main(flags + TINY_MODEL + BATCH + ["--num_epochs", "1", "--summary_every", "5"])
     train.main(flags + TINY_MODEL + BATCH + ["--num_epochs", "2", "--summary_every", "5"])  # resumes
@@ -102,10 +97,35 @@ def test_eval_refuses_other_model_settings(trained):
         evaluate.main(flags + ["--hidden_units", "64"])
 
 
+def test_eval_with_another_vocab_is_refused(trained, tmp_path):
+    flags, _ = trained
+    src = write_lines(tmp_path / "o.de", ["ganz andere Woerter hier"])
+    tgt = write_lines(tmp_path / "o.en", ["quite other words here"])
+    prepro.main(["--source_train", src, "--target_train", tgt, "--vocab_dir", str(tmp_path / "v")])
+    with pytest.raises(UserError, match="does not fit the vocab in"):
+        evaluate.main(flags + ["--vocab_dir", str(tmp_path / "v")])
+
+
+def test_same_seed_same_weights(trained, tmp_path):
+    flags, _ = trained
+    weights = []
+    for run in ("a", "b"):
+        logdir = tmp_path / run
+        train.main(flags + TINY_MODEL + BATCH + ["--logdir", str(logdir), "--num_epochs", "1",
+                                                "--dropout_rate", "0.1"])
+        path = tf.train.latest_checkpoint(str(logdir))
+        weights.append({n: tf.train.load_variable(path, n) for n, _ in tf.train.list_variables(path)
+                        if n.startswith("model/")})
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        assert (weights[0][name] == weights[1][name]).all(), name
+
+
 def test_settings_are_saved_with_the_model(trained):
     flags, _ = trained
     saved = json.load(open(os.path.join(flags[flags.index("--logdir") + 1], "hparams.json")))
     assert saved["hparams"]["hidden_units"] == 32 and saved["hparams"]["num_epochs"] == 2
+    assert saved["command"][0] == "train.py" and saved["command"][-2:] == ["--summary_every", "5"]
 
 
 def test_train_without_vocab_says_to_run_prepro(trained, tmp_path):
