@@ -51,13 +51,14 @@ def save_checkpoint(checkpoint, logdir, name, keep):
     state = tf.train.get_checkpoint_state(logdir)
     names = [os.path.basename(p) for p in (state.all_model_checkpoint_paths if state else [])]
     names = [n for n in names if n != name] + [name]
-    # Names relative to logdir, so that a moved logdir still finds its checkpoints. The
-    # function is the public writer of the state file latest_checkpoint() reads; its
-    # deprecation notice only points at CheckpointManager, so it is not shown.
+    # The state file lists bare names, which latest_checkpoint() joins with logdir, so a
+    # moved logdir still finds its checkpoints (given an absolute save_dir, the function
+    # stores names as they are). It is the public writer of that file; its deprecation
+    # notice only points at CheckpointManager, so it is not shown.
     logger, level = tf.get_logger(), tf.get_logger().level
     logger.setLevel("ERROR")
     try:
-        tf.compat.v1.train.update_checkpoint_state(logdir, name, names[-keep:])
+        tf.compat.v1.train.update_checkpoint_state(os.path.abspath(logdir), name, names[-keep:])
     finally:
         logger.setLevel(level)
     for old in names[:-keep]:

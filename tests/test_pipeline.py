@@ -71,6 +71,17 @@ def test_old_checkpoints_beyond_keep_are_deleted(trained, tmp_path):
         f"model_epoch_02_gs_{2 * steps}.index"]
 
 
+def test_relative_logdir_is_found_again(trained, tmp_path, monkeypatch):
+    flags, steps = trained
+    monkeypatch.chdir(tmp_path)
+    relative = ["--logdir", "runs/a", "--results_dir", "out"]
+    train.main(flags + TINY_MODEL + BATCH + relative + ["--num_epochs", "1"])
+    evaluate.main(flags + relative)
+    assert (tmp_path / "out" / f"model_epoch_01_gs_{steps}").exists()
+    os.rename(tmp_path / "runs", tmp_path / "moved")  # a moved logdir keeps working
+    assert tf.train.latest_checkpoint("moved/a") == os.path.join("moved/a", f"model_epoch_01_gs_{steps}")
+
+
 def test_eval_writes_the_original_results_format(trained, capsys):
     flags, steps = trained
     evaluate.main(flags)  # model settings come from logdir/hparams.json
