@@ -42,6 +42,10 @@ def _read_lines(path, flag):
         raise UserError(f"{path}: cannot be read ({e}); check the file or pass another --{flag}") from None
 
 
+def _is_xml(path):
+    return os.path.basename(path).removesuffix(".gz").endswith(".xml")
+
+
 def read_sentences(path, flag):
     """Reads one side of a corpus as [(line number, sentence or None)].
 
@@ -50,11 +54,10 @@ def read_sentences(path, flag):
     are talk metadata and come back as None. Anything else: plain text, one
     sentence per line. `flag` names the setting the path came from, for errors.
     """
-    name = os.path.basename(path).removesuffix(".gz")
     lines = _read_lines(path, flag)
-    if name.endswith(".xml"):
+    if _is_xml(path):
         return [(n, m[1]) for n, line in lines if (m := _SEG.search(line))]
-    if name.startswith("train.tags"):
+    if os.path.basename(path).startswith("train.tags"):
         return [(n, None if line.startswith("<") else line) for n, line in lines]
     return list(lines)
 
@@ -68,7 +71,7 @@ def read_parallel(src_path, tgt_path, flags=("source_train", "target_train")):
     """
     src, tgt = read_sentences(src_path, flags[0]), read_sentences(tgt_path, flags[1])
     if len(src) != len(tgt):
-        unit = "<seg> lines" if src_path.endswith((".xml", ".xml.gz")) else "lines"
+        unit = "<seg> lines" if _is_xml(src_path) else "lines"
         raise UserError(f"{src_path} has {len(src)} {unit} but {tgt_path} has {len(tgt)}; "
                         "the two files must be line-aligned translations of each other")
     pairs = [(refine(s), refine(t)) for (_, s), (_, t) in zip(src, tgt)
