@@ -28,7 +28,8 @@ def refine(text):
 def _read_lines(path, flag):
     """Yields (line number, text) of a UTF-8 file, gunzipped when its name ends in .gz."""
     if not os.path.isfile(path):
-        raise UserError(f"{path} not found; put the corpus there or pass its path with --{flag}")
+        raise UserError(f"{path} not found; fetch the --dataset corpus with download.py (python download.py "
+                        f"iwslt2016 or multi30k) or pass the file's path with --{flag}")
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:

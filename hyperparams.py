@@ -2,8 +2,10 @@
 
 `Hyperparams` holds all settings with the original's defaults. Each field is
 also a flag on every script (`--hidden_units 256`), typed by its annotation.
-train.py writes the resolved settings to `<logdir>/hparams.json`; eval.py
-rebuilds the model from that file, never from the defaults.
+`--dataset` fills the corpus paths that are not given from the layout
+download.py creates. train.py writes the resolved settings to
+`<logdir>/hparams.json`; eval.py rebuilds the model from that file, never from
+the defaults.
 """
 import argparse
 import dataclasses
@@ -19,13 +21,48 @@ class UserError(Exception):
     """A mistake the user can fix: printed as one line, exit code 2."""
 
 
+CORPORA = "corpora"  # where download.py puts the preset datasets
+
+# The preset corpora behind --dataset: their dev split, default test split and
+# every split that can be tested on (corpus_paths() gives the file names).
+DATASETS = {
+    "iwslt2016": {"dev": "tst2013", "test": "tst2014",
+                  "splits": ("dev2010", "tst2010", "tst2011", "tst2012", "tst2013", "tst2014")},
+    "multi30k": {"dev": "val", "test": "test_2016_flickr",
+                 "splits": ("val", "test_2016_flickr", "test_2017_flickr", "test_2018_flickr",
+                            "test_2017_mscoco")},
+}
+
+
+def corpus_paths(dataset, split):
+    """(German, English) paths of one split ("train" or a test split) of a preset dataset."""
+    if dataset == "multi30k":
+        return tuple(os.path.join(CORPORA, "multi30k", f"{split}.{lang}.gz") for lang in ("de", "en"))
+    if split == "train":
+        return tuple(os.path.join(CORPORA, f"train.tags.de-en.{lang}") for lang in ("de", "en"))
+    return tuple(os.path.join(CORPORA, f"IWSLT16.TED.{split}.de-en.{lang}.xml") for lang in ("de", "en"))
+
+
+def preset_values(dataset, test_split=""):
+    """The values --dataset gives the path settings (and test_split) that are left empty."""
+    test_split = test_split or DATASETS[dataset]["test"]
+    values = {"test_split": test_split}
+    for kind, split in (("train", "train"), ("dev", DATASETS[dataset]["dev"]), ("test", test_split)):
+        values[f"source_{kind}"], values[f"target_{kind}"] = corpus_paths(dataset, split)
+    return values
+
+
 @dataclass(frozen=True)
 class Hyperparams:
     # data
-    source_train: str = "corpora/train.tags.de-en.de"  # German training text (IWSLT tags, XML or plain; .gz ok)
-    target_train: str = "corpora/train.tags.de-en.en"  # English training text, line-aligned with source_train
-    source_test: str = "corpora/IWSLT16.TED.tst2014.de-en.de.xml"  # German test text
-    target_test: str = "corpora/IWSLT16.TED.tst2014.de-en.en.xml"  # English references
+    dataset: str = "iwslt2016"  # corpus preset, iwslt2016 (the original's) or multi30k: fills the empty paths below
+    test_split: str = ""  # split eval.py translates; empty = the preset's (tst2014, test_2016_flickr)
+    source_train: str = ""  # German training text (IWSLT tags, XML or plain; .gz ok); empty = from --dataset
+    target_train: str = ""  # English training text, line-aligned with source_train; empty = from --dataset
+    source_dev: str = ""  # German dev text (iwslt2016: tst2013, multi30k: val); empty = from --dataset
+    target_dev: str = ""  # English dev references; empty = from --dataset
+    source_test: str = ""  # German test text; empty = --test_split of --dataset
+    target_test: str = ""  # English test references; empty = --test_split of --dataset
     vocab_dir: str = "preprocessed"  # where prepro.py writes de.vocab.tsv and en.vocab.tsv
     min_cnt: int = 20  # words seen fewer times become <UNK> (the original: 20)
     maxlen: int = 10  # T: max words per sentence incl. </S>; longer pairs are dropped (original: 10)
@@ -55,6 +92,15 @@ class Hyperparams:
     decode_maxlen: int = 0  # longest translation eval.py produces, incl. </S>; 0 = maxlen
 
     def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise UserError(f"--dataset {self.dataset!r} is unknown; choose one of {', '.join(DATASETS)}")
+        splits = DATASETS[self.dataset]["splits"]
+        if self.test_split and self.test_split not in splits:
+            raise UserError(f"--test_split {self.test_split!r} is not a split of {self.dataset}; "
+                            f"choose one of {', '.join(splits)}")
+        for name, value in preset_values(self.dataset, self.test_split).items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, value)  # frozen: resolved once, here
         for name in ("min_cnt", "maxlen", "hidden_units", "num_blocks", "num_heads", "batch_size",
                      "num_epochs", "keep_checkpoints", "summary_every"):
             if getattr(self, name) < 1:
@@ -92,7 +138,9 @@ def _parse_bool(text):
     return value
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error format: one line, exit code 2."""
+
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
@@ -104,12 +152,12 @@ def parse_args(argv, *, description, add_arguments=None):
     explicit `--maxlen 10` from the default. `add_arguments(parser)` adds flags
     that belong to one script (they must carry their own defaults).
     """
-    parser = _Parser(description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False)
+    parser = Parser(description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False)
     helps = _field_help()
     for f in fields(Hyperparams):
         parser.add_argument(f"--{f.name}", type=_parse_bool if f.type is bool else f.type,
                             metavar=f.type.__name__.upper(),
-                            help=f"{helps.get(f.name, '')} (default: {f.default})")
+                            help=helps.get(f.name, "") + (f" (default: {f.default})" if f.default != "" else ""))
     if add_arguments:
         add_arguments(parser)
     namespace = vars(parser.parse_args(argv))
@@ -173,15 +221,27 @@ def for_training(explicit):
     return hp
 
 
+def _unresolved(hp):
+    """hp's values with those that --dataset filled in emptied again, so that they follow a new preset."""
+    values = dataclasses.asdict(hp)
+    for name, value in preset_values(hp.dataset, hp.test_split).items():
+        if name != "test_split" and values[name] == value:
+            values[name] = ""
+    if hp.test_split == DATASETS[hp.dataset]["test"]:
+        values["test_split"] = ""
+    return values
+
+
 def for_evaluation(explicit):
     """Settings for eval.py: those saved in logdir, with flags applied on top.
 
-    Flags may change what is evaluated (test files, batch size, results_dir),
-    not what the model is: a differing MODEL_FIELDS flag is an error.
+    Flags may change what is evaluated (test files or --dataset/--test_split,
+    batch size, results_dir), not what the model is: a differing MODEL_FIELDS
+    flag is an error.
     """
     logdir = explicit.get("logdir", Hyperparams.logdir)
     saved = load(logdir)
-    asked = dataclasses.replace(saved, **{**explicit, "logdir": logdir})  # the logdir may have moved
+    asked = Hyperparams(**{**_unresolved(saved), **explicit, "logdir": logdir})  # the logdir may have moved
     differences = model_differences(saved, asked)
     if differences:
         raise UserError(f"the model in {logdir} was trained with other settings "

@@ -30,7 +30,7 @@ def test_unknown_flag(tmp_path):
 
 def test_missing_corpus_leaves_no_vocab(tmp_path):
     result = run("prepro.py", cwd=tmp_path)  # the default IWSLT paths do not exist here
-    assert_one_line_error(result, "corpora/train.tags.de-en.de not found", "--source_train")
+    assert_one_line_error(result, "corpora/train.tags.de-en.de not found", "download.py", "--source_train")
     assert not (tmp_path / "preprocessed").exists()
 
 

@@ -20,8 +20,27 @@ def test_defaults_are_the_originals():
     assert (hp.batch_size, hp.lr, hp.maxlen, hp.min_cnt, hp.hidden_units, hp.num_blocks,
             hp.num_epochs, hp.num_heads, hp.dropout_rate, hp.sinusoid) == (
         32, 0.0001, 10, 20, 512, 6, 20, 8, 0.1, True)
+    assert (hp.dataset, hp.test_split) == ("iwslt2016", "tst2014")
     assert hp.source_train == "corpora/train.tags.de-en.de"
+    assert hp.target_dev == "corpora/IWSLT16.TED.tst2013.de-en.en.xml"
     assert hp.target_test == "corpora/IWSLT16.TED.tst2014.de-en.en.xml"
+
+
+def test_dataset_preset_fills_the_paths_not_given():
+    hp = Hyperparams(dataset="multi30k", test_split="test_2017_mscoco", target_train="mine.en")
+    assert (hp.source_train, hp.target_train) == ("corpora/multi30k/train.de.gz", "mine.en")
+    assert (hp.source_dev, hp.target_dev) == ("corpora/multi30k/val.de.gz", "corpora/multi30k/val.en.gz")
+    assert hp.source_test == "corpora/multi30k/test_2017_mscoco.de.gz"
+    assert Hyperparams(dataset="multi30k").target_test == "corpora/multi30k/test_2016_flickr.en.gz"
+    assert Hyperparams(test_split="dev2010").source_test == "corpora/IWSLT16.TED.dev2010.de-en.de.xml"
+
+
+def test_help_explains_empty_defaults(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"], description="t")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "empty = from --dataset" in out and "(default: )" not in out
+    assert "(default: iwslt2016)" in out
 
 
 def test_script_flags_are_kept_apart():
@@ -49,6 +68,8 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     ({"maxlen": 0}, "--maxlen must be at least 1"),
     ({"dropout_rate": 1.0}, "[0, 1)"),
     ({"sinusoid": False, "decode_maxlen": 20}, "learned positions"),
+    ({"dataset": "wmt14"}, "--dataset 'wmt14' is unknown; choose one of iwslt2016, multi30k"),
+    ({"dataset": "multi30k", "test_split": "tst2014"}, "not a split of multi30k; choose one of val,"),
 ])
 def test_invalid_settings_are_refused(settings, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace(")", r"\)")):
@@ -82,3 +103,22 @@ def test_resuming_with_another_shape_is_refused(tmp_path):
                                      "num_epochs": 50}).num_epochs == 50
     with pytest.raises(UserError, match="hidden_units: 64 != 512"):
         hyperparams.for_training({"logdir": str(tmp_path), "num_heads": 4})
+
+
+def test_evaluation_follows_a_new_test_split_but_keeps_given_paths(tmp_path):
+    hyperparams.save(Hyperparams(logdir=str(tmp_path), dataset="multi30k"))
+    hp = hyperparams.for_evaluation({"logdir": str(tmp_path)})
+    assert hp.source_test == "corpora/multi30k/test_2016_flickr.de.gz"
+    hp = hyperparams.for_evaluation({"logdir": str(tmp_path), "test_split": "test_2017_flickr"})
+    assert (hp.source_test, hp.target_test) == ("corpora/multi30k/test_2017_flickr.de.gz",
+                                                "corpora/multi30k/test_2017_flickr.en.gz")
+    assert hp.source_train == "corpora/multi30k/train.de.gz"
+    hp = hyperparams.for_evaluation({"logdir": str(tmp_path), "dataset": "iwslt2016"})
+    assert hp.target_test == "corpora/IWSLT16.TED.tst2014.de-en.en.xml"
+
+    hyperparams.save(Hyperparams(logdir=str(tmp_path), dataset="multi30k", test_split="val",
+                                 source_test="own.de", target_test="own.en"))
+    hp = hyperparams.for_evaluation({"logdir": str(tmp_path)})
+    assert (hp.test_split, hp.source_test) == ("val", "own.de")
+    hp = hyperparams.for_evaluation({"logdir": str(tmp_path), "test_split": "test_2017_flickr"})
+    assert (hp.source_test, hp.target_test) == ("own.de", "own.en")  # explicit paths still win
