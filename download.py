@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 
 from tqdm import tqdm
 
@@ -298,15 +299,20 @@ def install(members, wanted, origin, *, check_files):
         for name, source in members:
             if name in wanted and name not in parts:
                 parts[name] = wanted[name] + ".part"
-                with open(parts[name], "wb") as f:
-                    shutil.copyfileobj(source, f)
+                try:
+                    with open(parts[name], "wb") as f:
+                        shutil.copyfileobj(source, f)
+                except (OSError, EOFError, zlib.error, tarfile.TarError) as e:  # broken archive, full disk
+                    raise UserError(f"cannot unpack {name} from {origin} into {parts[name]} ({e}); check "
+                                    f"the free space in {CORPORA}/ or download the archive again") from None
                 checksum = IWSLT_CHECKSUMS.get(name)
                 if check_files and checksum and not checksum_ok(parts[name], checksum):
                     raise UserError(f"{origin}: {name} is not the released file (checksum differs from "
                                     f"{checksum}); download the archive again")
         missing = sorted(set(wanted) - set(parts))
         if missing:
-            raise UserError(f"{origin} lacks {', '.join(missing)}; it is not the IWSLT 2016 de-en data")
+            raise UserError(f"{origin} lacks {len(missing)} of the {len(wanted)} IWSLT 2016 de-en files "
+                            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
         for name, part in parts.items():
             os.replace(part, wanted[name])
         print(f"{CORPORA}/: {len(parts)} files unpacked from {origin}")
@@ -317,8 +323,8 @@ def install(members, wanted, origin, *, check_files):
 
 def iwslt2016(args):
     """Fetches the IWSLT 2016 archive (or takes --from's) and unpacks the de-en files the presets use."""
-    wanted = {os.path.basename(p): p
-              for split in ("train", *DATASETS["iwslt2016"]["splits"]) for p in corpus_paths("iwslt2016", split)}
+    splits = ("train", *DATASETS["iwslt2016"]["splits"])
+    wanted = {os.path.basename(p): p for split in splits for p in corpus_paths("iwslt2016", split)}
     if all(present(path, IWSLT_CHECKSUMS.get(name)) for name, path in wanted.items()):
         print(f"{CORPORA}/: all {len(wanted)} IWSLT 2016 files already present")
         return
@@ -339,12 +345,16 @@ def iwslt2016(args):
     failures = []
     for url, checksum, name in sources:
         archive = os.path.join(CORPORA, name)
-        failures += obtain(archive, [(url, checksum)], retries=args.retries, wait=args.retry_wait)
-        if os.path.isfile(archive):
-            try:
-                return install(_archive_members(archive), wanted, archive, check_files=not checksum)
-            finally:
-                _remove(archive)  # unpacked or unusable: either way no longer needed
+        failed = obtain(archive, [(url, checksum)], retries=args.retries, wait=args.retry_wait)
+        if failed:
+            failures += failed
+            continue
+        try:
+            return install(_archive_members(archive), wanted, url, check_files=not checksum)
+        except UserError as e:  # a wrong archive: the next address may serve the right one
+            failures.append(str(e))
+        finally:
+            _remove(archive)  # unpacked or unusable: either way no longer needed
     raise UserError(f"could not fetch the IWSLT 2016 archive ({'; '.join(failures)}); download "
                     f"{IWSLT_WHOLE} (or the de-en.tgz inside it, packed or unpacked) by hand into DIR "
                     f"and run python download.py iwslt2016 --from DIR")

@@ -1,4 +1,4 @@
-"""download.py against a real HTTP server on 127.0.0.1 that serves small archives laid out like the real ones."""
+"""download.py against a real HTTP server on 127.0.0.1 serving small files laid out like the real ones."""
 import gzip
 import hashlib
 import io
@@ -226,19 +226,20 @@ def iwslt(monkeypatch):
     return files, pair, whole
 
 
-def test_iwslt_through_the_drive_confirmation_page(server, dead_url, workdir, iwslt, monkeypatch):
+def test_iwslt_wrong_archive_then_drive_confirmation_page(server, workdir, iwslt, monkeypatch):
     files, _, whole = iwslt
+    server.files["/wit3/" + download.IWSLT_PAIR] = tgz({"de-en/README": b"not the data"})
     server.files["/2016-01.tgz"] = whole
     monkeypatch.setattr(download, "IWSLT_SOURCES", (
-        (dead_url + "/" + download.IWSLT_PAIR, None, "de-en.tgz"),
+        (server.url + "/wit3/" + download.IWSLT_PAIR, None, "de-en.tgz"),
         (server.url + "/uc?export=download&id=abc", download.IWSLT_WHOLE_MD5, download.IWSLT_WHOLE)))
     run_download("iwslt2016", "--retries", "1")
-    assert corpora_files(workdir) == sorted(f"corpora/{n}" for n in files)  # the archive is gone
+    assert corpora_files(workdir) == sorted(f"corpora/{n}" for n in files)  # the archives are gone
     for name, data in files.items():
         assert (workdir / "corpora" / name).read_bytes() == data
-    assert [path for path, _, _ in server.requests] == ["/uc", "/download"]
+    assert [path for path, _, _ in server.requests] == ["/wit3/" + download.IWSLT_PAIR, "/uc", "/download"]
     run_download("iwslt2016")  # present: no request
-    assert len(server.requests) == 2
+    assert len(server.requests) == 3
 
 
 def test_iwslt_per_pair_archive_from_a_mirror(server, workdir, iwslt):
@@ -278,7 +279,7 @@ def test_iwslt_from_dir_missing_files(tmp_path, workdir, iwslt):
     source = tmp_path / "by_hand"
     source.mkdir()
     (source / "train.tags.de-en.de").write_text("only one file")
-    with pytest.raises(UserError, match="lacks IWSLT16.TED.dev2010.de-en.de.xml"):
+    with pytest.raises(UserError, match=r"lacks 13 of the 14 IWSLT 2016 de-en files \(IWSLT16.TED.dev2010"):
         run_download("iwslt2016", "--from", str(source))
     assert corpora_files(workdir) == []
 
