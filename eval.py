@@ -18,7 +18,7 @@ import data_load
 import hyperparams
 from data_load import EOS
 from hyperparams import UserError, parse_args, run, write_atomic
-from model import build_model, greedy_decoder
+from model import build_model, cached_greedy_decoder, decode_limits
 
 
 def add_eval_flags(parser):
@@ -74,12 +74,12 @@ def restore(model, hp, ckpt):
 
 def translate(model, x, hp, id2word):
     """Greedy translations of the source ids x (n, T1), in batches, as text."""
-    decode = greedy_decoder(model)
-    max_len = tf.constant(hp.decode_maxlen or hp.maxlen)
+    decode = cached_greedy_decoder(model)
     hypotheses = []
     batches = data_load.eval_batches(x, hp.batch_size)
     for src in tqdm(batches, total=math.ceil(len(x) / hp.batch_size), desc="decoding", unit="batch"):
-        hypotheses += [ids_to_text(row, id2word) for row in decode(src, max_len).numpy()]
+        limits = decode_limits(src, extra=hp.decode_extra, cap=hp.decode_cap)
+        hypotheses += [ids_to_text(row, id2word) for row in decode(src, limits).numpy()]
     return hypotheses
 
 

@@ -89,7 +89,8 @@ class Hyperparams:
 
     # evaluation
     results_dir: str = "results"  # eval.py writes <results_dir>/<checkpoint name>
-    decode_maxlen: int = 0  # longest translation eval.py produces, incl. </S>; 0 = maxlen
+    decode_extra: int = 50  # a translation may have this many more words than its source ...
+    decode_maxlen: int = 0  # ... and at most this many, incl. </S>; 0 = 256 (learned positions: maxlen)
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -110,11 +111,17 @@ class Hyperparams:
                             f"--num_heads {self.num_heads}; pick a width that splits into the heads")
         if not 0 <= self.dropout_rate < 1 or not 0 <= self.label_smoothing < 1:
             raise UserError("--dropout_rate and --label_smoothing must lie in [0, 1)")
-        if self.lr <= 0 or self.decode_maxlen < 0:
-            raise UserError("--lr must be positive and --decode_maxlen not negative")
+        if self.lr <= 0 or self.decode_maxlen < 0 or self.decode_extra < 0:
+            raise UserError("--lr must be positive, --decode_maxlen and --decode_extra not negative")
         if not self.sinusoid and self.decode_maxlen > self.maxlen:
             raise UserError(f"--decode_maxlen {self.decode_maxlen} exceeds --maxlen {self.maxlen}: "
                             "learned positions exist only up to maxlen (sinusoid ones have no limit)")
+
+
+    @property
+    def decode_cap(self):
+        """The longest translation decoded, incl. </S>: sinusoid positions exist for any length."""
+        return self.decode_maxlen or (256 if self.sinusoid else self.maxlen)
 
 
 # Settings that fix the model's shape, vocabulary or test filter. A logdir's

@@ -1,7 +1,13 @@
-"""The encoder-decoder Transformer and its greedy decoder.
+"""The encoder-decoder Transformer and its greedy decoders.
 
     src (N, T1) ids -> encoder -> enc (N, T1, C)
     <S> + tgt shifted right (N, T2) -> decoder (attends to enc) -> logits (N, T2, V)
+
+Decoding adds one word per step. cached_greedy_decoder() runs the decoder on
+the newest position only, keeping each layer's self-attention keys and values
+from earlier steps and the encoder's cross-attention keys and values; the
+simple greedy_decoder() reruns it on the whole prefix, and is kept as the
+reference the cached one must match word for word.
 """
 import keras
 import tensorflow as tf
@@ -50,6 +56,19 @@ class DecoderBlock(keras.layers.Layer):
                                  training=training)
         return self.feed_forward(y)
 
+    def step(self, y, tokens, cache, enc_kv, src):
+        """The newest position only: y (N, 1, C), ids so far tokens (N, t), cache (keys, values) of
+        the t - 1 earlier positions, each (N, h, t - 1, C/h), enc_kv from encoder_keys_values()
+        -> y (N, 1, C) and the cache grown to t positions. Equals call() at position t - 1.
+        """
+        token = tokens[:, -1:]  # (N, 1)
+        k, v = self.self_attention.keys_values(y)  # (N, h, 1, C/h)
+        cache = (tf.concat([cache[0], k], axis=2), tf.concat([cache[1], v], axis=2))  # (N, h, t, C/h)
+        # The causal mask's last row lets position t - 1 see every position so far.
+        y = self.self_attention.attend(y, *cache, attention_mask=padding_mask(tokens), query_mask=query_mask(token))
+        y = self.cross_attention.attend(y, *enc_kv, attention_mask=padding_mask(src), query_mask=query_mask(token))
+        return self.feed_forward(y), cache
+
 
 class Transformer(keras.Model):
     """Encoder-decoder Transformer; call((src, tgt_in)) -> logits (N, T2, V)."""
@@ -92,6 +111,24 @@ class Transformer(keras.Model):
         src, tgt_in = inputs
         return self.decode(tgt_in, self.encode(src, training=training), src, training=training)
 
+    def decoder_blocks(self):
+        return [getattr(self, f"decoder_{i}") for i in range(self.num_blocks)]
+
+    def decode_step(self, tokens, caches, enc_kvs, src):
+        """Logits of the word after tokens (N, t), computing the newest position only.
+
+        caches: per decoder block, (keys, values) of the earlier t - 1 positions;
+        enc_kvs: per block, cross-attention (keys, values) of the encoder output.
+        -> logits (N, V) and the caches grown by one position.
+        """
+        position = tf.shape(tokens)[1] - 1
+        y = self.tgt_positions(self.tgt_embedding(tokens[:, -1:]), start=position)  # (N, 1, C)
+        grown = []
+        for block, cache, enc_kv in zip(self.decoder_blocks(), caches, enc_kvs):
+            y, cache = block.step(y, tokens, cache, enc_kv, src)
+            grown.append(cache)
+        return self.output_projection(y)[:, 0], grown  # (N, V)
+
 
 def build_model(hp, src_vocab_size, tgt_vocab_size):
     """A Transformer of the settings' shape, with its variables created (so it can be restored)."""
@@ -109,32 +146,85 @@ def shift_right(tgt):
     return tf.concat([bos, tgt[:, :-1]], axis=1)
 
 
-def greedy_decoder(model):
-    """Returns a compiled greedy decoder: (src (N, T1) int32, max_len int32) -> ids (N, max_len).
+def _greedy_loop(src, limits, first_state, next_logits):
+    """The loop both greedy decoders share: (N, T1) src, (N,) limits -> ids (N, max(limits)).
 
-    Each step runs the decoder on the prefix decoded so far and appends the most
-    likely next word. The loop is a tf.while_loop that stops as soon as every
-    sentence has emitted </S>; later positions of finished sentences are <PAD>.
+    next_logits(out, i, state) -> (logits (N, V) of position i + 1 of out, new state).
+    A sentence is finished once it emits </S> or reaches its limit (the longest
+    translation allowed, incl. </S>); it gets <PAD> from then on. The tf.while_loop
+    stops when every sentence is finished.
+    """
+    batch, max_len = tf.shape(src)[0], tf.reduce_max(limits)
+    out = tf.concat([tf.fill((batch, 1), BOS), tf.fill((batch, max_len), PAD)], axis=1)  # (N, 1 + max_len)
+    columns = tf.range(max_len + 1)[None, :]  # (1, 1 + max_len)
+
+    def step(i, out, finished, state):
+        logits, state = next_logits(out, i, state)
+        word = tf.where(finished, PAD, tf.argmax(logits, axis=-1, output_type=tf.int32))  # (N,)
+        out = tf.where(columns == i + 1, word[:, None], out)  # write column i + 1
+        return i + 1, out, finished | (word == EOS) | (i + 1 >= limits), state
+
+    def not_done(i, out, finished, state):
+        return ~tf.reduce_all(finished)
+
+    state, invariants = first_state
+    _, out, _, _ = tf.while_loop(not_done, step, (0, out, limits <= 0, state),
+                                 shape_invariants=(tf.TensorShape(()), out.shape, limits.shape, invariants))
+    return out[:, 1:]
+
+
+def decode_limits(src, *, extra, cap):
+    """The longest translation allowed for each source sentence, incl. </S>: its length + extra, at most cap.
+
+    src ids (N, T1) -> (N,) int32.
+    """
+    lengths = tf.reduce_sum(tf.cast(src != PAD, tf.int32), axis=1)  # (N,), incl. </S>
+    return tf.minimum(lengths + extra, cap)
+
+
+DECODER_SIGNATURE = [tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.int32)]
+
+
+def greedy_decoder(model):
+    """A compiled greedy decoder that reruns the decoder on the whole prefix at every step.
+
+    (src (N, T1) int32, limits (N,) int32) -> ids (N, max(limits)). Quadratic in
+    the length, but plain: the reference for cached_greedy_decoder().
     """
 
-    @tf.function(input_signature=[tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((), tf.int32)])
-    def decode(src, max_len):
+    @tf.function(input_signature=DECODER_SIGNATURE)
+    def decode(src, limits):
         enc = model.encode(src)  # (N, T1, C)
-        batch = tf.shape(src)[0]
-        out = tf.concat([tf.fill((batch, 1), BOS), tf.fill((batch, max_len), PAD)], axis=1)  # (N, 1 + max_len)
-        columns = tf.range(max_len + 1)[None, :]  # (1, 1 + max_len)
 
-        def step(i, out, finished):
-            logits = model.decode(out[:, :i + 1], enc, src)  # (N, i + 1, V)
-            word = tf.argmax(logits[:, -1], axis=-1, output_type=tf.int32)  # (N,)
-            word = tf.where(finished, PAD, word)
-            out = tf.where(columns == i + 1, word[:, None], out)  # write column i + 1
-            return i + 1, out, finished | (word == EOS)
+        def next_logits(out, i, state):
+            return model.decode(out[:, :i + 1], enc, src)[:, -1], state  # (N, V)
 
-        def not_done(i, out, finished):
-            return (i < max_len) & ~tf.reduce_all(finished)
+        return _greedy_loop(src, limits, (tf.zeros(()), tf.TensorShape(())), next_logits)
 
-        _, out, _ = tf.while_loop(not_done, step, (0, out, tf.zeros((batch,), tf.bool)))
-        return out[:, 1:]
+    return decode
+
+
+def cached_greedy_decoder(model):
+    """A compiled greedy decoder that computes only the newest position at each step.
+
+    Same signature and output as greedy_decoder(); each step's work no longer
+    grows with the prefix, except the attention over the cached keys.
+    """
+
+    @tf.function(input_signature=DECODER_SIGNATURE)
+    def decode(src, limits):
+        enc = model.encode(src)  # (N, T1, C)
+        blocks = model.decoder_blocks()
+        enc_kvs = [block.cross_attention.keys_values(enc) for block in blocks]  # once per sentence
+        heads = blocks[0].self_attention.num_heads
+        empty = tf.zeros((tf.shape(src)[0], heads, 0, enc.shape[-1] // heads), enc.dtype)  # (N, h, 0, C/h)
+        caches = [(empty, empty) for _ in blocks]
+        growing = tf.TensorShape((None, heads, None, enc.shape[-1] // heads))
+        invariants = [(growing, growing) for _ in blocks]
+
+        def next_logits(out, i, caches):
+            return model.decode_step(out[:, :i + 1], caches, enc_kvs, src)
+
+        return _greedy_loop(src, limits, (caches, invariants), next_logits)
 
     return decode

@@ -40,13 +40,13 @@ def causal_mask(length):
     return (positions[:, None] >= positions[None, :])[None, None]
 
 
-def sinusoid(length, units):
-    """Sinusoid position table (T, C) float32 (paper 3.5).
+def sinusoid(length, units, start=0):
+    """Sinusoid position table (T, C) float32 for positions start .. start + T - 1 (paper 3.5).
 
     PE(pos, 2i) = sin(pos / 10000^(2i/C)) and PE(pos, 2i+1) = cos(pos / 10000^(2i/C)),
     computed for any length, so sentences longer than maxlen get positions too.
     """
-    pos = tf.cast(tf.range(length), tf.float32)[:, None]  # (T, 1)
+    pos = tf.cast(tf.range(start, start + length), tf.float32)[:, None]  # (T, 1)
     dims = tf.range(units)
     rates = tf.pow(10000.0, tf.cast(2 * (dims // 2), tf.float32) / units)  # (C,)
     angles = pos / rates  # (T, C)
@@ -83,10 +83,11 @@ class PositionalEncoding(keras.layers.Layer):
         self.table = (self.add_weight(shape=(max_len, units), initializer="glorot_uniform", name="table")
                       if learned else None)  # (maxlen, C)
 
-    def call(self, x):
-        """(N, T, C) -> (N, T, C)."""
+    def call(self, x, start=0):
+        """(N, T, C) at positions start .. start + T - 1 -> (N, T, C)."""
         length = tf.shape(x)[1]
-        table = sinusoid(length, self.units) if self.table is None else self.table[:length]  # (T, C)
+        table = (sinusoid(length, self.units, start) if self.table is None
+                 else self.table[start:start + length])  # (T, C)
         return x + tf.cast(table, x.dtype)
 
 
@@ -114,16 +115,27 @@ class MultiHeadAttention(keras.layers.Layer):
         x = tf.reshape(x, (shape[0], shape[1], self.num_heads, self.depth))  # (N, T, h, C/h)
         return tf.transpose(x, (0, 2, 1, 3))
 
+    def keys_values(self, keys):
+        """keys (N, Tk, C) -> projected keys and values, each (N, h, Tk, C/h).
+
+        Split from call() so that a decoder can compute them once and cache them.
+        """
+        return self._split_heads(self.project_k(keys)), self._split_heads(self.project_v(keys))
+
     def call(self, queries, keys, *, attention_mask, query_mask=None, training=False, return_weights=False):
         """queries (N, Tq, C), keys (N, Tk, C) -> (N, Tq, C), and the weights (N, h, Tq, Tk) if asked.
 
         attention_mask: bool, broadcastable to (N, h, Tq, Tk), True where a query may see a key.
         query_mask: bool (N, 1, Tq, 1) or None; rows of padded queries get zero weights.
         """
-        # 1. project, split into heads
+        k, v = self.keys_values(keys)  # 1. project keys and values (N, h, Tk, C/h)
+        return self.attend(queries, k, v, attention_mask=attention_mask, query_mask=query_mask,
+                           training=training, return_weights=return_weights)
+
+    def attend(self, queries, k, v, *, attention_mask, query_mask=None, training=False, return_weights=False):
+        """call() with keys and values already projected by keys_values()."""
+        # 1. project queries, split into heads
         q = self._split_heads(self.project_q(queries))  # (N, h, Tq, C/h)
-        k = self._split_heads(self.project_k(keys))  # (N, h, Tk, C/h)
-        v = self._split_heads(self.project_v(keys))  # (N, h, Tk, C/h)
         # 2. scaled scores; masking and softmax in float32, whatever the compute dtype
         scores = tf.matmul(q, k, transpose_b=True) / math.sqrt(self.depth)  # (N, h, Tq, Tk)
         scores = tf.where(attention_mask, tf.cast(scores, tf.float32), -1e9)

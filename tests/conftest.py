@@ -50,3 +50,22 @@ def corpus_flags(directory, train_pairs, test_pairs):
                   f"--target_{split}", write_lines(directory / f"{split}.en", [t for _, t in pairs])]
     return flags + ["--vocab_dir", str(directory / "vocab"), "--logdir", str(directory / "logdir"),
                     "--results_dir", str(directory / "results"), "--min_cnt", "1"]
+
+
+def decoders_on_test_set(flags):
+    """Both greedy decoders' output on every test sentence, for the model trained with `flags`."""
+    import tensorflow as tf
+
+    import data_load
+    import eval as evaluate
+    import hyperparams
+    from model import build_model, cached_greedy_decoder, decode_limits, greedy_decoder
+
+    hp = hyperparams.for_evaluation(hyperparams.parse_args(flags, description="")[0])
+    (src_w2i, _), (tgt_w2i, _) = data_load.load_vocabs(hp)
+    x, _, _ = data_load.load_test_data(hp, src_w2i, tgt_w2i, keep_all=True)
+    model = build_model(hp, len(src_w2i), len(tgt_w2i))
+    evaluate.restore(model, hp, None)
+    src = tf.constant(x)
+    limits = decode_limits(src, extra=hp.decode_extra, cap=hp.decode_cap)
+    return greedy_decoder(model)(src, limits).numpy(), cached_greedy_decoder(model)(src, limits).numpy()

@@ -26,6 +26,12 @@ def test_defaults_are_the_originals():
     assert hp.target_test == "corpora/IWSLT16.TED.tst2014.de-en.en.xml"
 
 
+def test_decode_cap():
+    assert Hyperparams().decode_cap == 256
+    assert Hyperparams(sinusoid=False, maxlen=12).decode_cap == 12
+    assert Hyperparams(decode_maxlen=80).decode_cap == 80
+
+
 def test_dataset_preset_fills_the_paths_not_given():
     hp = Hyperparams(dataset="multi30k", test_split="test_2017_mscoco", target_train="mine.en")
     assert (hp.source_train, hp.target_train) == ("corpora/multi30k/train.de.gz", "mine.en")

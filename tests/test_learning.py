@@ -1,10 +1,12 @@
 """A tiny model learns a small translation task well: the whole pipeline works, not just runs."""
 import re
 
+import numpy as np
+
 import eval as evaluate
 import prepro
 import train
-from conftest import corpus_flags, toy_pairs
+from conftest import corpus_flags, decoders_on_test_set, toy_pairs
 
 
 def test_tiny_model_learns_to_translate_and_reverse(tmp_path):
@@ -22,3 +24,5 @@ def test_tiny_model_learns_to_translate_and_reverse(tmp_path):
     assert results.count("- got: ") == len(test_pairs)
     bleu = float(re.search(r"Bleu Score = (\S+)\n\Z", results)[1])
     assert bleu > 50
+    full, cached = decoders_on_test_set(flags)  # the cached decoder eval.py uses, against the reference
+    np.testing.assert_array_equal(cached, full)

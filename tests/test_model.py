@@ -5,12 +5,12 @@ import tensorflow as tf
 
 from data_load import BOS, EOS, PAD
 from hyperparams import Hyperparams
-from model import build_model, greedy_decoder, shift_right
+from model import build_model, cached_greedy_decoder, decode_limits, greedy_decoder, shift_right
 
 SMALL = dict(hidden_units=16, num_blocks=2, num_heads=2, dropout_rate=0.0, maxlen=8)
 
 
-@pytest.fixture(params=[True, False], ids=["sinusoid", "learned"])
+@pytest.fixture(scope="module", params=[True, False], ids=["sinusoid", "learned"])
 def model(request):
     keras.utils.set_random_seed(0)
     return build_model(Hyperparams(**SMALL, sinusoid=request.param), 11, 13)
@@ -39,18 +39,40 @@ def test_extra_source_padding_changes_nothing(model):
     np.testing.assert_allclose(model((padded, TGT_IN)), logits, rtol=1e-5, atol=1e-5)
 
 
-def test_greedy_decoder_matches_a_step_by_step_loop(model):
-    out = greedy_decoder(model)(SRC, tf.constant(6)).numpy()
+def step_by_step(model, src, limit):
+    """Greedy decoding of one sentence in plain Python, the slowest and simplest way."""
+    prefix = [BOS]
+    while len(prefix) <= limit and prefix[-1] != EOS:
+        logits = model((src[None], tf.constant([prefix])))
+        prefix.append(int(tf.argmax(logits[0, -1])))
+    return prefix[1:]
+
+
+@pytest.mark.parametrize("make_decoder", [greedy_decoder, cached_greedy_decoder], ids=["full", "cached"])
+def test_greedy_decoders_match_a_step_by_step_loop(model, make_decoder):
+    limits = tf.constant([6, 3])  # the longest translation of each sentence, incl. </S>
+    out = make_decoder(model)(SRC, limits).numpy()
     assert out.shape == (2, 6)
-    for row, src in zip(out, SRC):
-        prefix = [BOS]
-        for _ in range(6):
-            logits = model((src[None], tf.constant([prefix])))
-            prefix.append(int(tf.argmax(logits[0, -1])))
-            if prefix[-1] == EOS:
-                break
-        expected = prefix[1:] + [PAD] * (7 - len(prefix))
-        np.testing.assert_array_equal(row, expected)
+    for row, src, limit in zip(out, SRC, limits.numpy()):
+        expected = step_by_step(model, src, limit)
+        np.testing.assert_array_equal(row, expected + [PAD] * (6 - len(expected)))
+
+
+def test_decode_step_equals_the_full_decoder_at_every_position(model):
+    enc = model.encode(SRC)
+    enc_kvs = [block.cross_attention.keys_values(enc) for block in model.decoder_blocks()]
+    full = model.decode(TGT_IN, enc, SRC)  # (N, T2, V)
+    heads, depth = 2, 16 // 2
+    caches = [(tf.zeros((2, heads, 0, depth)),) * 2 for _ in model.decoder_blocks()]
+    for t in range(1, TGT_IN.shape[1] + 1):
+        logits, caches = model.decode_step(TGT_IN[:, :t], caches, enc_kvs, SRC)
+        np.testing.assert_allclose(logits, full[:, t - 1], rtol=1e-5, atol=1e-5)
+    assert caches[0][0].shape == (2, heads, TGT_IN.shape[1], depth)
+
+
+def test_decode_limits():
+    limits = decode_limits(SRC, extra=50, cap=54)  # source lengths incl. </S>: 4 and 3
+    np.testing.assert_array_equal(limits, [54, 53])
 
 
 def test_checkpoint_holds_every_weight(model, tmp_path):

@@ -4,13 +4,14 @@ import os
 import re
 import shutil
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 import eval as evaluate
 import prepro
 import train
-from conftest import TINY_MODEL, corpus_flags, toy_pairs, write_lines
+from conftest import TINY_MODEL, corpus_flags, decoders_on_test_set, toy_pairs, write_lines
 from hyperparams import UserError
 
 BATCH = ["--batch_size", "16"]
@@ -38,6 +39,12 @@ def trained(tmp_path_factory):
     train.main(flags + TINY_MODEL + BATCH + ["--num_epochs", "1", "--summary_every", "5"])
     train.main(flags + TINY_MODEL + BATCH + ["--num_epochs", "2", "--summary_every", "5"])  # resumes
     return flags, 200 // 16
+
+
+def test_cached_decoding_equals_full_decoding_on_a_barely_trained_model(trained):
+    full, cached = decoders_on_test_set(trained[0])  # long, rambling translations up to the limits
+    np.testing.assert_array_equal(cached, full)
+    assert full.shape[1] > 20
 
 
 def test_checkpoints_are_named_by_epoch_and_global_step(trained):
