@@ -155,15 +155,53 @@ def load_test_data(hp, src_w2i, tgt_w2i, keep_all=False):
     return x, src, tgt
 
 
-def train_batches(x, y, *, batch_size, seed):
-    """One epoch of shuffled (src, tgt) batches of exactly batch_size pairs.
+def _lengths(ids):
+    """(n, T) padded ids -> (n,) real lengths (works on NumPy arrays and tensors)."""
+    return (ids != PAD).sum(-1) if isinstance(ids, np.ndarray) else tf.reduce_sum(tf.cast(ids != PAD, tf.int32), -1)
 
-    The order depends only on `seed` (train.py passes seed + epoch), so a run
-    resumed at an epoch boundary sees the batches an uninterrupted run would.
+
+def bucket_plan(maxlen, batch_tokens):
+    """About 8 length buckets up to maxlen: (boundaries, pairs per batch in each bucket).
+
+    Bucket i holds pairs whose longer side has a length in [boundaries[i-1], boundaries[i]);
+    its batches hold batch_tokens // (longest length in the bucket) pairs, so no
+    batch exceeds batch_tokens tokens on either side, padding included.
     """
-    return (tf.data.Dataset.from_tensor_slices((x, y))
-            .shuffle(len(x), seed=seed, reshuffle_each_iteration=False)
-            .batch(batch_size, drop_remainder=True)
+    step = max(1, -(-maxlen // 8))
+    boundaries = list(range(step + 1, maxlen + 1, step))
+    longest = [b - 1 for b in boundaries] + [maxlen]
+    return boundaries, [max(1, batch_tokens // n) for n in longest]
+
+
+def count_batches(x, y, *, batch_size, batch_tokens=0):
+    """How many batches train_batches() yields per epoch."""
+    if not batch_tokens:
+        return len(x) // batch_size
+    boundaries, sizes = bucket_plan(x.shape[1], batch_tokens)
+    buckets = np.searchsorted(boundaries, np.maximum(_lengths(x), _lengths(y)), side="right")
+    counts = np.bincount(buckets, minlength=len(sizes))
+    return int(sum(-(-c // s) for c, s in zip(counts, sizes)))
+
+
+def train_batches(x, y, *, batch_size, seed, batch_tokens=0):
+    """One epoch of shuffled (src, tgt) batches.
+
+    Without batch_tokens: exactly batch_size pairs each, padded to maxlen, the
+    last partial batch dropped (as the original). With batch_tokens: pairs of
+    similar length batched together (tf.data bucketing), each batch padded only
+    to its longest sentence and holding at most batch_tokens tokens per side;
+    every pair is used. The order depends only on `seed` (train.py passes seed +
+    epoch), so a run resumed at an epoch boundary sees the batches an
+    uninterrupted run would.
+    """
+    pairs = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=False)
+    if not batch_tokens:
+        return pairs.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    boundaries, sizes = bucket_plan(x.shape[1], batch_tokens)
+    trimmed = pairs.map(lambda a, b: (a[:_lengths(a)], b[:_lengths(b)]), num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True)
+    return (trimmed.bucket_by_sequence_length(lambda a, b: tf.maximum(tf.shape(a)[0], tf.shape(b)[0]),
+                                              boundaries, sizes, padding_values=(PAD, PAD))
             .prefetch(tf.data.AUTOTUNE))
 
 

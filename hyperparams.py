@@ -76,6 +76,7 @@ class Hyperparams:
 
     # training
     batch_size: int = 32  # N: sentence pairs per step
+    batch_tokens: int = 0  # instead: batches of similar-length pairs, up to this many tokens per side; 0 = off
     lr: float = 0.0001  # Adam learning rate, constant as in the original
     adam_beta1: float = 0.9  # Adam's first-moment decay (paper 5.3)
     adam_beta2: float = 0.98  # Adam's second-moment decay (paper 5.3)
@@ -111,6 +112,9 @@ class Hyperparams:
                             f"--num_heads {self.num_heads}; pick a width that splits into the heads")
         if not 0 <= self.dropout_rate < 1 or not 0 <= self.label_smoothing < 1:
             raise UserError("--dropout_rate and --label_smoothing must lie in [0, 1)")
+        if self.batch_tokens and self.batch_tokens < self.maxlen:
+            raise UserError(f"--batch_tokens {self.batch_tokens} cannot hold one pair of --maxlen "
+                            f"{self.maxlen}; use at least maxlen (or 0 for fixed batches)")
         if self.lr <= 0 or self.decode_maxlen < 0 or self.decode_extra < 0:
             raise UserError("--lr must be positive, --decode_maxlen and --decode_extra not negative")
         if not self.sinusoid and self.decode_maxlen > self.maxlen:

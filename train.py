@@ -131,7 +131,7 @@ def main(argv):
     # data
     (src_w2i, _), (tgt_w2i, _) = data_load.load_vocabs(hp)
     x, y = data_load.load_train_data(hp, src_w2i, tgt_w2i)
-    steps_per_epoch = len(x) // hp.batch_size
+    steps_per_epoch = data_load.count_batches(x, y, batch_size=hp.batch_size, batch_tokens=hp.batch_tokens)
     if steps_per_epoch == 0:
         raise UserError(f"only {len(x)} training pairs fit --maxlen {hp.maxlen}, fewer than one "
                         f"batch of --batch_size {hp.batch_size}; lower the batch size or raise maxlen")
@@ -157,7 +157,8 @@ def main(argv):
         print(f"{latest} has finished all {hp.num_epochs} epochs; raise --num_epochs to train on")
     for epoch in range(first_epoch, hp.num_epochs + 1):
         start = time.time()
-        batches = data_load.train_batches(x, y, batch_size=hp.batch_size, seed=hp.seed + epoch)
+        batches = data_load.train_batches(x, y, batch_size=hp.batch_size, seed=hp.seed + epoch,
+                                          batch_tokens=hp.batch_tokens)
         with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{hp.num_epochs}", unit="step") as bar:
             for src, tgt in batches:
                 train_step(src, tgt)

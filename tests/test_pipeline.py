@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import data_load
 import eval as evaluate
+import hyperparams
 import prepro
 import train
 from conftest import TINY_MODEL, corpus_flags, decoders_on_test_set, toy_pairs, write_lines
@@ -159,3 +161,15 @@ def test_eval_without_checkpoint_says_to_train(trained, tmp_path):
     shutil.copy(os.path.join(logdir, "hparams.json"), tmp_path / "log")  # settings, but no checkpoint
     with pytest.raises(UserError, match="no checkpoint in .*; run train.py first"):
         evaluate.main(flags + ["--logdir", str(tmp_path / "log")])
+
+
+def test_training_with_length_buckets(tmp_path):
+    flags = corpus_flags(tmp_path, toy_pairs(120, seed=1), toy_pairs(10, seed=2)) + ["--maxlen", "10"]
+    prepro.main(flags)
+    train.main(flags + TINY_MODEL + ["--batch_tokens", "64", "--num_epochs", "1"])
+    hp = hyperparams.Hyperparams(**hyperparams.parse_args(flags, description="")[0])
+    (src_w2i, _), (tgt_w2i, _) = data_load.load_vocabs(hp)
+    x, y = data_load.load_train_data(hp, src_w2i, tgt_w2i)
+    steps = data_load.count_batches(x, y, batch_size=hp.batch_size, batch_tokens=64)
+    assert steps > 120 // hp.batch_size  # short sentences: more, smaller batches
+    assert os.path.basename(tf.train.latest_checkpoint(hp.logdir)) == f"model_epoch_01_gs_{steps}"
