@@ -52,6 +52,10 @@ def preset_values(dataset, test_split=""):
     return values
 
 
+# --mixed_precision -> the Keras dtype policy (variables stay float32 in all three).
+PRECISIONS = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
 @dataclass(frozen=True)
 class Hyperparams:
     # data
@@ -81,6 +85,8 @@ class Hyperparams:
     adam_beta1: float = 0.9  # Adam's first-moment decay (paper 5.3)
     adam_beta2: float = 0.98  # Adam's second-moment decay (paper 5.3)
     adam_epsilon: float = 1e-8  # Adam's denominator guard (paper 5.3)
+    mixed_precision: str = "none"  # bf16 or fp16: 16-bit matmuls; weights, softmax and loss stay float32
+    jit: bool = False  # compile the training step with XLA (one compilation per batch shape)
     label_smoothing: float = 0.1  # eps: weight moved from the gold word to the uniform distribution
     num_epochs: int = 20  # passes over the training pairs (the original published its epoch-18 model)
     logdir: str = "logdir"  # checkpoints, hparams.json and TensorBoard events
@@ -112,6 +118,9 @@ class Hyperparams:
                             f"--num_heads {self.num_heads}; pick a width that splits into the heads")
         if not 0 <= self.dropout_rate < 1 or not 0 <= self.label_smoothing < 1:
             raise UserError("--dropout_rate and --label_smoothing must lie in [0, 1)")
+        if self.mixed_precision not in PRECISIONS:
+            raise UserError(f"--mixed_precision {self.mixed_precision!r} is unknown; choose one of "
+                            f"{', '.join(PRECISIONS)}")
         if self.batch_tokens and self.batch_tokens < self.maxlen:
             raise UserError(f"--batch_tokens {self.batch_tokens} cannot hold one pair of --maxlen "
                             f"{self.maxlen}; use at least maxlen (or 0 for fixed batches)")

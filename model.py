@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from data_load import BOS, EOS, PAD
+from hyperparams import PRECISIONS
 from modules import (Embedding, FeedForward, MultiHeadAttention, PositionalEncoding,
                      causal_mask, padding_mask, query_mask)
 
@@ -91,7 +92,8 @@ class Transformer(keras.Model):
         self.tgt_dropout = keras.layers.Dropout(dropout_rate)
         for i in range(num_blocks):
             setattr(self, f"decoder_{i}", DecoderBlock(**blocks, name=f"decoder_{i}"))
-        self.output_projection = keras.layers.Dense(tgt_vocab_size, name="output_projection")
+        # float32 logits whatever the policy: the softmax over V is where 16 bits would hurt.
+        self.output_projection = keras.layers.Dense(tgt_vocab_size, dtype="float32", name="output_projection")
 
     def encode(self, src, training=False):
         """src ids (N, T1) -> (N, T1, C)."""
@@ -131,7 +133,12 @@ class Transformer(keras.Model):
 
 
 def build_model(hp, src_vocab_size, tgt_vocab_size):
-    """A Transformer of the settings' shape, with its variables created (so it can be restored)."""
+    """A Transformer of the settings' shape, with its variables created (so it can be restored).
+
+    Sets the global Keras dtype policy from hp.mixed_precision first, so that
+    every layer computes in it.
+    """
+    keras.mixed_precision.set_global_policy(PRECISIONS[hp.mixed_precision])
     model = Transformer(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
                         hidden_units=hp.hidden_units, num_blocks=hp.num_blocks, num_heads=hp.num_heads,
                         dropout_rate=hp.dropout_rate, sinusoid=hp.sinusoid, maxlen=hp.maxlen)

@@ -67,22 +67,32 @@ def save_checkpoint(checkpoint, logdir, name, keep):
     return path
 
 
-def make_train_step(model, optimizer, epsilon):
+def make_optimizer(hp):
+    """Adam with the paper's settings; wrapped for loss scaling when training in float16."""
+    optimizer = keras.optimizers.Adam(hp.lr, beta_1=hp.adam_beta1, beta_2=hp.adam_beta2, epsilon=hp.adam_epsilon)
+    if hp.mixed_precision == "fp16":  # small float16 gradients would round to zero unscaled
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def make_train_step(model, optimizer, epsilon, jit=False):
     """A compiled step: (src, tgt) -> updates the model; running sums go to the returned variable.
 
     The sums (loss, accuracy, steps; one row since the last report, one since
     the epoch began) stay on the device, so the Python loop reads them only
-    when it reports, not after every step.
+    when it reports, not after every step. jit compiles the step with XLA.
     """
     totals = tf.Variable(tf.zeros((2, 3)), trainable=False)
 
-    @tf.function(input_signature=[tf.TensorSpec((None, None), tf.int32)] * 2)
+    @tf.function(input_signature=[tf.TensorSpec((None, None), tf.int32)] * 2, jit_compile=jit)
     def train_step(src, tgt):
         """src, tgt ids (N, T1), (N, T2): one optimizer step."""
         with tf.GradientTape() as tape:
             logits = model((src, shift_right(tgt)), training=True)  # (N, T2, V)
             loss, acc = loss_and_accuracy(logits, tgt, epsilon)
-        grads = tape.gradient(loss, model.trainable_variables)
+            scaled = optimizer.scale_loss(loss)  # loss x the loss scale (fp16), else the loss
+        # A LossScaleOptimizer divides the scale out again, and skips steps whose gradients overflowed.
+        grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         totals.assign_add(tf.tile(tf.stack([loss, acc, 1.0])[None], (2, 1)))
 
@@ -138,8 +148,7 @@ def main(argv):
 
     # model, optimizer, restore
     model = build_model(hp, len(src_w2i), len(tgt_w2i))
-    optimizer = keras.optimizers.Adam(hp.lr, beta_1=hp.adam_beta1, beta_2=hp.adam_beta2,
-                                      epsilon=hp.adam_epsilon)
+    optimizer = make_optimizer(hp)
     optimizer.build(model.trainable_variables)
     last_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)  # last finished epoch
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=last_epoch)
@@ -150,7 +159,7 @@ def main(argv):
 
     # loop
     writer = tf.summary.create_file_writer(hp.logdir)
-    train_step, totals = make_train_step(model, optimizer, hp.label_smoothing)
+    train_step, totals = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit)
     step = int(optimizer.iterations.numpy())
     first_epoch = int(last_epoch.numpy()) + 1
     if first_epoch > hp.num_epochs:

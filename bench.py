@@ -1,0 +1,141 @@
+"""Measures training and decoding speed; prints one JSON object per measurement.
+
+    python bench.py                               # a small model, a few minutes on two CPU cores
+    python bench.py --original_size               # the paper's base model (the original's default)
+    python bench.py --measures decode_cached,decode_full --decode_len 50
+
+Inputs are synthetic sentence pairs of random ids with lengths spread evenly
+between 4 and maxlen words, so the figures do not depend on a corpus being
+present. Training figures count real (non-pad) target tokens over steps after
+a warm-up; decoding figures decode every sentence to exactly decode_len words
+(</S> is suppressed) after a warm-up call that compiles the decoder.
+"""
+import json
+import os
+import resource
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import data_load
+from data_load import EOS, PAD
+from hyperparams import Hyperparams, UserError, parse_args, run
+from model import build_model, cached_greedy_decoder, greedy_decoder
+from train import make_optimizer, make_train_step
+
+MEASURES = ("train_fixed", "train_bucketed", "decode_full", "decode_cached")
+# The benchmark's own model unless --original_size: small enough for a CPU, big enough to be a Transformer.
+SMALL = dict(hidden_units=256, num_blocks=3, num_heads=4, maxlen=32, batch_size=64, dropout_rate=0.1)
+VOCAB = 8000  # ids per side of the synthetic pairs
+
+
+def add_bench_flags(parser):
+    parser.add_argument("--measures", default=",".join(MEASURES), help=f"comma-separated, of {', '.join(MEASURES)}")
+    parser.add_argument("--original_size", action="store_true", default=False,
+                        help="use the settings' defaults (512 wide, 6 blocks) instead of a 256-wide, 3-block model")
+    parser.add_argument("--train_steps", type=int, default=30, help="timed training steps (default: 30)")
+    parser.add_argument("--warmup_steps", type=int, default=5, help="untimed steps first (default: 5)")
+    parser.add_argument("--sentences", type=int, default=64, help="sentences decoded (default: 64)")
+    parser.add_argument("--decode_len", type=int, default=50, help="words decoded per sentence (default: 50)")
+
+
+def synthetic_pairs(count, maxlen, seed):
+    """Padded id arrays (count, maxlen) x2 with random lengths 4..maxlen (incl. </S>) per side."""
+    rng = np.random.default_rng(seed)
+    x, y = np.full((2, count, maxlen), PAD, np.int32)
+    for row, (a, b) in enumerate(rng.integers(4, maxlen + 1, (count, 2))):
+        x[row, :a - 1], x[row, a - 1] = rng.integers(4, VOCAB, a - 1), EOS
+        y[row, :b - 1], y[row, b - 1] = rng.integers(4, VOCAB, b - 1), EOS
+    return x, y
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def device():
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"{len(gpus)} GPU" if gpus else f"CPU ({os.cpu_count()} cores)"
+
+
+def measure_training(hp, batch_tokens, args):
+    """Target tokens per second over timed steps, after warm-up steps."""
+    keras.utils.set_random_seed(hp.seed)
+    model = build_model(hp, VOCAB, VOCAB)
+    optimizer = make_optimizer(hp)
+    optimizer.build(model.trainable_variables)
+    train_step, totals = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit)
+    needed = (args.warmup_steps + args.train_steps) * hp.batch_size
+    x, y = synthetic_pairs(needed, hp.maxlen, hp.seed)
+    batches = iter(data_load.train_batches(x, y, batch_size=hp.batch_size, seed=hp.seed,
+                                           batch_tokens=batch_tokens).repeat())
+    for _ in range(args.warmup_steps):
+        train_step(*next(batches))
+    totals[0, 0].numpy()  # wait for the device
+    tokens, start = 0, time.perf_counter()
+    for _ in range(args.train_steps):
+        src, tgt = next(batches)
+        train_step(src, tgt)
+        tokens += int(tf.reduce_sum(tf.cast(tgt != PAD, tf.int32)))
+    totals[0, 0].numpy()
+    seconds = time.perf_counter() - start
+    return {"tokens_per_s": tokens / seconds, "steps_per_s": args.train_steps / seconds}
+
+
+def decoding_model(hp):
+    """An untrained model whose </S> logit is pushed down, so every sentence decodes to its limit."""
+    keras.utils.set_random_seed(hp.seed)
+    model = build_model(hp, VOCAB, VOCAB)
+    bias = model.output_projection.bias
+    bias.assign(tf.tensor_scatter_nd_update(bias, [[EOS]], [-1e4]))
+    return model
+
+
+def measure_decoding(decoder, src, decode_len):
+    """Sentences per second of one call over all of src (after one compiling call), and its output."""
+    limits = tf.fill((src.shape[0],), decode_len)
+    decoder(src[:2], limits[:2])  # trace and compile
+    start = time.perf_counter()
+    out = decoder(src, limits).numpy()
+    return src.shape[0] / (time.perf_counter() - start), out
+
+
+def main(argv):
+    explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_bench_flags)
+    hp = Hyperparams(**{**({} if args.original_size else SMALL), **explicit})  # flags win
+    measures = args.measures.split(",")
+    unknown = set(measures) - set(MEASURES)
+    if unknown:
+        raise UserError(f"unknown --measures {', '.join(sorted(unknown))}; choose from {', '.join(MEASURES)}")
+    settings = {k: getattr(hp, k) for k in ("hidden_units", "num_blocks", "num_heads", "maxlen", "batch_size",
+                                            "mixed_precision", "jit", "seed")}
+    common = {"device": device(), "tf": tf.__version__}
+
+    src = tf.constant(synthetic_pairs(args.sentences, hp.maxlen, hp.seed + 1)[0])
+    outputs = {}
+    for name in measures:
+        if name.startswith("train"):
+            tokens = hp.batch_size * hp.maxlen if name == "train_bucketed" else 0  # same padded size per batch
+            record = {"measure": name, **measure_training(hp, tokens, args),
+                      "settings": {**settings, "batch_tokens": tokens, "steps": args.train_steps}}
+        else:
+            model = decoding_model(hp)
+            make = cached_greedy_decoder if name == "decode_cached" else greedy_decoder
+            per_s, outputs[name] = measure_decoding(make(model), src, args.decode_len)
+            record = {"measure": name, "sentences_per_s": per_s,
+                      "settings": {**settings, "sentences": args.sentences, "decode_len": args.decode_len}}
+            if name == "decode_cached":
+                full = outputs.get("decode_full")
+                if full is None:  # not measured: computed untimed, for the comparison only
+                    full = greedy_decoder(model)(src, tf.fill((src.shape[0],), args.decode_len)).numpy()
+                record["identical_to_full"] = bool(np.array_equal(outputs[name], full))
+        record.update(common, peak_rss_mb=round(peak_rss_mb(), 1))
+        print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,28 @@
+"""bench.py runs and prints one JSON object per measurement with the documented keys (no timing asserted)."""
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_bench_prints_one_json_line_per_measure(tmp_path):
+    argv = ["--hidden_units", "32", "--num_blocks", "1", "--num_heads", "2", "--maxlen", "8",
+            "--batch_size", "8", "--train_steps", "2", "--warmup_steps", "1", "--sentences", "4",
+            "--decode_len", "6"]
+    result = subprocess.run([sys.executable, str(ROOT / "bench.py"), *argv], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["measure"] for r in records] == ["train_fixed", "train_bucketed", "decode_full", "decode_cached"]
+    for r in records:
+        assert {"device", "settings", "peak_rss_mb"} <= set(r) and r["peak_rss_mb"] > 0
+        assert r["tokens_per_s" if r["measure"].startswith("train") else "sentences_per_s"] > 0
+    assert records[1]["settings"]["batch_tokens"] == 64
+    assert records[3]["identical_to_full"] is True
+
+
+def test_bench_refuses_an_unknown_measure(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "bench.py"), "--measures", "train_fast"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "unknown --measures train_fast" in result.stderr

@@ -1,0 +1,94 @@
+"""Mixed precision and XLA: the same model computes the same thing, and training still learns."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import data_load
+from conftest import toy_pairs
+from hyperparams import Hyperparams
+from model import build_model
+from train import make_optimizer, make_train_step
+
+SETTINGS = dict(hidden_units=32, num_blocks=2, num_heads=4, dropout_rate=0.0, maxlen=10, lr=0.003)
+SRC = tf.constant([[5, 6, 7, 3, 0], [8, 9, 3, 0, 0]])
+TGT_IN = tf.constant([[2, 5, 9, 4], [2, 7, 0, 0]])
+
+
+@pytest.fixture(autouse=True)
+def float32_afterwards():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def toy_batches(count=256, batch_size=32):
+    """Toy pairs as ids: word ids follow the toy vocabularies' order (4 + index)."""
+    from conftest import DICTIONARY, GERMAN, ENGLISH
+    src_w2i = {w: i + 4 for i, w in enumerate(GERMAN)}
+    tgt_w2i = {w: i + 4 for i, w in enumerate(ENGLISH)}
+    pairs = toy_pairs(count, seed=0)
+    x, y, _, _ = data_load.create_data([s for s, _ in pairs], [t for _, t in pairs], src_w2i, tgt_w2i, 10)
+    assert len(DICTIONARY) == 12
+    return list(data_load.train_batches(x, y, batch_size=batch_size, seed=0))
+
+
+@pytest.mark.parametrize("precision, dtype, tolerance", [("bf16", tf.bfloat16, 0.1), ("fp16", tf.float16, 0.02)])
+def test_16_bit_model_computes_what_the_float32_one_does(precision, dtype, tolerance):
+    keras.utils.set_random_seed(0)
+    reference = build_model(Hyperparams(**SETTINGS), 16, 16)
+    expected = reference((SRC, TGT_IN)).numpy()
+    model = build_model(Hyperparams(**SETTINGS, mixed_precision=precision), 16, 16)
+    model.set_weights(reference.get_weights())
+    assert model.encode(SRC).dtype == dtype  # the blocks compute in 16 bits
+    assert all(w.dtype == "float32" for w in model.weights)  # weights stay float32
+    logits = model((SRC, TGT_IN))
+    assert logits.dtype == tf.float32
+    np.testing.assert_allclose(logits, expected, atol=tolerance * np.abs(expected).max())
+
+
+def epoch_losses(epochs=4, **settings):
+    """Mean training loss per epoch of a small model on the toy task."""
+    hp = Hyperparams(**SETTINGS, **settings)
+    keras.utils.set_random_seed(0)
+    model = build_model(hp, 16, 16)
+    optimizer = make_optimizer(hp)
+    optimizer.build(model.trainable_variables)
+    step, totals = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit)
+    losses = []
+    for _ in range(epochs):
+        for src, tgt in toy_batches():
+            step(src, tgt)
+        loss_sum, _, steps = totals[1].numpy()
+        totals.assign(tf.zeros_like(totals))
+        losses.append(loss_sum / steps)
+    return np.array(losses)
+
+
+@pytest.fixture(scope="module")
+def float32_losses():
+    return epoch_losses()
+
+
+@pytest.mark.parametrize("settings", [dict(mixed_precision="bf16"), dict(mixed_precision="fp16"), dict(jit=True)],
+                         ids=["bf16", "fp16", "jit"])
+def test_training_follows_the_float32_run(settings, float32_losses):
+    losses = epoch_losses(**settings)
+    assert np.isfinite(losses).all() and (np.diff(losses) < 0).all(), losses  # learning, every epoch
+    np.testing.assert_allclose(losses, float32_losses, rtol=0.05)
+
+
+def test_jit_step_equals_the_plain_step():
+    results = []
+    for jit in (False, True):
+        hp = Hyperparams(**SETTINGS, jit=jit)
+        keras.utils.set_random_seed(0)
+        model = build_model(hp, 16, 16)
+        optimizer = make_optimizer(hp)
+        optimizer.build(model.trainable_variables)
+        step, totals = make_train_step(model, optimizer, hp.label_smoothing, jit=jit)
+        for src, tgt in toy_batches()[:3]:
+            step(src, tgt)
+        results.append((totals[1].numpy(), model((SRC, TGT_IN)).numpy()))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-4)  # the same losses on the way
+    # Adam magnifies float rounding in near-zero gradients, so the weights agree only roughly.
+    np.testing.assert_allclose(results[1][1], results[0][1], atol=1e-2 * np.abs(results[0][1]).max())
