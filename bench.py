@@ -29,8 +29,8 @@ from train import make_optimizer, make_train_step
 
 MEASURES = ("train_fixed", "train_bucketed", "decode_full", "decode_cached")
 # The benchmark's own model unless --original_size: small enough for a CPU, big enough to be a Transformer.
-SMALL = dict(hidden_units=256, num_blocks=3, num_heads=4, maxlen=32, batch_size=64, dropout_rate=0.1)
-VOCAB = 8000  # ids per side of the synthetic pairs
+SMALL = dict(hidden_units=256, num_blocks=3, num_heads=4, maxlen=20, batch_size=64, dropout_rate=0.1)
+VOCAB = 4000  # ids per side of the synthetic pairs
 
 
 def add_bench_flags(parser):

@@ -54,6 +54,7 @@ def preset_values(dataset, test_split=""):
 
 # --mixed_precision -> the Keras dtype policy (variables stay float32 in all three).
 PRECISIONS = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+STRATEGIES = ("default", "mirrored", "multiworker")  # train.py's tf.distribute choices
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Hyperparams:
     adam_epsilon: float = 1e-8  # Adam's denominator guard (paper 5.3)
     mixed_precision: str = "none"  # bf16 or fp16: 16-bit matmuls; weights, softmax and loss stay float32
     jit: bool = False  # compile the training step with XLA (one compilation per batch shape)
+    strategy: str = "default"  # default (one device), mirrored (all local GPUs) or multiworker (from TF_CONFIG)
     label_smoothing: float = 0.1  # eps: weight moved from the gold word to the uniform distribution
     num_epochs: int = 20  # passes over the training pairs (the original published its epoch-18 model)
     logdir: str = "logdir"  # checkpoints, hparams.json and TensorBoard events
@@ -121,6 +123,8 @@ class Hyperparams:
         if self.mixed_precision not in PRECISIONS:
             raise UserError(f"--mixed_precision {self.mixed_precision!r} is unknown; choose one of "
                             f"{', '.join(PRECISIONS)}")
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"--strategy {self.strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
         if self.batch_tokens and self.batch_tokens < self.maxlen:
             raise UserError(f"--batch_tokens {self.batch_tokens} cannot hold one pair of --maxlen "
                             f"{self.maxlen}; use at least maxlen (or 0 for fixed batches)")

@@ -20,17 +20,19 @@ from model import build_model, shift_right
 from modules import label_smoothing
 
 
-def loss_and_accuracy(logits, tgt, epsilon):
+def loss_and_accuracy(logits, tgt, epsilon, count=None):
     """Label-smoothed cross-entropy and accuracy over the non-pad target positions.
 
-    logits (N, T2, V), tgt ids (N, T2) -> two float32 scalars. Computed in
-    float32 whatever the model's compute dtype.
+    logits (N, T2, V), tgt ids (N, T2) -> two float32 scalars: sums over this
+    batch's real positions divided by `count` (default: their number; with
+    several replicas, the number in the global batch). Computed in float32
+    whatever the model's compute dtype.
     """
     logits = tf.cast(logits, tf.float32)
     real = tf.cast(tgt != PAD, tf.float32)  # (N, T2)
     targets = label_smoothing(tgt, tf.shape(logits)[-1], epsilon)  # (N, T2, V)
     xent = tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)  # (N, T2)
-    count = tf.maximum(tf.reduce_sum(real), 1.0)
+    count = tf.maximum(tf.reduce_sum(real) if count is None else count, 1.0)
     hits = tf.cast(tf.argmax(logits, axis=-1, output_type=tgt.dtype) == tgt, tf.float32)
     return tf.reduce_sum(xent * real) / count, tf.reduce_sum(hits * real) / count
 
@@ -40,13 +42,20 @@ def checkpoint_name(epoch, step):
     return f"model_epoch_{epoch:02d}_gs_{step}"
 
 
-def save_checkpoint(checkpoint, logdir, name, keep):
+def save_checkpoint(checkpoint, logdir, name, keep, worker=0):
     """Writes `checkpoint` as logdir/name, makes it the latest, and deletes all but the newest `keep`.
 
     The state file is rewritten only after the checkpoint is complete, so a
     run killed mid-write still resumes from the previous one. (CheckpointManager
-    does the same but can only name files `prefix-N`.)
+    does the same but can only name files `prefix-N`.) Workers other than the
+    chief take part in writing, as tf.distribute asks, into a directory of
+    their own that is deleted at once.
     """
+    if worker:
+        scratch = os.path.join(logdir, f".worker_{worker}")
+        checkpoint.write(os.path.join(scratch, name))
+        tf.io.gfile.rmtree(scratch)
+        return os.path.join(logdir, name)
     path = checkpoint.write(os.path.join(logdir, name))
     state = tf.train.get_checkpoint_state(logdir)
     names = [os.path.basename(p) for p in (state.all_model_checkpoint_paths if state else [])]
@@ -75,28 +84,66 @@ def make_optimizer(hp):
     return optimizer
 
 
-def make_train_step(model, optimizer, epsilon, jit=False):
+def make_train_step(model, optimizer, epsilon, jit=False, strategy=None):
     """A compiled step: (src, tgt) -> updates the model; running sums go to the returned variable.
 
     The sums (loss, accuracy, steps; one row since the last report, one since
     the epoch began) stay on the device, so the Python loop reads them only
-    when it reports, not after every step. jit compiles the step with XLA.
+    when it reports, not after every step. jit compiles the forward and
+    backward pass with XLA. With a tf.distribute strategy, (src, tgt) are
+    per-replica parts of one global batch, and each replica's loss is divided
+    by the global batch's target word count: the summed gradients are then
+    those of the one-device loss on the whole batch.
     """
-    totals = tf.Variable(tf.zeros((2, 3)), trainable=False)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        totals = tf.Variable(tf.zeros((2, 3)), trainable=False)
 
-    @tf.function(input_signature=[tf.TensorSpec((None, None), tf.int32)] * 2, jit_compile=jit)
-    def train_step(src, tgt):
-        """src, tgt ids (N, T1), (N, T2): one optimizer step."""
+    @tf.function(jit_compile=jit)
+    def gradients(src, tgt, count):
         with tf.GradientTape() as tape:
             logits = model((src, shift_right(tgt)), training=True)  # (N, T2, V)
-            loss, acc = loss_and_accuracy(logits, tgt, epsilon)
+            loss, acc = loss_and_accuracy(logits, tgt, epsilon, count)
             scaled = optimizer.scale_loss(loss)  # loss x the loss scale (fp16), else the loss
-        # A LossScaleOptimizer divides the scale out again, and skips steps whose gradients overflowed.
-        grads = tape.gradient(scaled, model.trainable_variables)
+        return loss, acc, tape.gradient(scaled, model.trainable_variables)
+
+    def replica_step(src, tgt):
+        context = tf.distribute.get_replica_context()
+        count = context.all_reduce("sum", tf.reduce_sum(tf.cast(tgt != PAD, tf.float32)))
+        loss, acc, grads = gradients(src, tgt, count)
+        # Keras sums the replicas' gradients; a LossScaleOptimizer divides the scale out
+        # again and skips steps whose gradients overflowed.
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, acc
+
+    @tf.function(reduce_retracing=True)
+    def train_step(src, tgt):
+        """src, tgt ids (N, T1), (N, T2), or their per-replica parts: one optimizer step."""
+        loss, acc = (strategy.reduce("sum", value, axis=None) for value in strategy.run(replica_step, (src, tgt)))
         totals.assign_add(tf.tile(tf.stack([loss, acc, 1.0])[None], (2, 1)))
 
     return train_step, totals
+
+
+def make_strategy(name):
+    """The tf.distribute strategy of --strategy: default (one device), mirrored or multiworker.
+
+    mirrored uses every local GPU, or, without GPUs, every logical CPU device
+    (one, unless the process configured more). multiworker reads the cluster
+    from the TF_CONFIG environment variable.
+    """
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    return tf.distribute.get_strategy()
+
+
+def worker_index(strategy):
+    """This process's index among the workers; 0 is the chief, which alone writes files."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver.task_id if resolver and resolver.task_type == "worker" and resolver.task_id else 0
 
 
 INTERVAL, EPOCH = 0, 1  # the rows of the running sums
@@ -105,7 +152,7 @@ INTERVAL, EPOCH = 0, 1  # the rows of the running sums
 def take_means(totals, row):
     """Mean loss and accuracy of one row of running sums, which is then reset."""
     loss_sum, acc_sum, steps = totals[row].numpy()
-    totals[row].assign(tf.zeros(3))
+    totals.assign(tf.tensor_scatter_nd_update(totals, [[row]], tf.zeros((1, 3))))
     return loss_sum / max(steps, 1), acc_sum / max(steps, 1)
 
 
@@ -115,7 +162,7 @@ def report(totals, writer, optimizer, step):
     with writer.as_default(step=step):
         tf.summary.scalar("mean_loss", mean_loss)
         tf.summary.scalar("acc", acc)
-        tf.summary.scalar("lr", float(optimizer.learning_rate))
+        tf.summary.scalar("lr", float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
     return mean_loss, acc
 
 
@@ -136,6 +183,8 @@ def main(argv):
     # settings
     explicit, _ = parse_args(argv, description=__doc__.splitlines()[0])
     hp = hyperparams.for_training(explicit)
+    strategy = make_strategy(hp.strategy)  # first: a multiworker process joins its cluster here
+    worker = worker_index(strategy)
     keras.utils.set_random_seed(hp.seed)
 
     # data
@@ -146,29 +195,32 @@ def main(argv):
         raise UserError(f"only {len(x)} training pairs fit --maxlen {hp.maxlen}, fewer than one "
                         f"batch of --batch_size {hp.batch_size}; lower the batch size or raise maxlen")
 
-    # model, optimizer, restore
-    model = build_model(hp, len(src_w2i), len(tgt_w2i))
-    optimizer = make_optimizer(hp)
-    optimizer.build(model.trainable_variables)
-    last_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)  # last finished epoch
+    # model, optimizer, restore: variables made under the strategy live on every replica
+    with strategy.scope():
+        model = build_model(hp, len(src_w2i), len(tgt_w2i))
+        optimizer = make_optimizer(hp)
+        optimizer.build(model.trainable_variables)
+        last_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)  # last finished epoch
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=last_epoch)
     latest = resume(checkpoint, hp.logdir)
-    hyperparams.save(hp, command=["train.py", *argv])
-    print(f"{len(x)} training pairs, {steps_per_epoch} steps per epoch, "
-          f"{model.count_params():,} parameters, vocab {len(src_w2i)} -> {len(tgt_w2i)}")
+    if worker == 0:  # the chief writes the files; other workers only compute
+        hyperparams.save(hp, command=["train.py", *argv])
+    print(f"{len(x)} training pairs, {steps_per_epoch} steps per epoch, {model.count_params():,} parameters, "
+          f"vocab {len(src_w2i)} -> {len(tgt_w2i)}, {strategy.num_replicas_in_sync} replica(s)")
 
     # loop
-    writer = tf.summary.create_file_writer(hp.logdir)
-    train_step, totals = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit)
+    writer = tf.summary.create_file_writer(hp.logdir) if worker == 0 else tf.summary.create_noop_writer()
+    train_step, totals = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit, strategy=strategy)
     step = int(optimizer.iterations.numpy())
     first_epoch = int(last_epoch.numpy()) + 1
     if first_epoch > hp.num_epochs:
         print(f"{latest} has finished all {hp.num_epochs} epochs; raise --num_epochs to train on")
     for epoch in range(first_epoch, hp.num_epochs + 1):
         start = time.time()
-        batches = data_load.train_batches(x, y, batch_size=hp.batch_size, seed=hp.seed + epoch,
-                                          batch_tokens=hp.batch_tokens)
-        with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{hp.num_epochs}", unit="step") as bar:
+        batches = strategy.experimental_distribute_dataset(data_load.train_batches(
+            x, y, batch_size=hp.batch_size, seed=hp.seed + epoch, batch_tokens=hp.batch_tokens))
+        with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{hp.num_epochs}", unit="step",
+                  disable=worker > 0) as bar:
             for src, tgt in batches:
                 train_step(src, tgt)
                 step += 1
@@ -180,7 +232,7 @@ def main(argv):
             report(totals, writer, optimizer, step)
         writer.flush()
         last_epoch.assign(epoch)
-        path = save_checkpoint(checkpoint, hp.logdir, checkpoint_name(epoch, step), hp.keep_checkpoints)
+        path = save_checkpoint(checkpoint, hp.logdir, checkpoint_name(epoch, step), hp.keep_checkpoints, worker)
         mean_loss, acc = take_means(totals, EPOCH)
         print(f"epoch {epoch}: step {step}, mean_loss {mean_loss:.3f}, acc {acc:.3f}, "
               f"{time.time() - start:.0f} s, saved {path}")
