@@ -6,7 +6,8 @@
 
 Inputs are synthetic sentence pairs of random ids with lengths spread evenly
 between 4 and maxlen words, so the figures do not depend on a corpus being
-present. Training figures count real (non-pad) target tokens over steps after
+present; --corpus uses the --dataset's training pairs instead (run download.py
+and prepro.py first). Training figures count real (non-pad) target tokens over steps after
 a warm-up; decoding figures decode every sentence to exactly decode_len words
 (</S> is suppressed) after a warm-up call that compiles the decoder.
 """
@@ -37,6 +38,8 @@ def add_bench_flags(parser):
     parser.add_argument("--measures", default=",".join(MEASURES), help=f"comma-separated, of {', '.join(MEASURES)}")
     parser.add_argument("--original_size", action="store_true", default=False,
                         help="use the settings' defaults (512 wide, 6 blocks) instead of a 256-wide, 3-block model")
+    parser.add_argument("--corpus", action="store_true", default=False,
+                        help="use the training pairs of --dataset (with prepro.py's vocab) instead of synthetic ones")
     parser.add_argument("--train_steps", type=int, default=30, help="timed training steps (default: 30)")
     parser.add_argument("--warmup_steps", type=int, default=5, help="untimed steps first (default: 5)")
     parser.add_argument("--sentences", type=int, default=64, help="sentences decoded (default: 64)")
@@ -62,15 +65,21 @@ def device():
     return f"{len(gpus)} GPU" if gpus else f"CPU ({os.cpu_count()} cores)"
 
 
-def measure_training(hp, batch_tokens, args):
+def corpus_pairs(hp):
+    """The training pairs of the settings' corpus as padded ids, and the two vocab sizes."""
+    (src_w2i, _), (tgt_w2i, _) = data_load.load_vocabs(hp)
+    x, y = data_load.load_train_data(hp, src_w2i, tgt_w2i)
+    return x, y, (len(src_w2i), len(tgt_w2i))
+
+
+def measure_training(hp, pairs, batch_tokens, args):
     """Target tokens per second over timed steps, after warm-up steps."""
+    x, y, vocabs = pairs
     keras.utils.set_random_seed(hp.seed)
-    model = build_model(hp, VOCAB, VOCAB)
+    model = build_model(hp, *vocabs)
     optimizer = make_optimizer(hp)
     optimizer.build(model.trainable_variables)
     train_step, totals = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit)
-    needed = (args.warmup_steps + args.train_steps) * hp.batch_size
-    x, y = synthetic_pairs(needed, hp.maxlen, hp.seed)
     batches = iter(data_load.train_batches(x, y, batch_size=hp.batch_size, seed=hp.seed,
                                            batch_tokens=batch_tokens).repeat())
     for _ in range(args.warmup_steps):
@@ -86,10 +95,10 @@ def measure_training(hp, batch_tokens, args):
     return {"tokens_per_s": tokens / seconds, "steps_per_s": args.train_steps / seconds}
 
 
-def decoding_model(hp):
+def decoding_model(hp, vocabs):
     """An untrained model whose </S> logit is pushed down, so every sentence decodes to its limit."""
     keras.utils.set_random_seed(hp.seed)
-    model = build_model(hp, VOCAB, VOCAB)
+    model = build_model(hp, *vocabs)
     bias = model.output_projection.bias
     bias.assign(tf.tensor_scatter_nd_update(bias, [[EOS]], [-1e4]))
     return model
@@ -115,15 +124,22 @@ def main(argv):
                                             "mixed_precision", "jit", "seed")}
     common = {"device": device(), "tf": tf.__version__}
 
-    src = tf.constant(synthetic_pairs(args.sentences, hp.maxlen, hp.seed + 1)[0])
+    if args.corpus:
+        pairs = corpus_pairs(hp)
+    else:
+        needed = (args.warmup_steps + args.train_steps) * hp.batch_size
+        pairs = (*synthetic_pairs(needed, hp.maxlen, hp.seed), (VOCAB, VOCAB))
+    settings.update(data=hp.source_train if args.corpus else "synthetic", pairs=len(pairs[0]))
+    src = tf.constant(pairs[0][:args.sentences])
     outputs = {}
     for name in measures:
         if name.startswith("train"):
-            tokens = hp.batch_size * hp.maxlen if name == "train_bucketed" else 0  # same padded size per batch
-            record = {"measure": name, **measure_training(hp, tokens, args),
+            # the same padded size per batch as fixed batches, unless --batch_tokens says otherwise
+            tokens = (hp.batch_tokens or hp.batch_size * hp.maxlen) if name == "train_bucketed" else 0
+            record = {"measure": name, **measure_training(hp, pairs, tokens, args),
                       "settings": {**settings, "batch_tokens": tokens, "steps": args.train_steps}}
         else:
-            model = decoding_model(hp)
+            model = decoding_model(hp, pairs[2])
             make = cached_greedy_decoder if name == "decode_cached" else greedy_decoder
             per_s, outputs[name] = measure_decoding(make(model), src, args.decode_len)
             record = {"measure": name, "sentences_per_s": per_s,

@@ -156,8 +156,9 @@ def shift_right(tgt):
 def _greedy_loop(src, limits, first_state, next_logits):
     """The loop both greedy decoders share: (N, T1) src, (N,) limits -> ids (N, max(limits)).
 
-    next_logits(out, i, state) -> (logits (N, V) of position i + 1 of out, new state).
-    A sentence is finished once it emits </S> or reaches its limit (the longest
+    first_state: (the decoder's state before the first step, its tf.while_loop shape
+    invariants); next_logits(out, i, state) -> (logits (N, V) of position i + 1 of
+    out, new state). A sentence is finished once it emits </S> or reaches its limit (the longest
     translation allowed, incl. </S>); it gets <PAD> from then on. The tf.while_loop
     stops when every sentence is finished.
     """

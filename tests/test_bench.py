@@ -26,3 +26,19 @@ def test_bench_refuses_an_unknown_measure(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "bench.py"), "--measures", "train_fast"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown --measures train_fast" in result.stderr
+
+
+def test_bench_on_a_corpus(tmp_path):
+    import prepro
+    from conftest import corpus_flags, toy_pairs
+    flags = corpus_flags(tmp_path, toy_pairs(100, seed=1), toy_pairs(5, seed=2))
+    prepro.main(flags)
+    argv = flags + ["--corpus", "--hidden_units", "32", "--num_blocks", "1", "--num_heads", "2", "--maxlen", "10",
+                    "--batch_tokens", "40", "--train_steps", "2", "--warmup_steps", "1", "--sentences", "4",
+                    "--decode_len", "6", "--measures", "train_bucketed,decode_cached"]
+    result = subprocess.run([sys.executable, str(ROOT / "bench.py"), *argv], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    bucketed, cached = [json.loads(line) for line in result.stdout.splitlines()]
+    assert bucketed["settings"]["data"].endswith("train.de") and bucketed["settings"]["pairs"] == 100
+    assert bucketed["settings"]["batch_tokens"] == 40 and cached["identical_to_full"] is True

@@ -21,7 +21,7 @@ def float32_afterwards():
     keras.mixed_precision.set_global_policy("float32")
 
 
-def toy_batches(count=256, batch_size=32):
+def toy_batches(count=192, batch_size=32):
     """Toy pairs as ids: word ids follow the toy vocabularies' order (4 + index)."""
     from conftest import DICTIONARY, GERMAN, ENGLISH
     src_w2i = {w: i + 4 for i, w in enumerate(GERMAN)}
@@ -46,7 +46,7 @@ def test_16_bit_model_computes_what_the_float32_one_does(precision, dtype, toler
     np.testing.assert_allclose(logits, expected, atol=tolerance * np.abs(expected).max())
 
 
-def epoch_losses(epochs=4, **settings):
+def epoch_losses(epochs=3, **settings):
     """Mean training loss per epoch of a small model on the toy task."""
     hp = Hyperparams(**SETTINGS, **settings)
     keras.utils.set_random_seed(0)
@@ -69,26 +69,12 @@ def float32_losses():
     return epoch_losses()
 
 
-@pytest.mark.parametrize("settings", [dict(mixed_precision="bf16"), dict(mixed_precision="fp16"), dict(jit=True)],
-                         ids=["bf16", "fp16", "jit"])
-def test_training_follows_the_float32_run(settings, float32_losses):
+@pytest.mark.parametrize("settings, tolerance", [
+    (dict(mixed_precision="bf16"), 0.05),
+    (dict(mixed_precision="fp16"), 0.05),
+    (dict(jit=True), 1e-3),  # the same float32 arithmetic, only compiled by XLA
+], ids=["bf16", "fp16", "jit"])
+def test_training_follows_the_float32_run(settings, tolerance, float32_losses):
     losses = epoch_losses(**settings)
     assert np.isfinite(losses).all() and (np.diff(losses) < 0).all(), losses  # learning, every epoch
-    np.testing.assert_allclose(losses, float32_losses, rtol=0.05)
-
-
-def test_jit_step_equals_the_plain_step():
-    results = []
-    for jit in (False, True):
-        hp = Hyperparams(**SETTINGS, jit=jit)
-        keras.utils.set_random_seed(0)
-        model = build_model(hp, 16, 16)
-        optimizer = make_optimizer(hp)
-        optimizer.build(model.trainable_variables)
-        step, totals = make_train_step(model, optimizer, hp.label_smoothing, jit=jit)
-        for src, tgt in toy_batches()[:3]:
-            step(src, tgt)
-        results.append((totals[1].numpy(), model((SRC, TGT_IN)).numpy()))
-    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-4)  # the same losses on the way
-    # Adam magnifies float rounding in near-zero gradients, so the weights agree only roughly.
-    np.testing.assert_allclose(results[1][1], results[0][1], atol=1e-2 * np.abs(results[0][1]).max())
+    np.testing.assert_allclose(losses, float32_losses, rtol=tolerance)
