@@ -134,7 +134,6 @@ class Hyperparams:
             raise UserError(f"--decode_maxlen {self.decode_maxlen} exceeds --maxlen {self.maxlen}: "
                             "learned positions exist only up to maxlen (sinusoid ones have no limit)")
 
-
     @property
     def decode_cap(self):
         """The longest translation decoded, incl. </S>: sinusoid positions exist for any length."""
