@@ -11,9 +11,11 @@ and prepro.py first). Training figures count real (non-pad) target tokens over s
 a warm-up; decoding figures decode every sentence to exactly decode_len words
 (</S> is suppressed) after a warm-up call that compiles the decoder.
 """
+import contextlib
 import json
 import os
 import resource
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -79,7 +81,7 @@ def measure_training(hp, pairs, batch_tokens, args):
     model = build_model(hp, *vocabs)
     optimizer = make_optimizer(hp)
     optimizer.build(model.trainable_variables)
-    train_step, totals = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit)
+    train_step, totals, _ = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit)
     batches = iter(data_load.train_batches(x, y, batch_size=hp.batch_size, seed=hp.seed,
                                            batch_tokens=batch_tokens).repeat())
     for _ in range(args.warmup_steps):
@@ -125,7 +127,8 @@ def main(argv):
     common = {"device": device(), "tf": tf.__version__}
 
     if args.corpus:
-        pairs = corpus_pairs(hp)
+        with contextlib.redirect_stdout(sys.stderr):  # the readers' summaries; stdout is for JSON only
+            pairs = corpus_pairs(hp)
     else:
         needed = (args.warmup_steps + args.train_steps) * hp.batch_size
         pairs = (*synthetic_pairs(needed, hp.maxlen, hp.seed), (VOCAB, VOCAB))

@@ -57,7 +57,14 @@ def read_sentences(path, flag):
     """
     lines = _read_lines(path, flag)
     if _is_xml(path):
-        return [(n, m[1]) for n, line in lines if (m := _SEG.search(line))]
+        segs = []
+        for n, line in lines:
+            if "<seg" in line:
+                if not (m := _SEG.search(line)):
+                    raise UserError(f"{path}:{n}: malformed <seg> line (expected <seg id=\"N\"> text </seg> "
+                                    "on one line); fix the file or fetch it again")
+                segs.append((n, m[1]))
+        return segs
     if os.path.basename(path).startswith("train.tags"):
         return [(n, None if line.startswith("<") else line) for n, line in lines]
     return list(lines)
@@ -75,11 +82,14 @@ def read_parallel(src_path, tgt_path, flags=("source_train", "target_train")):
         unit = "<seg> lines" if _is_xml(src_path) else "lines"
         raise UserError(f"{src_path} has {len(src)} {unit} but {tgt_path} has {len(tgt)}; "
                         "the two files must be line-aligned translations of each other")
+    metadata = sum(s is None or t is None for (_, s), (_, t) in zip(src, tgt))
     pairs = [(refine(s), refine(t)) for (_, s), (_, t) in zip(src, tgt)
              if s and t and s.strip() and t.strip()]
     if not pairs:
         raise UserError(f"{src_path} and {tgt_path} hold no sentence pairs; "
                         f"check --{flags[0]} and --{flags[1]}")
+    print(f"{src_path}: {len(pairs)} sentence pairs; skipped {metadata} metadata and "
+          f"{len(src) - len(pairs) - metadata} blank lines")
     return [s for s, _ in pairs], [t for _, t in pairs]
 
 
@@ -138,6 +148,7 @@ def load_train_data(hp, src_w2i, tgt_w2i):
     """Training ids X, Y (n, maxlen), read from source_train/target_train."""
     src, tgt = read_parallel(hp.source_train, hp.target_train)
     x, y, _, _ = create_data(src, tgt, src_w2i, tgt_w2i, hp.maxlen)
+    print(f"{len(x)} of {len(src)} training pairs fit --maxlen {hp.maxlen}; {len(src) - len(x)} longer ones dropped")
     return x, y
 
 

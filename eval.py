@@ -86,6 +86,7 @@ def translate(model, x, hp, id2word):
 def main(argv):
     explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_eval_flags)
     hp = hyperparams.for_evaluation(explicit)
+    hyperparams.check_writable(hp.results_dir, "results_dir")
 
     (src_w2i, _), (tgt_w2i, tgt_i2w) = data_load.load_vocabs(hp)
     x, sources, references = data_load.load_test_data(hp, src_w2i, tgt_w2i, keep_all=args.all)

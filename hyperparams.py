@@ -92,7 +92,8 @@ class Hyperparams:
     label_smoothing: float = 0.1  # eps: weight moved from the gold word to the uniform distribution
     num_epochs: int = 20  # passes over the training pairs (the original published its epoch-18 model)
     logdir: str = "logdir"  # checkpoints, hparams.json and TensorBoard events
-    keep_checkpoints: int = 5  # only the newest epoch checkpoints are kept, to bound disk use
+    keep_checkpoints: int = 5  # only the newest checkpoints are kept, to bound disk use
+    save_every: int = 0  # also checkpoint every this many steps inside an epoch; 0 = at epoch ends only
     summary_every: int = 100  # steps between TensorBoard points and progress-bar updates
     seed: int = 42  # seeds Python, NumPy, TensorFlow and the shuffling
 
@@ -128,7 +129,9 @@ class Hyperparams:
         if self.batch_tokens and self.batch_tokens < self.maxlen:
             raise UserError(f"--batch_tokens {self.batch_tokens} cannot hold one pair of --maxlen "
                             f"{self.maxlen}; use at least maxlen (or 0 for fixed batches)")
-        if self.lr <= 0 or self.decode_maxlen < 0 or self.decode_extra < 0:
+        if self.save_every < 0:
+            raise UserError("--save_every must not be negative (0 = at epoch ends only)")
+        if not self.lr > 0 or self.decode_maxlen < 0 or self.decode_extra < 0:  # "not >": NaN too
             raise UserError("--lr must be positive, --decode_maxlen and --decode_extra not negative")
         if not self.sinusoid and self.decode_maxlen > self.maxlen:
             raise UserError(f"--decode_maxlen {self.decode_maxlen} exceeds --maxlen {self.maxlen}: "
@@ -196,15 +199,42 @@ def hparams_path(logdir):
 
 def write_atomic(path, text):
     """Writes `text` to `path` through a temporary file, so that no reader ever sees half of it."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, a read-only directory, a file where a directory should be
+        raise UserError(f"cannot write {path} ({e.strerror or e}); free some space or choose another "
+                        "directory") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_writable(directory, flag):
+    """Fails early, before hours of work, if `directory` cannot be created or written to.
+
+    Leaves no trace: directories it had to create for the test are removed again.
+    """
+    created, parent = [], os.path.abspath(directory)
+    while not os.path.exists(parent):
+        created.append(parent)
+        parent = os.path.dirname(parent)
+    probe = os.path.join(directory, f".write_test{os.getpid()}")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"cannot write to --{flag} {directory} ({e.strerror or e}); choose another "
+                        f"--{flag}, or free space or fix permissions there") from None
+    finally:
+        for path in created:  # deepest first
+            if os.path.isdir(path) and not os.listdir(path):
+                os.rmdir(path)
 
 
 def save(hp, command=None):

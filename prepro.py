@@ -11,7 +11,7 @@ import os
 from tqdm import tqdm
 
 import data_load
-from hyperparams import Hyperparams, parse_args, run, write_atomic
+from hyperparams import Hyperparams, check_writable, parse_args, run, write_atomic
 
 SPECIAL_COUNT = 1000000000  # the original's marker count for the specials
 
@@ -35,6 +35,7 @@ def vocab_text(counts):
 def main(argv):
     explicit, _ = parse_args(argv, description=__doc__.splitlines()[0])
     hp = Hyperparams(**explicit)
+    check_writable(hp.vocab_dir, "vocab_dir")
     src, tgt = data_load.read_parallel(hp.source_train, hp.target_train)
     for sentences, name, side in ((src, data_load.SRC_VOCAB, "source"),
                                   (tgt, data_load.TGT_VOCAB, "target")):

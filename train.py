@@ -4,6 +4,8 @@ Run it again on the same logdir to resume from the latest checkpoint: the
 epoch and the global step continue where they stopped.
 """
 import os
+import signal
+import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
@@ -89,7 +91,8 @@ def make_train_step(model, optimizer, epsilon, jit=False, strategy=None):
 
     The sums (loss, accuracy, steps; one row since the last report, one since
     the epoch began) stay on the device, so the Python loop reads them only
-    when it reports, not after every step. jit compiles the forward and
+    when it reports, not after every step; so does the number of the first
+    step whose loss was not finite (0 while there is none). jit compiles the forward and
     backward pass with XLA. With a tf.distribute strategy, (src, tgt) are
     per-replica parts of one global batch, and each replica's loss is divided
     by the global batch's target word count: the summed gradients are then
@@ -98,6 +101,7 @@ def make_train_step(model, optimizer, epsilon, jit=False, strategy=None):
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         totals = tf.Variable(tf.zeros((2, 3)), trainable=False)
+        first_bad_step = tf.Variable(0, dtype=tf.int64, trainable=False)  # first step with a NaN/Inf loss
 
     @tf.function(jit_compile=jit)
     def gradients(src, tgt, count):
@@ -121,8 +125,10 @@ def make_train_step(model, optimizer, epsilon, jit=False, strategy=None):
         """src, tgt ids (N, T1), (N, T2), or their per-replica parts: one optimizer step."""
         loss, acc = (strategy.reduce("sum", value, axis=None) for value in strategy.run(replica_step, (src, tgt)))
         totals.assign_add(tf.tile(tf.stack([loss, acc, 1.0])[None], (2, 1)))
+        bad = (first_bad_step == 0) & ~tf.math.is_finite(loss)
+        first_bad_step.assign(tf.where(bad, optimizer.iterations, first_bad_step))
 
-    return train_step, totals
+    return train_step, totals, first_bad_step
 
 
 def make_strategy(name):
@@ -144,6 +150,39 @@ def worker_index(strategy):
     """This process's index among the workers; 0 is the chief, which alone writes files."""
     resolver = getattr(strategy, "cluster_resolver", None)
     return resolver.task_id if resolver and resolver.task_type == "worker" and resolver.task_id else 0
+
+
+def check_finite(first_bad_step, latest_checkpoint, hp):
+    """Stops training (UserError) once a loss was NaN or Inf; nothing is saved after it."""
+    bad = int(first_bad_step.numpy())
+    if bad:
+        kept = f"{latest_checkpoint} is the last good checkpoint, untouched" if latest_checkpoint else \
+            "no checkpoint was written"
+        raise UserError(f"the training loss became NaN or Inf at step {bad}; {kept}; lower --lr "
+                        f"(now {hp.lr}) or train without --mixed_precision (now {hp.mixed_precision})")
+
+
+class StopOnSignal:
+    """Within `with`, SIGINT (Ctrl-C) and SIGTERM set .signal instead of killing the process.
+
+    The loop then finishes its step, writes a checkpoint and returns. A second
+    Ctrl-C interrupts at once.
+    """
+
+    def __enter__(self):
+        self.signal, self.previous = None, {}
+        if threading.current_thread() is threading.main_thread():  # Python delivers signals there only
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self.previous[number] = signal.signal(number, self._note)
+        return self
+
+    def _note(self, number, frame):
+        self.signal = signal.Signals(number).name
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
 
 INTERVAL, EPOCH = 0, 1  # the rows of the running sums
@@ -183,6 +222,7 @@ def main(argv):
     # settings
     explicit, _ = parse_args(argv, description=__doc__.splitlines()[0])
     hp = hyperparams.for_training(explicit)
+    hyperparams.check_writable(hp.logdir, "logdir")
     strategy = make_strategy(hp.strategy)  # first: a multiworker process joins its cluster here
     worker = worker_index(strategy)
     keras.utils.set_random_seed(hp.seed)
@@ -201,7 +241,12 @@ def main(argv):
         optimizer = make_optimizer(hp)
         optimizer.build(model.trainable_variables)
         last_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)  # last finished epoch
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=last_epoch)
+        position = tf.Variable(0, dtype=tf.int64, trainable=False)  # batches done in the epoch after it
+    # Dropout's random state is not among the model's weights; saved too, so a resumed run
+    # draws the same dropout masks as an uninterrupted one.
+    weights = {id(w) for w in model.weights}
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=last_epoch, position=position,
+                                     rng=[v for v in model.variables if id(v) not in weights])
     latest = resume(checkpoint, hp.logdir)
     if worker == 0:  # the chief writes the files; other workers only compute
         hyperparams.save(hp, command=["train.py", *argv])
@@ -210,32 +255,49 @@ def main(argv):
 
     # loop
     writer = tf.summary.create_file_writer(hp.logdir) if worker == 0 else tf.summary.create_noop_writer()
-    train_step, totals = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit, strategy=strategy)
+    train_step, totals, first_bad_step = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit,
+                                                         strategy=strategy)
+
+    def save(epoch, done):
+        """Checks the loss stayed finite, then checkpoints `done` batches into `epoch`."""
+        check_finite(first_bad_step, latest_checkpoint=tf.train.latest_checkpoint(hp.logdir), hp=hp)
+        last_epoch.assign(epoch - 1 if done < steps_per_epoch else epoch)
+        position.assign(done % steps_per_epoch)
+        return save_checkpoint(checkpoint, hp.logdir, checkpoint_name(epoch, step), hp.keep_checkpoints, worker)
+
     step = int(optimizer.iterations.numpy())
-    first_epoch = int(last_epoch.numpy()) + 1
+    first_epoch, skip = int(last_epoch.numpy()) + 1, int(position.numpy())
     if first_epoch > hp.num_epochs:
         print(f"{latest} has finished all {hp.num_epochs} epochs; raise --num_epochs to train on")
-    for epoch in range(first_epoch, hp.num_epochs + 1):
-        start = time.time()
-        batches = strategy.experimental_distribute_dataset(data_load.train_batches(
-            x, y, batch_size=hp.batch_size, seed=hp.seed + epoch, batch_tokens=hp.batch_tokens))
-        with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{hp.num_epochs}", unit="step",
-                  disable=worker > 0) as bar:
-            for src, tgt in batches:
-                train_step(src, tgt)
-                step += 1
-                bar.update()
-                if step % hp.summary_every == 0:
-                    mean_loss, acc = report(totals, writer, optimizer, step)
-                    bar.set_postfix(mean_loss=f"{mean_loss:.3f}", acc=f"{acc:.3f}")
-        if totals[INTERVAL, 2] > 0:
-            report(totals, writer, optimizer, step)
-        writer.flush()
-        last_epoch.assign(epoch)
-        path = save_checkpoint(checkpoint, hp.logdir, checkpoint_name(epoch, step), hp.keep_checkpoints, worker)
-        mean_loss, acc = take_means(totals, EPOCH)
-        print(f"epoch {epoch}: step {step}, mean_loss {mean_loss:.3f}, acc {acc:.3f}, "
-              f"{time.time() - start:.0f} s, saved {path}")
+    with StopOnSignal() as stop:
+        for epoch in range(first_epoch, hp.num_epochs + 1):
+            start = time.time()
+            batches = strategy.experimental_distribute_dataset(data_load.train_batches(
+                x, y, batch_size=hp.batch_size, seed=hp.seed + epoch, batch_tokens=hp.batch_tokens).skip(skip))
+            with tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}/{hp.num_epochs}", unit="step",
+                      disable=worker > 0) as bar:
+                for done, (src, tgt) in enumerate(batches, skip + 1):
+                    train_step(src, tgt)
+                    step += 1
+                    bar.update()
+                    if step % hp.summary_every == 0:
+                        mean_loss, acc = report(totals, writer, optimizer, step)
+                        check_finite(first_bad_step, tf.train.latest_checkpoint(hp.logdir), hp)
+                        bar.set_postfix(mean_loss=f"{mean_loss:.3f}", acc=f"{acc:.3f}")
+                    if stop.signal or (hp.save_every and step % hp.save_every == 0 and done < steps_per_epoch):
+                        path = save(epoch, done)
+                    if stop.signal:
+                        bar.close()
+                        print(f"{stop.signal} at step {step}: saved {path}; run the same command to resume")
+                        return
+            skip = 0
+            if totals[INTERVAL, 2] > 0:
+                report(totals, writer, optimizer, step)
+            writer.flush()
+            path = save(epoch, steps_per_epoch)
+            mean_loss, acc = take_means(totals, EPOCH)
+            print(f"epoch {epoch}: step {step}, mean_loss {mean_loss:.3f}, acc {acc:.3f}, "
+                  f"{time.time() - start:.0f} s, saved {path}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+import hyperparams
 from conftest import ROOT, write_lines
 from hyperparams import Hyperparams
 
@@ -56,3 +57,15 @@ def test_readme_lists_every_setting():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     missing = [f.name for f in dataclasses.fields(Hyperparams) if f"`{f.name}`" not in readme]
     assert not missing
+
+
+@pytest.mark.parametrize("script, flag", [("train.py", "logdir"), ("eval.py", "results_dir"),
+                                          ("prepro.py", "vocab_dir")])
+def test_unwritable_output_directory_is_refused_before_any_work(tmp_path, script, flag):
+    (tmp_path / "a_file").write_text("not a directory")
+    corpus = [write_lines(tmp_path / "t.de", ["eins zwei"]), write_lines(tmp_path / "t.en", ["one two"])]
+    hyperparams.save(Hyperparams(logdir=str(tmp_path / "logdir")))  # eval.py first reads a model's settings
+    logdir = [] if flag == "logdir" else ["--logdir", tmp_path / "logdir"]
+    result = run(script, f"--{flag}", tmp_path / "a_file" / "out", "--source_train", corpus[0],
+                 "--target_train", corpus[1], *logdir, cwd=tmp_path)
+    assert_one_line_error(result, f"cannot write to --{flag} {tmp_path / 'a_file' / 'out'}")

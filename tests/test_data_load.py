@@ -30,6 +30,19 @@ def test_xml_reader_keeps_seg_lines_only(tmp_path):
     assert data_load.read_sentences(path, "f") == [(4, " Erster Satz. "), (5, " Zweiter, 2. ")]
 
 
+def test_malformed_seg_line_names_file_and_line(tmp_path):
+    path = write_lines(tmp_path / "test.de.xml", ['<seg id="1"> gut </seg>', '<seg id="2"> ohne Ende'])
+    with pytest.raises(UserError, match=r"test.de.xml:2: malformed <seg> line"):
+        data_load.read_sentences(path, "f")
+
+
+def test_skipped_lines_are_counted_in_one_summary_line(tmp_path, capsys):
+    src = write_lines(tmp_path / "train.tags.de-en.de", ["<url>x</url>", "Hallo", "", "Welt"])
+    tgt = write_lines(tmp_path / "train.tags.de-en.en", ["<url>x</url>", "Hello", "world", "World"])
+    assert data_load.read_parallel(src, tgt) == (["Hallo", "Welt"], ["Hello", "World"])
+    assert capsys.readouterr().out == f"{src}: 2 sentence pairs; skipped 1 metadata and 1 blank lines\n"
+
+
 def test_plain_gzip_is_read_transparently(tmp_path):
     path = write_lines(tmp_path / "train.de.gz", ["Ein Hund <b>läuft</b>.", "", "Zwei"])
     assert data_load.read_sentences(path, "f") == [(1, "Ein Hund <b>läuft</b>."), (2, ""), (3, "Zwei")]

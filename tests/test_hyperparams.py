@@ -74,6 +74,7 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     ({"maxlen": 0}, "--maxlen must be at least 1"),
     ({"dropout_rate": 1.0}, "[0, 1)"),
     ({"sinusoid": False, "decode_maxlen": 20}, "learned positions"),
+    ({"lr": float("nan")}, "--lr must be positive"),
     ({"dataset": "wmt14"}, "--dataset 'wmt14' is unknown; choose one of iwslt2016, multi30k"),
     ({"dataset": "multi30k", "test_split": "tst2014"}, "not a split of multi30k; choose one of val,"),
 ])
