@@ -1,5 +1,7 @@
 """Corpus readers and the tf.data input pipeline: raw text -> refined words -> ids -> batches."""
 import gzip
+import hashlib
+import json
 import os
 
 import numpy as np
@@ -107,6 +109,45 @@ def load_vocab(path, min_cnt):
     if tuple(words[:4]) != SPECIALS:
         raise UserError(f"{path}: does not start with {', '.join(SPECIALS)}; rebuild the vocab with prepro.py")
     return {w: i for i, w in enumerate(words)}, words
+
+
+VOCAB_SOURCE = "corpus.json"  # beside the vocab files: which corpus they were built from
+
+
+def file_digest(*paths):
+    """sha256 hex digest of the files' contents, one after the other."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def vocab_digest(hp):
+    """Identifies the vocab files in vocab_dir, so that a model can tell if they were rebuilt."""
+    return file_digest(os.path.join(hp.vocab_dir, SRC_VOCAB), os.path.join(hp.vocab_dir, TGT_VOCAB))
+
+
+def vocab_source(hp):
+    """What prepro.py records about the training text a vocab is built from."""
+    return {"source_train": hp.source_train, "target_train": hp.target_train,
+            "sha256": file_digest(hp.source_train, hp.target_train)}
+
+
+def check_vocab_source(hp):
+    """Refuses a vocab that prepro.py built from another training text than hp's."""
+    path = os.path.join(hp.vocab_dir, VOCAB_SOURCE)
+    if not os.path.isfile(path):
+        print(f"note: {path} is missing, so the vocab cannot be checked against the training text")
+        return
+    with open(path, encoding="utf-8") as f:
+        built = json.load(f)
+    if built.get("sha256") != file_digest(hp.source_train, hp.target_train):
+        raise UserError(f"the vocab in {hp.vocab_dir} was built from {built.get('source_train')} and "
+                        f"{built.get('target_train')}, not from the --source_train {hp.source_train} and "
+                        f"--target_train {hp.target_train} given now (their contents differ); run prepro.py "
+                        "with these settings or pass the --vocab_dir built from them")
 
 
 def load_vocabs(hp):

@@ -237,10 +237,20 @@ def check_writable(directory, flag):
                 os.rmdir(path)
 
 
-def save(hp, command=None):
-    """Writes the resolved settings (and the command that produced them) to logdir/hparams.json."""
-    record = {"hparams": dataclasses.asdict(hp), "command": command or []}
+def save(hp, command=None, vocab_sha256=None):
+    """Writes the resolved settings, the command that produced them and the vocab's digest to hparams.json."""
+    record = {"hparams": dataclasses.asdict(hp), "command": command or [], "vocab_sha256": vocab_sha256}
     write_atomic(hparams_path(hp.logdir), json.dumps(record, indent=2) + "\n")
+
+
+def check_same_vocab(hp, vocab_sha256):
+    """Refuses to resume a model in logdir with a vocab other than the one it was trained with."""
+    if os.path.exists(hparams_path(hp.logdir)):
+        with open(hparams_path(hp.logdir), encoding="utf-8") as f:
+            trained_with = json.load(f).get("vocab_sha256")
+        if trained_with and trained_with != vocab_sha256:
+            raise UserError(f"the vocab in {hp.vocab_dir} is not the one the model in {hp.logdir} was trained "
+                            "with (it was rebuilt since); use that vocab or another --logdir")
 
 
 def load(logdir):

@@ -6,6 +6,7 @@ frequent first, ties in code-point order of the word. min_cnt is applied when
 loading, not here, so one vocab serves every min_cnt.
 """
 import collections
+import json
 import os
 
 from tqdm import tqdm
@@ -45,6 +46,8 @@ def main(argv):
         kept = sum(c >= hp.min_cnt for c in counts.values())
         print(f"{path}: {len(counts)} words from {len(sentences)} sentences, "
               f"{kept} seen at least {hp.min_cnt} times (--min_cnt)")
+    write_atomic(os.path.join(hp.vocab_dir, data_load.VOCAB_SOURCE),
+                 json.dumps(data_load.vocab_source(hp), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -230,6 +230,9 @@ def main(argv):
     # data
     (src_w2i, _), (tgt_w2i, _) = data_load.load_vocabs(hp)
     x, y = data_load.load_train_data(hp, src_w2i, tgt_w2i)
+    data_load.check_vocab_source(hp)  # the vocab was built from this training text ...
+    vocab_sha256 = data_load.vocab_digest(hp)
+    hyperparams.check_same_vocab(hp, vocab_sha256)  # ... and a resumed model was trained with it
     steps_per_epoch = data_load.count_batches(x, y, batch_size=hp.batch_size, batch_tokens=hp.batch_tokens)
     if steps_per_epoch == 0:
         raise UserError(f"only {len(x)} training pairs fit --maxlen {hp.maxlen}, fewer than one "
@@ -249,7 +252,7 @@ def main(argv):
                                      rng=[v for v in model.variables if id(v) not in weights])
     latest = resume(checkpoint, hp.logdir)
     if worker == 0:  # the chief writes the files; other workers only compute
-        hyperparams.save(hp, command=["train.py", *argv])
+        hyperparams.save(hp, command=["train.py", *argv], vocab_sha256=vocab_sha256)
     print(f"{len(x)} training pairs, {steps_per_epoch} steps per epoch, {model.count_params():,} parameters, "
           f"vocab {len(src_w2i)} -> {len(tgt_w2i)}, {strategy.num_replicas_in_sync} replica(s)")
 

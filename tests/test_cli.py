@@ -35,15 +35,26 @@ def test_missing_corpus_leaves_no_vocab(tmp_path):
     assert not (tmp_path / "preprocessed").exists()
 
 
-@pytest.mark.parametrize("target_lines, message", [
-    (["one", "two"], "has 3 lines but"),
-    ([], "has 3 lines but"),
-])
-def test_misaligned_corpus(tmp_path, target_lines, message):
-    src = write_lines(tmp_path / "a.de", ["eins", "zwei", "drei"])
-    tgt = write_lines(tmp_path / "a.en", target_lines)
+@pytest.mark.parametrize("suffix, source_lines, target_lines, message", [
+    ("", ["eins", "zwei", "drei"], ["one", "two"], "has 3 lines but"),
+    ("", ["eins", "zwei", "drei"], [], "has 3 lines but"),
+    ("", [], [], "hold no sentence pairs"),
+    (".xml", ['<seg id="1"> eins </seg>', '<seg id="2"> zwei'], ['<seg id="1"> one </seg>'] * 2,
+     "a.de.xml:2: malformed <seg> line"),
+], ids=["short", "empty-target", "both-empty", "malformed-xml"])
+def test_broken_corpus(tmp_path, suffix, source_lines, target_lines, message):
+    src = write_lines(tmp_path / f"a.de{suffix}", source_lines)
+    tgt = write_lines(tmp_path / f"a.en{suffix}", target_lines)
     result = run("prepro.py", "--source_train", src, "--target_train", tgt, cwd=tmp_path)
-    assert_one_line_error(result, message, "a.de", "a.en")
+    assert_one_line_error(result, message, "a.de")
+    assert not (tmp_path / "preprocessed").exists()
+
+
+def test_corpus_not_in_utf8(tmp_path):
+    (tmp_path / "a.de").write_bytes("eins\nGr\u00fc\u00dfe\n".encode("latin-1"))
+    tgt = write_lines(tmp_path / "a.en", ["one", "greetings"])
+    result = run("prepro.py", "--source_train", tmp_path / "a.de", "--target_train", tgt, cwd=tmp_path)
+    assert_one_line_error(result, f"{tmp_path / 'a.de'}:2: not valid UTF-8", "iconv")
     assert not (tmp_path / "preprocessed").exists()
 
 
@@ -69,3 +80,22 @@ def test_unwritable_output_directory_is_refused_before_any_work(tmp_path, script
     result = run(script, f"--{flag}", tmp_path / "a_file" / "out", "--source_train", corpus[0],
                  "--target_train", corpus[1], *logdir, cwd=tmp_path)
     assert_one_line_error(result, f"cannot write to --{flag} {tmp_path / 'a_file' / 'out'}")
+
+
+def test_a_vocab_of_another_corpus_or_a_rebuilt_one_is_refused(tmp_path):
+    import prepro
+    import train
+    from conftest import TINY_MODEL, corpus_flags, toy_pairs
+    first = corpus_flags(tmp_path / "a", toy_pairs(40, seed=1), toy_pairs(4, seed=2))
+    shared = ["--vocab_dir", str(tmp_path / "vocab"), "--logdir", str(tmp_path / "logdir")]
+    prepro.main(first + shared)
+    train.main(first + shared + TINY_MODEL + ["--batch_size", "8", "--num_epochs", "1"])
+
+    second = corpus_flags(tmp_path / "b", toy_pairs(40, seed=3), toy_pairs(4, seed=2)) + shared
+    result = run("train.py", *second, *TINY_MODEL, "--batch_size", "8", cwd=tmp_path)
+    assert_one_line_error(result, f"the vocab in {tmp_path / 'vocab'} was built from {tmp_path / 'a' / 'train.de'}",
+                          "run prepro.py with these settings")
+
+    prepro.main(second)  # rebuilt from the second corpus, while logdir holds a model of the first vocab
+    result = run("train.py", *second, *TINY_MODEL, "--batch_size", "8", "--num_epochs", "2", cwd=tmp_path)
+    assert_one_line_error(result, "is not the one the model in", "(it was rebuilt since)")
