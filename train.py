@@ -263,7 +263,7 @@ def main(argv):
 
     def save(epoch, done):
         """Checks the loss stayed finite, then checkpoints `done` batches into `epoch`."""
-        check_finite(first_bad_step, latest_checkpoint=tf.train.latest_checkpoint(hp.logdir), hp=hp)
+        check_finite(first_bad_step, tf.train.latest_checkpoint(hp.logdir), hp)
         last_epoch.assign(epoch - 1 if done < steps_per_epoch else epoch)
         position.assign(done % steps_per_epoch)
         return save_checkpoint(checkpoint, hp.logdir, checkpoint_name(epoch, step), hp.keep_checkpoints, worker)
@@ -291,6 +291,7 @@ def main(argv):
                         path = save(epoch, done)
                     if stop.signal:
                         bar.close()
+                        writer.flush()
                         print(f"{stop.signal} at step {step}: saved {path}; run the same command to resume")
                         return
             skip = 0
