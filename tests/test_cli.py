@@ -82,7 +82,7 @@ def test_unwritable_output_directory_is_refused_before_any_work(tmp_path, script
     assert_one_line_error(result, f"cannot write to --{flag} {tmp_path / 'a_file' / 'out'}")
 
 
-def test_a_vocab_of_another_corpus_or_a_rebuilt_one_is_refused(tmp_path):
+def test_resuming_with_another_shape_corpus_or_vocab_is_refused(tmp_path):
     import prepro
     import train
     from conftest import TINY_MODEL, corpus_flags, toy_pairs
@@ -90,6 +90,10 @@ def test_a_vocab_of_another_corpus_or_a_rebuilt_one_is_refused(tmp_path):
     shared = ["--vocab_dir", str(tmp_path / "vocab"), "--logdir", str(tmp_path / "logdir")]
     prepro.main(first + shared)
     train.main(first + shared + TINY_MODEL + ["--batch_size", "8", "--num_epochs", "1"])
+
+    wider = [v if v != "32" else "64" for v in TINY_MODEL]  # --hidden_units 64
+    result = run("train.py", *first, *shared, *wider, "--batch_size", "8", "--num_epochs", "2", cwd=tmp_path)
+    assert_one_line_error(result, "holds a model trained with other settings (hidden_units: 32 != 64)")
 
     second = corpus_flags(tmp_path / "b", toy_pairs(40, seed=3), toy_pairs(4, seed=2)) + shared
     result = run("train.py", *second, *TINY_MODEL, "--batch_size", "8", cwd=tmp_path)
