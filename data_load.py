@@ -141,8 +141,13 @@ def check_vocab_source(hp):
     if not os.path.isfile(path):
         print(f"note: {path} is missing, so the vocab cannot be checked against the training text")
         return
-    with open(path, encoding="utf-8") as f:
-        built = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            built = json.load(f)
+    except ValueError:
+        built = None
+    if not isinstance(built, dict):
+        raise UserError(f"{path} is not the record prepro.py writes; run prepro.py again")
     if built.get("sha256") != file_digest(hp.source_train, hp.target_train):
         raise UserError(f"the vocab in {hp.vocab_dir} was built from {built.get('source_train')} and "
                         f"{built.get('target_train')}, not from the --source_train {hp.source_train} and "

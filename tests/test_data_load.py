@@ -150,3 +150,13 @@ def test_real_iwslt_xml_has_one_sentence_per_seg():
     segs = sum("<seg" in line for line in open(f"{base}.de.xml", encoding="utf-8"))
     src, tgt = data_load.read_parallel(f"{base}.de.xml", f"{base}.en.xml")
     assert len(src) == len(tgt) == segs == 993
+
+
+@pytest.mark.parametrize("record", ["[1]", "{not json"])
+def test_a_broken_vocab_source_record_says_what_to_run(tmp_path, record):
+    from hyperparams import Hyperparams
+    (tmp_path / data_load.VOCAB_SOURCE).write_text(record)
+    hp = Hyperparams(vocab_dir=str(tmp_path), source_train=write_lines(tmp_path / "a.de", ["x"]),
+                     target_train=write_lines(tmp_path / "a.en", ["y"]))
+    with pytest.raises(UserError, match="is not the record prepro.py writes; run prepro.py again"):
+        data_load.check_vocab_source(hp)
