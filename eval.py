@@ -4,6 +4,8 @@ The results file has the original's format (source, expected, got, blank line
 per sentence) and ends with `Bleu Score = <float>`, computed as the original
 did; a sacreBLEU score of the same translations is printed beside it.
 """
+import dataclasses
+import json
 import math
 import os
 
@@ -100,12 +102,23 @@ def main(argv):
     bleu, scored = original_bleu(references, hypotheses)
     path = os.path.join(hp.results_dir, os.path.basename(ckpt))
     write_atomic(path, results_text(sources, references, hypotheses, bleu))
-    metric = sacrebleu.BLEU()
-    sacre = metric.corpus_score(hypotheses, [references])
+    scores = score(references, hypotheses, bleu, hp, ckpt)
+    write_atomic(path + ".json", json.dumps(scores, indent=2) + "\n")
     print(f"{path}: {len(hypotheses)} sentences; Bleu Score = {bleu:.2f} "
           f"(nltk, the original's rule: {scored} pairs of more than 3 words)")
-    print(f"sacreBLEU = {sacre.score:.2f} on all {len(hypotheses)} sentences "
-          f"({metric.get_signature()})")
+    print(f"sacreBLEU = {scores['sacrebleu']:.2f}, chrF = {scores['chrf']:.2f} on all {len(hypotheses)} "
+          f"sentences ({scores['sacrebleu_signature']}); all scores in {path}.json")
+
+
+def score(references, hypotheses, bleu, hp, ckpt):
+    """The scores of a results file, for <results file>.json: sacreBLEU and chrF over every
+    translated sentence (with sacreBLEU's signature), the original's nltk BLEU, and what was scored."""
+    metric = sacrebleu.BLEU()
+    return {"sacrebleu": metric.corpus_score(hypotheses, [references]).score,
+            "sacrebleu_signature": str(metric.get_signature()),
+            "chrf": sacrebleu.CHRF().corpus_score(hypotheses, [references]).score,
+            "nltk_bleu": bleu, "sentences": len(hypotheses), "checkpoint": ckpt,
+            "settings": dataclasses.asdict(hp)}
 
 
 if __name__ == "__main__":

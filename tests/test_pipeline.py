@@ -101,6 +101,11 @@ def test_eval_writes_the_original_results_format(trained, capsys):
     assert all(re.fullmatch(r"- source: [a-z ]+\n- expected: [a-z ]+\n- got: .*", b) for b in blocks[:-1])
     assert re.fullmatch(r"Bleu Score = \d+(\.\d+)?(e-?\d+)?\n", blocks[-1])
     assert "sacreBLEU" in capsys.readouterr().out
+    scores = json.loads(open(os.path.join(results, f"model_epoch_02_gs_{2 * steps}.json")).read())
+    assert scores["nltk_bleu"] == float(blocks[-1].split(" = ")[1])  # the results file's last line
+    assert scores["sentences"] == 37 and scores["settings"]["hidden_units"] == 32
+    assert scores["sacrebleu_signature"].startswith("nrefs:1|case:mixed|")
+    assert 0 <= scores["sacrebleu"] <= 100 and 0 <= scores["chrf"] <= 100
 
 
 def test_eval_of_a_chosen_checkpoint_and_all_sentences(trained, tmp_path):
