@@ -20,7 +20,7 @@ def test_make_runs_the_whole_job_on_multi30k(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (tmp_path / "corpora/multi30k/train.de.gz").is_file()
     assert (tmp_path / "preprocessed/de.vocab.tsv").is_file()
-    results = list((tmp_path / "results").iterdir())
-    assert len(results) == 1 and results[0].name.startswith("model_epoch_01_gs_")
+    results = sorted((tmp_path / "results").iterdir())
+    assert [r.suffix for r in results] == ["", ".json"] and results[0].name.startswith("model_epoch_01_gs_")
     assert results[0].read_text(encoding="utf-8").splitlines()[-1].startswith("Bleu Score = ")
     assert "multi30k" in (tmp_path / "logdir/hparams.json").read_text()
