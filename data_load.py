@@ -1,6 +1,5 @@
 """Corpus readers and the tf.data input pipeline: raw text -> refined words -> ids -> batches."""
 import gzip
-import hashlib
 import json
 import os
 
@@ -8,7 +7,7 @@ import numpy as np
 import regex
 import tensorflow as tf
 
-from hyperparams import UserError
+from hyperparams import UserError, file_digest
 
 SPECIALS = ("<PAD>", "<UNK>", "<S>", "</S>")  # the first four lines of every vocab file
 PAD, UNK, BOS, EOS = range(4)  # their ids
@@ -112,16 +111,6 @@ def load_vocab(path, min_cnt):
 
 
 VOCAB_SOURCE = "corpus.json"  # beside the vocab files: which corpus they were built from
-
-
-def file_digest(*paths):
-    """sha256 hex digest of the files' contents, one after the other."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def vocab_digest(hp):

@@ -8,7 +8,6 @@ failure or Ctrl-C. Files already present and verified are not fetched again.
     python download.py multi30k --mirror https://example.org/multi30k/   # or $CORPUS_MIRROR
     python download.py iwslt2016 --from ~/Downloads                      # files fetched by hand
 """
-import hashlib
 import html.parser
 import http.client
 import http.cookiejar
@@ -23,7 +22,7 @@ import zlib
 
 from tqdm import tqdm
 
-from hyperparams import CORPORA, DATASETS, Parser, UserError, corpus_paths, run
+from hyperparams import CORPORA, DATASETS, Parser, UserError, corpus_paths, file_digest, run
 
 MIRROR_ENV = "CORPUS_MIRROR"
 TIMEOUT = 30  # seconds of silence before a connection counts as failed
@@ -91,11 +90,7 @@ class _Cut(Exception):
 def checksum_ok(path, checksum):
     """Whether the file's digest equals `checksum` ("sha256:<hex>" or "md5:<hex>")."""
     algorithm, expected = checksum.split(":")
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest() == expected
+    return file_digest(path, algorithm=algorithm) == expected
 
 
 def _remove(path):

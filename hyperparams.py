@@ -9,6 +9,7 @@ the defaults.
 """
 import argparse
 import dataclasses
+import hashlib
 import inspect
 import json
 import os
@@ -211,6 +212,16 @@ def write_atomic(path, text):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def file_digest(*paths, algorithm="sha256"):
+    """Hex digest of the files' contents, one after the other."""
+    digest = hashlib.new(algorithm)
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def check_writable(directory, flag):

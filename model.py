@@ -105,8 +105,8 @@ class Transformer(keras.Model):
     def decode(self, tgt_in, enc, src, training=False):
         """Decoder input ids (N, T2), enc (N, T1, C), src ids (N, T1) -> logits (N, T2, V)."""
         y = self.tgt_dropout(self.tgt_positions(self.tgt_embedding(tgt_in)), training=training)
-        for i in range(self.num_blocks):
-            y = getattr(self, f"decoder_{i}")(y, enc, tgt_in, src, training=training)
+        for block in self.decoder_blocks():
+            y = block(y, enc, tgt_in, src, training=training)
         return self.output_projection(y)
 
     def call(self, inputs, training=False):
