@@ -27,7 +27,8 @@ import tensorflow as tf
 import data_load
 from data_load import EOS, PAD
 from hyperparams import Hyperparams, UserError, parse_args, run
-from model import build_model, cached_greedy_decoder, greedy_decoder
+from decoding import cached_greedy_decoder, greedy_decoder
+from model import build_model
 from train import make_optimizer, make_train_step
 
 MEASURES = ("train_fixed", "train_bucketed", "decode_full", "decode_cached")
@@ -43,7 +44,7 @@ def add_bench_flags(parser):
     parser.add_argument("--corpus", action="store_true", default=False,
                         help="use the training pairs of --dataset (with prepro.py's vocab) instead of synthetic ones")
     parser.add_argument("--train_steps", type=int, default=30, help="timed training steps (default: 30)")
-    parser.add_argument("--warmup_steps", type=int, default=5, help="untimed steps first (default: 5)")
+    parser.add_argument("--untimed_steps", type=int, default=5, help="steps run before timing starts (default: 5)")
     parser.add_argument("--sentences", type=int, default=64, help="sentences decoded (default: 64)")
     parser.add_argument("--decode_len", type=int, default=50, help="words decoded per sentence (default: 50)")
 
@@ -69,9 +70,9 @@ def device():
 
 def corpus_pairs(hp):
     """The training pairs of the settings' corpus as padded ids, and the two vocab sizes."""
-    (src_w2i, _), (tgt_w2i, _) = data_load.load_vocabs(hp)
-    x, y = data_load.load_train_data(hp, src_w2i, tgt_w2i)
-    return x, y, (len(src_w2i), len(tgt_w2i))
+    src_vocab, tgt_vocab = data_load.load_vocabs(hp)
+    x, y = data_load.load_train_data(hp, src_vocab, tgt_vocab)
+    return x, y, (src_vocab.size, tgt_vocab.size)
 
 
 def measure_training(hp, pairs, batch_tokens, args):
@@ -84,7 +85,7 @@ def measure_training(hp, pairs, batch_tokens, args):
     train_step, totals, _ = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit)
     batches = iter(data_load.train_batches(x, y, batch_size=hp.batch_size, seed=hp.seed,
                                            batch_tokens=batch_tokens).repeat())
-    for _ in range(args.warmup_steps):
+    for _ in range(args.untimed_steps):
         train_step(*next(batches))
     totals[0, 0].numpy()  # wait for the device
     tokens, start = 0, time.perf_counter()
@@ -130,7 +131,7 @@ def main(argv):
         with contextlib.redirect_stdout(sys.stderr):  # the readers' summaries; stdout is for JSON only
             pairs = corpus_pairs(hp)
     else:
-        needed = (args.warmup_steps + args.train_steps) * hp.batch_size
+        needed = (args.untimed_steps + args.train_steps) * hp.batch_size
         pairs = (*synthetic_pairs(needed, hp.maxlen, hp.seed), (VOCAB, VOCAB))
     settings.update(data=hp.source_train if args.corpus else "synthetic", pairs=len(pairs[0]))
     src = tf.constant(pairs[0][:args.sentences])

@@ -1,4 +1,10 @@
-"""Corpus readers and the tf.data input pipeline: raw text -> refined words -> ids -> batches."""
+"""Corpus readers, vocabularies and the tf.data input pipeline: raw text -> tokens -> ids -> batches.
+
+Two kinds of vocabulary: the original's words (text refined to Latin letters,
+one vocab per language, rare words -> <UNK>) and a joint German-English
+SentencePiece subword vocab on the raw text, run in the TensorFlow graph by
+tensorflow-text, so that translations keep punctuation, digits and case.
+"""
 import gzip
 import json
 import os
@@ -6,12 +12,14 @@ import os
 import numpy as np
 import regex
 import tensorflow as tf
+import tensorflow_text as tf_text
 
 from hyperparams import UserError, file_digest
 
 SPECIALS = ("<PAD>", "<UNK>", "<S>", "</S>")  # the first four lines of every vocab file
 PAD, UNK, BOS, EOS = range(4)  # their ids
-SRC_VOCAB, TGT_VOCAB = "de.vocab.tsv", "en.vocab.tsv"
+SRC_VOCAB, TGT_VOCAB = "de.vocab.tsv", "en.vocab.tsv"  # --vocab_type word
+SUBWORD_MODEL = "subword.model"  # --vocab_type subword: the SentencePiece model, shared by both sides
 
 _NOT_KEPT = regex.compile(r"[^\s\p{Latin}']")  # the original's refine rule
 _SEG = regex.compile(r"<seg[^>]*>(.*)</seg>")
@@ -71,9 +79,10 @@ def read_sentences(path, flag):
     return list(lines)
 
 
-def read_parallel(src_path, tgt_path, flags=("source_train", "target_train")):
-    """Reads a parallel corpus in lockstep: returns (source sentences, target sentences), refined.
+def read_parallel(src_path, tgt_path, flags=("source_train", "target_train"), clean=refine):
+    """Reads a parallel corpus in lockstep: returns (source sentences, target sentences), cleaned.
 
+    clean: refine (word vocab) or str.strip (subword vocab, which reads raw text).
     A pair is skipped when either side is a metadata line or blank. Files with
     different numbers of lines (of <seg> lines for XML) are an error: zipping
     them would silently pair each sentence with the wrong translation.
@@ -84,7 +93,7 @@ def read_parallel(src_path, tgt_path, flags=("source_train", "target_train")):
         raise UserError(f"{src_path} has {len(src)} {unit} but {tgt_path} has {len(tgt)}; "
                         "the two files must be line-aligned translations of each other")
     metadata = sum(s is None or t is None for (_, s), (_, t) in zip(src, tgt))
-    pairs = [(refine(s), refine(t)) for (_, s), (_, t) in zip(src, tgt)
+    pairs = [(clean(s), clean(t)) for (_, s), (_, t) in zip(src, tgt)
              if s and t and s.strip() and t.strip()]
     if not pairs:
         raise UserError(f"{src_path} and {tgt_path} hold no sentence pairs; "
@@ -110,12 +119,79 @@ def load_vocab(path, min_cnt):
     return {w: i for i, w in enumerate(words)}, words
 
 
+class WordVocab:
+    """The original's vocabulary of one language: refined words seen at least min_cnt times."""
+
+    clean = staticmethod(refine)  # what read_parallel applies to each raw sentence
+
+    def __init__(self, words):
+        """words: id -> word, starting with SPECIALS (load() reads them from prepro.py's file)."""
+        self.words, self.word2id, self.size = list(words), {w: i for i, w in enumerate(words)}, len(words)
+
+    @classmethod
+    def load(cls, path, min_cnt):
+        return cls(load_vocab(path, min_cnt)[1])
+
+    def encode(self, sentences):
+        """Sentences -> id lists: words -> ids, unknown words -> <UNK>, then </S>."""
+        return [[self.word2id.get(w, UNK) for w in s.split()] + [EOS] for s in sentences]
+
+    def decode(self, rows):
+        """Id rows (n, T) -> the sentences of their words before the first </S> (pads are skipped)."""
+        return [" ".join(self.words[i] for i in _before_eos(row) if i != PAD) for row in rows]
+
+
+class SubwordVocab:
+    """The joint SentencePiece vocabulary, run by tensorflow-text: raw text <-> pieces, losslessly.
+
+    prepro.py trains the model with the ids of SPECIALS (0-3), so ids mean the
+    same in both kinds of vocab.
+    """
+
+    clean = staticmethod(str.strip)  # raw text: no refine step
+
+    def __init__(self, path):
+        if not os.path.isfile(path):
+            raise UserError(f"{path} not found; run prepro.py --vocab_type subword first (with the same --vocab_dir)")
+        with open(path, "rb") as f:
+            model = f.read()
+        try:
+            self.tokenizer = tf_text.SentencepieceTokenizer(model=model, out_type=tf.int32)
+            self.size = int(self.tokenizer.vocab_size())
+        except (tf.errors.OpError, ValueError):
+            raise UserError(f"{path} is not a SentencePiece model; rebuild it with prepro.py") from None
+
+    def encode(self, sentences, chunk=4096):
+        """Sentences -> piece id lists, each ending in </S> (tokenized in the graph, a chunk at a time)."""
+        ids = []
+        for start in range(0, len(sentences), chunk):
+            ids += self.tokenizer.tokenize(tf.constant(sentences[start:start + chunk])).to_list()
+        return [row + [EOS] for row in ids]
+
+    def decode(self, rows):
+        """Id rows (n, T) -> detokenized text of the pieces before the first </S>."""
+        pieces = tf.ragged.constant([[i for i in _before_eos(row) if i != PAD] for row in rows],
+                                    dtype=tf.int32, ragged_rank=1) if len(rows) else tf.zeros((0, 0), tf.int32)
+        return [t.decode("utf-8") for t in self.tokenizer.detokenize(pieces).numpy()]
+
+
+def _before_eos(row):
+    row = list(row)
+    return row[:row.index(EOS)] if EOS in row else row
+
+
 VOCAB_SOURCE = "corpus.json"  # beside the vocab files: which corpus they were built from
+
+
+def vocab_files(hp):
+    """The files prepro.py writes into vocab_dir for hp.vocab_type."""
+    names = (SUBWORD_MODEL,) if hp.vocab_type == "subword" else (SRC_VOCAB, TGT_VOCAB)
+    return [os.path.join(hp.vocab_dir, name) for name in names]
 
 
 def vocab_digest(hp):
     """Identifies the vocab files in vocab_dir, so that a model can tell if they were rebuilt."""
-    return file_digest(os.path.join(hp.vocab_dir, SRC_VOCAB), os.path.join(hp.vocab_dir, TGT_VOCAB))
+    return file_digest(*vocab_files(hp))
 
 
 def vocab_source(hp):
@@ -145,14 +221,12 @@ def check_vocab_source(hp):
 
 
 def load_vocabs(hp):
-    """The (word -> id, id -> word) pairs of source and target, as train and eval use them."""
-    return (load_vocab(os.path.join(hp.vocab_dir, SRC_VOCAB), hp.min_cnt),
-            load_vocab(os.path.join(hp.vocab_dir, TGT_VOCAB), hp.min_cnt))
-
-
-def to_ids(sentence, word2id):
-    """Words -> ids, unknown words -> <UNK>, then </S>."""
-    return [word2id.get(w, UNK) for w in sentence.split()] + [EOS]
+    """The source and target vocab objects train and eval use (one object for a joint subword vocab)."""
+    if hp.vocab_type == "subword":
+        vocab = SubwordVocab(vocab_files(hp)[0])
+        return vocab, vocab
+    src, tgt = vocab_files(hp)
+    return WordVocab.load(src, hp.min_cnt), WordVocab.load(tgt, hp.min_cnt)
 
 
 def pad(seqs, width):
@@ -163,15 +237,14 @@ def pad(seqs, width):
     return out
 
 
-def create_data(src_sents, tgt_sents, src_w2i, tgt_w2i, maxlen):
+def create_data(src_sents, tgt_sents, src_vocab, tgt_vocab, maxlen):
     """Returns X (n, T1), Y (n, T2) int32 ids and the kept sentences.
 
     With a maxlen, as the original: a pair is kept only if both sides have at
     most maxlen ids (</S> included), and both are padded to exactly maxlen.
     With maxlen None every pair is kept and each side is padded to its longest.
     """
-    x = [to_ids(s, src_w2i) for s in src_sents]
-    y = [to_ids(t, tgt_w2i) for t in tgt_sents]
+    x, y = src_vocab.encode(src_sents), tgt_vocab.encode(tgt_sents)
     keep = [i for i in range(len(x)) if maxlen is None or max(len(x[i]), len(y[i])) <= maxlen]
     width1 = maxlen or max(map(len, x), default=1)
     width2 = maxlen or max(map(len, y), default=1)
@@ -179,24 +252,25 @@ def create_data(src_sents, tgt_sents, src_w2i, tgt_w2i, maxlen):
             [src_sents[i] for i in keep], [tgt_sents[i] for i in keep])
 
 
-def load_train_data(hp, src_w2i, tgt_w2i):
+def load_train_data(hp, src_vocab, tgt_vocab):
     """Training ids X, Y (n, maxlen), read from source_train/target_train."""
-    src, tgt = read_parallel(hp.source_train, hp.target_train)
-    x, y, _, _ = create_data(src, tgt, src_w2i, tgt_w2i, hp.maxlen)
+    src, tgt = read_parallel(hp.source_train, hp.target_train, clean=src_vocab.clean)
+    x, y, _, _ = create_data(src, tgt, src_vocab, tgt_vocab, hp.maxlen)
     print(f"{len(x)} of {len(src)} training pairs fit --maxlen {hp.maxlen}; {len(src) - len(x)} longer ones dropped")
     return x, y
 
 
-def load_test_data(hp, src_w2i, tgt_w2i, keep_all=False):
-    """Test source ids X (n, T1) with the refined source and reference sentences beside them.
+def load_test_data(hp, src_vocab, tgt_vocab, keep_all=False, split="test"):
+    """Test (or dev) source ids X (n, T1) with the cleaned source and reference sentences beside them.
 
     By default only pairs that pass the training maxlen filter, as the original
     evaluated; keep_all keeps every sentence.
     """
-    src, tgt = read_parallel(hp.source_test, hp.target_test, flags=("source_test", "target_test"))
-    x, _, src, tgt = create_data(src, tgt, src_w2i, tgt_w2i, None if keep_all else hp.maxlen)
+    flags = (f"source_{split}", f"target_{split}")
+    src, tgt = read_parallel(getattr(hp, flags[0]), getattr(hp, flags[1]), flags=flags, clean=src_vocab.clean)
+    x, _, src, tgt = create_data(src, tgt, src_vocab, tgt_vocab, None if keep_all else hp.maxlen)
     if not len(x):
-        raise UserError(f"no test pair in {hp.source_test} fits --maxlen {hp.maxlen}; "
+        raise UserError(f"no {split} pair in {getattr(hp, flags[0])} fits --maxlen {hp.maxlen}; "
                         "pass --all to evaluate every sentence")
     return x, src, tgt
 

@@ -56,6 +56,30 @@ def preset_values(dataset, test_split=""):
 # --mixed_precision -> the Keras dtype policy (variables stay float32 in all three).
 PRECISIONS = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 STRATEGIES = ("default", "mirrored", "multiworker")  # train.py's tf.distribute choices
+VOCAB_TYPES = ("word", "subword")
+LR_SCHEDULES = ("constant", "paper")
+
+# --preset NAME: settings applied as if given on the command line, before the flags
+# actually given (which win). The figures they reach are in docs/benchmarks.md.
+PRESETS = {
+    "original": {},  # the original's settings: word vocab, 512/6/8, constant lr, greedy decoding
+    # Multi30k on two CPU cores: a small model on a joint subword vocab, bf16 matmuls, batches
+    # of similar lengths, the paper's schedule, beam search and averaging (35 minutes, 39.5 BLEU).
+    "multi30k_cpu": {"dataset": "multi30k", "vocab_type": "subword", "vocab_size": 8000, "maxlen": 64,
+                     "hidden_units": 256, "num_blocks": 3, "num_heads": 4, "dropout_rate": 0.1,
+                     "residual_dropout": 0.1, "share_embeddings": True, "batch_tokens": 2048,
+                     "mixed_precision": "bf16", "lr_schedule": "paper", "lr_scale": 0.6, "warmup_steps": 800,
+                     "num_epochs": 10, "dev_eval": True, "beam_size": 4, "length_penalty": 0.6,
+                     "average_checkpoints": 3},
+    # The same recipe at the paper's base width for one GPU: more dropout against the small
+    # corpus, bigger batches, XLA (not yet measured on a GPU).
+    "multi30k_gpu": {"dataset": "multi30k", "vocab_type": "subword", "vocab_size": 8000, "maxlen": 64,
+                     "hidden_units": 512, "num_blocks": 6, "num_heads": 8, "dropout_rate": 0.1,
+                     "residual_dropout": 0.3, "share_embeddings": True, "batch_tokens": 4096,
+                     "mixed_precision": "bf16", "jit": True, "lr_schedule": "paper", "lr_scale": 1.0,
+                     "warmup_steps": 4000, "num_epochs": 60, "dev_eval": True, "beam_size": 5,
+                     "length_penalty": 0.6, "average_checkpoints": 5},
+}
 
 
 @dataclass(frozen=True)
@@ -69,21 +93,28 @@ class Hyperparams:
     target_dev: str = ""  # English dev references; empty = from --dataset
     source_test: str = ""  # German test text; empty = --test_split of --dataset
     target_test: str = ""  # English test references; empty = --test_split of --dataset
-    vocab_dir: str = "preprocessed"  # where prepro.py writes de.vocab.tsv and en.vocab.tsv
-    min_cnt: int = 20  # words seen fewer times become <UNK> (the original: 20)
-    maxlen: int = 10  # T: max words per sentence incl. </S>; longer pairs are dropped (original: 10)
+    vocab_dir: str = "preprocessed"  # where prepro.py writes the vocab (de/en.vocab.tsv, or subword.model)
+    vocab_type: str = "word"  # word: refined words, one vocab per side (the original); subword: raw text, joint
+    vocab_size: int = 8000  # subword only: pieces in the joint German-English SentencePiece vocab, specials included
+    min_cnt: int = 20  # word only: words seen fewer times become <UNK> (the original: 20)
+    maxlen: int = 10  # T: max tokens per sentence incl. </S>; longer pairs are dropped (original: 10)
 
     # model
     hidden_units: int = 512  # C: model width, as in the paper's base model
     num_blocks: int = 6  # encoder blocks and decoder blocks, each
     num_heads: int = 8  # h: attention heads; must divide hidden_units
     dropout_rate: float = 0.1  # on embeddings and attention weights
+    residual_dropout: float = 0.0  # on each sublayer's output before the residual sum (paper 5.4); 0 = original
     sinusoid: bool = True  # sinusoid positions (any length); false = learned, maxlen positions only
+    share_embeddings: bool = False  # subword only: one table for source and target embeddings and output layer
 
     # training
     batch_size: int = 32  # N: sentence pairs per step
     batch_tokens: int = 0  # instead: batches of similar-length pairs, up to this many tokens per side; 0 = off
-    lr: float = 0.0001  # Adam learning rate, constant as in the original
+    lr: float = 0.0001  # Adam learning rate of --lr_schedule constant (the original's)
+    lr_schedule: str = "constant"  # constant (--lr) or paper: warm-up, then inverse square root (paper 5.3)
+    lr_scale: float = 1.0  # paper: lr = lr_scale * C^-0.5 * min(step^-0.5, step * warmup_steps^-1.5)
+    warmup_steps: int = 4000  # paper: steps of linear warm-up to the peak rate (the paper: 4000)
     adam_beta1: float = 0.9  # Adam's first-moment decay (paper 5.3)
     adam_beta2: float = 0.98  # Adam's second-moment decay (paper 5.3)
     adam_epsilon: float = 1e-8  # Adam's denominator guard (paper 5.3)
@@ -96,12 +127,18 @@ class Hyperparams:
     keep_checkpoints: int = 5  # only the newest checkpoints are kept, to bound disk use
     save_every: int = 0  # also checkpoint every this many steps inside an epoch; 0 = at epoch ends only
     summary_every: int = 100  # steps between TensorBoard points and progress-bar updates
+    dev_eval: bool = False  # after each epoch: dev-set BLEU and samples to TensorBoard, keep the best checkpoint
+    eval_every: int = 0  # with dev_eval, also every this many steps inside an epoch; 0 = at epoch ends only
     seed: int = 42  # seeds Python, NumPy, TensorFlow and the shuffling
 
     # evaluation
     results_dir: str = "results"  # eval.py writes <results_dir>/<checkpoint name>
     decode_extra: int = 50  # a translation may have this many more words than its source ...
     decode_maxlen: int = 0  # ... and at most this many, incl. </S>; 0 = 256 (learned positions: maxlen)
+    beam_size: int = 1  # hypotheses kept per sentence while decoding; 1 = greedy (the original)
+    length_penalty: float = 0.6  # beam search: GNMT alpha, scores divided by ((5 + length) / 6)^alpha; 0 = none
+    average_checkpoints: int = 1  # eval.py: average the weights of the newest this many checkpoints
+    preset: str = "original"  # named settings (PRESETS), applied under the flags given: original = the defaults
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -114,14 +151,23 @@ class Hyperparams:
             if not getattr(self, name):
                 object.__setattr__(self, name, value)  # frozen: resolved once, here
         for name in ("min_cnt", "maxlen", "hidden_units", "num_blocks", "num_heads", "batch_size",
-                     "num_epochs", "keep_checkpoints", "summary_every"):
+                     "num_epochs", "keep_checkpoints", "summary_every", "warmup_steps", "beam_size",
+                     "average_checkpoints"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.hidden_units % self.num_heads:
             raise UserError(f"--hidden_units {self.hidden_units} is not divisible by "
                             f"--num_heads {self.num_heads}; pick a width that splits into the heads")
-        if not 0 <= self.dropout_rate < 1 or not 0 <= self.label_smoothing < 1:
-            raise UserError("--dropout_rate and --label_smoothing must lie in [0, 1)")
+        if not all(0 <= rate < 1 for rate in (self.dropout_rate, self.residual_dropout, self.label_smoothing)):
+            raise UserError("--dropout_rate, --residual_dropout and --label_smoothing must lie in [0, 1)")
+        for name, choices in (("vocab_type", VOCAB_TYPES), ("lr_schedule", LR_SCHEDULES), ("preset", PRESETS)):
+            if getattr(self, name) not in choices:
+                raise UserError(f"--{name} {getattr(self, name)!r} is unknown; choose one of {', '.join(choices)}")
+        if self.share_embeddings and self.vocab_type != "subword":
+            raise UserError("--share_embeddings needs --vocab_type subword: only the joint subword vocab gives "
+                            "source and target the same ids")
+        if self.vocab_type == "subword" and self.vocab_size < 8:
+            raise UserError(f"--vocab_size {self.vocab_size} is too small; use at least a few hundred pieces")
         if self.mixed_precision not in PRECISIONS:
             raise UserError(f"--mixed_precision {self.mixed_precision!r} is unknown; choose one of "
                             f"{', '.join(PRECISIONS)}")
@@ -132,8 +178,10 @@ class Hyperparams:
                             f"{self.maxlen}; use at least maxlen (or 0 for fixed batches)")
         if self.save_every < 0:
             raise UserError("--save_every must not be negative (0 = at epoch ends only)")
-        if not self.lr > 0 or self.decode_maxlen < 0 or self.decode_extra < 0:  # "not >": NaN too
-            raise UserError("--lr must be positive, --decode_maxlen and --decode_extra not negative")
+        if not (self.lr > 0 and self.lr_scale > 0) or min(self.decode_maxlen, self.decode_extra, self.eval_every,
+                                                           self.length_penalty) < 0:  # "not >": NaN too
+            raise UserError("--lr and --lr_scale must be positive; --decode_maxlen, --decode_extra, --eval_every "
+                            "and --length_penalty not negative")
         if not self.sinusoid and self.decode_maxlen > self.maxlen:
             raise UserError(f"--decode_maxlen {self.decode_maxlen} exceeds --maxlen {self.maxlen}: "
                             "learned positions exist only up to maxlen (sinusoid ones have no limit)")
@@ -147,8 +195,8 @@ class Hyperparams:
 # Settings that fix the model's shape, vocabulary or test filter. A logdir's
 # model can only be resumed or evaluated with the values it was trained with.
 # (vocab_dir may move; a vocab of another size fails when the checkpoint loads.)
-MODEL_FIELDS = ("min_cnt", "maxlen", "hidden_units", "num_blocks", "num_heads", "dropout_rate",
-                "sinusoid")
+MODEL_FIELDS = ("vocab_type", "vocab_size", "min_cnt", "maxlen", "hidden_units", "num_blocks", "num_heads",
+                "dropout_rate", "residual_dropout", "sinusoid", "share_embeddings")
 
 
 def _field_help():
@@ -176,7 +224,8 @@ def parse_args(argv, *, description, add_arguments=None):
     """Parses `argv` into (settings given on the command line, the script's own flags).
 
     Only flags actually given appear in the first dict, so callers can tell an
-    explicit `--maxlen 10` from the default. `add_arguments(parser)` adds flags
+    explicit `--maxlen 10` from the default; `--preset NAME` adds its PRESETS
+    values there too, under the flags given. `add_arguments(parser)` adds flags
     that belong to one script (they must carry their own defaults).
     """
     parser = Parser(description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False)
@@ -190,6 +239,10 @@ def parse_args(argv, *, description, add_arguments=None):
     namespace = vars(parser.parse_args(argv))
     names = {f.name for f in fields(Hyperparams)}
     explicit = {k: v for k, v in namespace.items() if k in names}
+    if "preset" in explicit:
+        if explicit["preset"] not in PRESETS:
+            parser.error(f"--preset {explicit['preset']!r} is unknown; choose one of {', '.join(PRESETS)}")
+        explicit = {**PRESETS[explicit["preset"]], **explicit}
     own = argparse.Namespace(**{k: v for k, v in namespace.items() if k not in names})
     return explicit, own
 
@@ -198,13 +251,13 @@ def hparams_path(logdir):
     return os.path.join(logdir, "hparams.json")
 
 
-def write_atomic(path, text):
-    """Writes `text` to `path` through a temporary file, so that no reader ever sees half of it."""
+def write_atomic(path, content):
+    """Writes text or bytes to `path` through a temporary file, so that no reader ever sees half of it."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(content if isinstance(content, bytes) else content.encode("utf-8"))
         os.replace(tmp, path)
     except OSError as e:  # a full disk, a read-only directory, a file where a directory should be
         raise UserError(f"cannot write {path} ({e.strerror or e}); free some space or choose another "

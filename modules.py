@@ -98,7 +98,7 @@ class MultiHeadAttention(keras.layers.Layer):
     and the concatenated heads pass through an output projection (it had none).
     """
 
-    def __init__(self, *, units, num_heads, dropout_rate, **kwargs):
+    def __init__(self, *, units, num_heads, dropout_rate, residual_dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.depth = units // num_heads  # C/h
@@ -107,6 +107,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.project_v = keras.layers.Dense(units, name="v")
         self.project_out = keras.layers.Dense(units, name="out")
         self.dropout = keras.layers.Dropout(dropout_rate)
+        self.residual_dropout = keras.layers.Dropout(residual_dropout)
         self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON)
 
     def _split_heads(self, x):
@@ -148,8 +149,8 @@ class MultiHeadAttention(keras.layers.Layer):
         out = tf.matmul(tf.cast(weights, v.dtype), v)  # (N, h, Tq, C/h)
         out = tf.transpose(out, (0, 2, 1, 3))  # (N, Tq, h, C/h)
         out = tf.reshape(out, tf.shape(queries))  # (N, Tq, C)
-        # 5. residual connection, layer norm
-        out = self.norm(queries + self.project_out(out))
+        # 5. residual connection (with the paper's dropout of the sublayer output), layer norm
+        out = self.norm(queries + self.residual_dropout(self.project_out(out), training=training))
         return (out, weights) if return_weights else out
 
 
@@ -160,12 +161,14 @@ class FeedForward(keras.layers.Layer):
     product at every position, which Dense computes as one matmul.
     """
 
-    def __init__(self, *, units, inner_units, **kwargs):
+    def __init__(self, *, units, inner_units, residual_dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.inner = keras.layers.Dense(inner_units, activation="relu", name="inner")
         self.outer = keras.layers.Dense(units, name="outer")
+        self.residual_dropout = keras.layers.Dropout(residual_dropout)
         self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON)
 
-    def call(self, x):
+    def call(self, x, training=False):
         """(N, T, C) -> (N, T, C)."""
-        return self.norm(x + self.outer(self.inner(x)))  # inner: (N, T, 4C)
+        inner = self.inner(x)  # (N, T, 4C)
+        return self.norm(x + self.residual_dropout(self.outer(inner), training=training))

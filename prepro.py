@@ -1,20 +1,31 @@
-"""Builds the vocabularies: raw training text -> <vocab_dir>/de.vocab.tsv and en.vocab.tsv.
+"""Builds the vocabulary from the training text, into vocab_dir.
 
-Each file lists the four specials (count 1000000000, so they come first with
-ids 0-3) and then every refined word of its side with its count, most
-frequent first, ties in code-point order of the word. min_cnt is applied when
-loading, not here, so one vocab serves every min_cnt.
+--vocab_type word (the original's): de.vocab.tsv and en.vocab.tsv. Each lists
+the four specials (count 1000000000, so they come first with ids 0-3) and then
+every refined word of its side with its count, most frequent first, ties in
+code-point order of the word. min_cnt is applied when loading, not here, so
+one vocab serves every min_cnt.
+
+--vocab_type subword: subword.model, one SentencePiece unigram model of
+vocab_size pieces learned from the raw German and English text together, with
+the specials at ids 0-3.
 """
 import collections
+import io
 import json
 import os
 
+import sentencepiece
 from tqdm import tqdm
 
 import data_load
-from hyperparams import Hyperparams, check_writable, parse_args, run, write_atomic
+from data_load import BOS, EOS, PAD, UNK
+from hyperparams import Hyperparams, UserError, check_writable, parse_args, run, write_atomic
 
 SPECIAL_COUNT = 1000000000  # the original's marker count for the specials
+# SentencePiece's result depends on its thread count; a constant, not the machine's core
+# count, makes the same corpus give the same vocab everywhere.
+SUBWORD_THREADS = 4
 
 
 def count_words(sentences, desc):
@@ -33,10 +44,7 @@ def vocab_text(counts):
     return "\n".join(lines) + "\n"
 
 
-def main(argv):
-    explicit, _ = parse_args(argv, description=__doc__.splitlines()[0])
-    hp = Hyperparams(**explicit)
-    check_writable(hp.vocab_dir, "vocab_dir")
+def build_word_vocabs(hp):
     src, tgt = data_load.read_parallel(hp.source_train, hp.target_train)
     for sentences, name, side in ((src, data_load.SRC_VOCAB, "source"),
                                   (tgt, data_load.TGT_VOCAB, "target")):
@@ -46,6 +54,38 @@ def main(argv):
         kept = sum(c >= hp.min_cnt for c in counts.values())
         print(f"{path}: {len(counts)} words from {len(sentences)} sentences, "
               f"{kept} seen at least {hp.min_cnt} times (--min_cnt)")
+
+
+def subword_model(sentences, vocab_size):
+    """A serialized SentencePiece unigram model of vocab_size pieces learned from `sentences`."""
+    model = io.BytesIO()
+    try:
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size, model_type="unigram",
+            character_coverage=1.0,  # every character of the corpus gets a piece: no <UNK> for rare letters
+            pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, num_threads=SUBWORD_THREADS, minloglevel=2)
+    except RuntimeError as e:  # e.g. "Vocabulary size too high (8000). Please set it to a value <= 1234."
+        raise UserError(f"SentencePiece cannot build --vocab_size {vocab_size} pieces from this training text "
+                        f"({str(e).rsplit('] ', 1)[-1].strip()}); pass a smaller --vocab_size") from None
+    return model.getvalue()
+
+
+def build_subword_vocab(hp):
+    src, tgt = data_load.read_parallel(hp.source_train, hp.target_train, clean=str.strip)
+    path = os.path.join(hp.vocab_dir, data_load.SUBWORD_MODEL)
+    print(f"learning {hp.vocab_size} subword pieces from {len(src)} German and English sentences ...")
+    write_atomic(path, subword_model(src + tgt, hp.vocab_size))
+    vocab = data_load.SubwordVocab(path)
+    pieces = sum(map(len, vocab.encode(src[:2000] + tgt[:2000]))) - 2 * min(len(src), 2000)
+    words = sum(len(s.split()) for s in src[:2000] + tgt[:2000])
+    print(f"{path}: {vocab.size} pieces; {pieces / words:.2f} pieces per word on the first sentences")
+
+
+def main(argv):
+    explicit, _ = parse_args(argv, description=__doc__.splitlines()[0])
+    hp = Hyperparams(**explicit)
+    check_writable(hp.vocab_dir, "vocab_dir")
+    (build_subword_vocab if hp.vocab_type == "subword" else build_word_vocabs)(hp)
     write_atomic(os.path.join(hp.vocab_dir, data_load.VOCAB_SOURCE),
                  json.dumps(data_load.vocab_source(hp), indent=2) + "\n")
 

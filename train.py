@@ -1,8 +1,11 @@
 """Trains the Transformer: vocab + corpus -> batches -> checkpoints and TensorBoard events in logdir.
 
 Run it again on the same logdir to resume from the latest checkpoint: the
-epoch and the global step continue where they stopped.
+epoch and the global step continue where they stopped. With --dev_eval, the
+dev split is translated after each epoch: its BLEU and a few samples go to
+TensorBoard and the best model is kept in logdir/best.
 """
+import dataclasses
 import os
 import signal
 import threading
@@ -11,12 +14,15 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
 
 import keras
+import sacrebleu
 import tensorflow as tf
 from tqdm import tqdm
 
 import data_load
 import hyperparams
+from checkpoints import best_record, checkpoint_name, resume, save_best, save_checkpoint
 from data_load import PAD
+from decoding import make_decoder, translate
 from hyperparams import UserError, parse_args, run
 from model import build_model, shift_right
 from modules import label_smoothing
@@ -39,48 +45,29 @@ def loss_and_accuracy(logits, tgt, epsilon, count=None):
     return tf.reduce_sum(xent * real) / count, tf.reduce_sum(hits * real) / count
 
 
-def checkpoint_name(epoch, step):
-    """The original's checkpoint (and results file) name."""
-    return f"model_epoch_{epoch:02d}_gs_{step}"
+class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """lr = scale * C^-0.5 * min(step^-0.5, step * warmup^-1.5) (paper 5.3, eq. 3).
 
-
-def save_checkpoint(checkpoint, logdir, name, keep, worker=0):
-    """Writes `checkpoint` as logdir/name, makes it the latest, and deletes all but the newest `keep`.
-
-    The state file is rewritten only after the checkpoint is complete, so a
-    run killed mid-write still resumes from the previous one. (CheckpointManager
-    does the same but can only name files `prefix-N`.) Workers other than the
-    chief take part in writing, as tf.distribute asks, into a directory of
-    their own that is deleted at once.
+    Rises linearly for `warmup` steps, to scale * (C * warmup)^-0.5, then falls
+    as 1 / sqrt(step). Keras counts the steps taken before this one from 0,
+    the paper's step_num from 1.
     """
-    if worker:
-        scratch = os.path.join(logdir, f".worker_{worker}")
-        checkpoint.write(os.path.join(scratch, name))
-        tf.io.gfile.rmtree(scratch)
-        return os.path.join(logdir, name)
-    path = checkpoint.write(os.path.join(logdir, name))
-    state = tf.train.get_checkpoint_state(logdir)
-    names = [os.path.basename(p) for p in (state.all_model_checkpoint_paths if state else [])]
-    names = [n for n in names if n != name] + [name]
-    # The state file lists bare names, which latest_checkpoint() joins with logdir, so a
-    # moved logdir still finds its checkpoints (given an absolute save_dir, the function
-    # stores names as they are). It is the public writer of that file; its deprecation
-    # notice only points at CheckpointManager, so it is not shown.
-    logger, level = tf.get_logger(), tf.get_logger().level
-    logger.setLevel("ERROR")
-    try:
-        tf.compat.v1.train.update_checkpoint_state(os.path.abspath(logdir), name, names[-keep:])
-    finally:
-        logger.setLevel(level)
-    for old in names[:-keep]:
-        for f in tf.io.gfile.glob(os.path.join(logdir, old) + ".*"):
-            tf.io.gfile.remove(f)
-    return path
+
+    def __init__(self, units, warmup, scale=1.0):
+        self.units, self.warmup, self.scale = units, warmup, scale
+
+    def __call__(self, iterations):
+        step = tf.cast(iterations, tf.float32) + 1.0
+        return self.scale * self.units ** -0.5 * tf.minimum(step ** -0.5, step * self.warmup ** -1.5)
+
+    def get_config(self):
+        return {"units": self.units, "warmup": self.warmup, "scale": self.scale}
 
 
 def make_optimizer(hp):
-    """Adam with the paper's settings; wrapped for loss scaling when training in float16."""
-    optimizer = keras.optimizers.Adam(hp.lr, beta_1=hp.adam_beta1, beta_2=hp.adam_beta2, epsilon=hp.adam_epsilon)
+    """Adam with the paper's settings and --lr_schedule; wrapped for loss scaling when training in float16."""
+    lr = PaperSchedule(hp.hidden_units, hp.warmup_steps, hp.lr_scale) if hp.lr_schedule == "paper" else hp.lr
+    optimizer = keras.optimizers.Adam(lr, beta_1=hp.adam_beta1, beta_2=hp.adam_beta2, epsilon=hp.adam_epsilon)
     if hp.mixed_precision == "fp16":  # small float16 gradients would round to zero unscaled
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
@@ -185,6 +172,34 @@ class StopOnSignal:
             signal.signal(number, handler)
 
 
+class DevEvaluation:
+    """Translates the dev split, logs its BLEU and samples, and keeps the best model (--dev_eval)."""
+
+    SAMPLES = 3  # dev sentences shown in TensorBoard, the same ones each time
+
+    def __init__(self, hp, model, src_vocab, tgt_vocab, writer, worker):
+        self.hp, self.model, self.vocab, self.writer, self.worker = hp, model, tgt_vocab, writer, worker
+        self.x, self.sources, self.references = data_load.load_test_data(hp, src_vocab, tgt_vocab, keep_all=True,
+                                                                         split="dev")
+        self.decode = make_decoder(model, dataclasses.replace(hp, beam_size=1))  # greedy: fast enough to repeat
+        record = best_record(hp.logdir)
+        self.best = record["dev_bleu"] if record else -1.0
+
+    def __call__(self, epoch, step):
+        """Returns the dev BLEU of the model now, after logging it and keeping the model if it is the best."""
+        hypotheses = translate(self.decode, self.x, self.vocab, self.hp, desc="dev")
+        bleu = sacrebleu.corpus_bleu(hypotheses, [self.references]).score
+        samples = "\n\n".join(f"**source:** {s}  \n**reference:** {r}  \n**translation:** {h}"
+                               for s, r, h in list(zip(self.sources, self.references, hypotheses))[:self.SAMPLES])
+        with self.writer.as_default(step=step):
+            tf.summary.scalar("dev_bleu", bleu)
+            tf.summary.text("dev_samples", samples)
+        if bleu > self.best:
+            self.best = bleu
+            save_best(self.model, self.hp.logdir, checkpoint_name(epoch, step), bleu, step, self.worker)
+        return bleu
+
+
 INTERVAL, EPOCH = 0, 1  # the rows of the running sums
 
 
@@ -205,19 +220,6 @@ def report(totals, writer, optimizer, step):
     return mean_loss, acc
 
 
-def resume(checkpoint, logdir):
-    """Restores the latest checkpoint in logdir, if there is one; returns its path or None."""
-    latest = tf.train.latest_checkpoint(logdir)
-    if latest:
-        try:
-            checkpoint.read(latest).assert_consumed()
-        except (ValueError, AssertionError) as e:
-            raise UserError(f"{latest} does not fit this model or vocab ({str(e).splitlines()[0]}); "
-                            "use another --logdir") from None
-        print(f"resuming from {latest}")
-    return latest
-
-
 def main(argv):
     # settings
     explicit, _ = parse_args(argv, description=__doc__.splitlines()[0])
@@ -228,8 +230,8 @@ def main(argv):
     keras.utils.set_random_seed(hp.seed)
 
     # data
-    (src_w2i, _), (tgt_w2i, _) = data_load.load_vocabs(hp)
-    x, y = data_load.load_train_data(hp, src_w2i, tgt_w2i)
+    src_vocab, tgt_vocab = data_load.load_vocabs(hp)
+    x, y = data_load.load_train_data(hp, src_vocab, tgt_vocab)
     data_load.check_vocab_source(hp)  # the vocab was built from this training text ...
     vocab_sha256 = data_load.vocab_digest(hp)
     hyperparams.check_same_vocab(hp, vocab_sha256)  # ... and a resumed model was trained with it
@@ -240,7 +242,7 @@ def main(argv):
 
     # model, optimizer, restore: variables made under the strategy live on every replica
     with strategy.scope():
-        model = build_model(hp, len(src_w2i), len(tgt_w2i))
+        model = build_model(hp, src_vocab.size, tgt_vocab.size)
         optimizer = make_optimizer(hp)
         optimizer.build(model.trainable_variables)
         last_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)  # last finished epoch
@@ -254,12 +256,13 @@ def main(argv):
     if worker == 0:  # the chief writes the files; other workers only compute
         hyperparams.save(hp, command=["train.py", *argv], vocab_sha256=vocab_sha256)
     print(f"{len(x)} training pairs, {steps_per_epoch} steps per epoch, {model.count_params():,} parameters, "
-          f"vocab {len(src_w2i)} -> {len(tgt_w2i)}, {strategy.num_replicas_in_sync} replica(s)")
+          f"vocab {src_vocab.size} -> {tgt_vocab.size}, {strategy.num_replicas_in_sync} replica(s)")
 
     # loop
     writer = tf.summary.create_file_writer(hp.logdir) if worker == 0 else tf.summary.create_noop_writer()
     train_step, totals, first_bad_step = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit,
                                                          strategy=strategy)
+    dev = DevEvaluation(hp, model, src_vocab, tgt_vocab, writer, worker) if hp.dev_eval else None
 
     def save(epoch, done):
         """Checks the loss stayed finite, then checkpoints `done` batches into `epoch`."""
@@ -289,6 +292,8 @@ def main(argv):
                         bar.set_postfix(mean_loss=f"{mean_loss:.3f}", acc=f"{acc:.3f}")
                     if stop.signal or (hp.save_every and step % hp.save_every == 0 and done < steps_per_epoch):
                         path = save(epoch, done)
+                    if dev and hp.eval_every and step % hp.eval_every == 0 and done < steps_per_epoch:
+                        bar.set_postfix(dev_bleu=f"{dev(epoch, step):.2f}")
                     if stop.signal:
                         bar.close()
                         writer.flush()
@@ -300,7 +305,9 @@ def main(argv):
             writer.flush()
             path = save(epoch, steps_per_epoch)
             mean_loss, acc = take_means(totals, EPOCH)
-            print(f"epoch {epoch}: step {step}, mean_loss {mean_loss:.3f}, acc {acc:.3f}, "
+            scores = f"dev BLEU {dev(epoch, step):.2f} (best {dev.best:.2f}), " if dev else ""
+            writer.flush()
+            print(f"epoch {epoch}: step {step}, mean_loss {mean_loss:.3f}, acc {acc:.3f}, {scores}"
                   f"{time.time() - start:.0f} s, saved {path}")
 
 

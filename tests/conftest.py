@@ -53,19 +53,23 @@ def corpus_flags(directory, train_pairs, test_pairs):
 
 
 def decoders_on_test_set(flags):
-    """Both greedy decoders' output on every test sentence, for the model trained with `flags`."""
+    """Output on every test sentence, for the model trained with `flags`, of both greedy decoders
+    and of beam search with beam size 1 (its best hypothesis)."""
     import tensorflow as tf
 
     import data_load
-    import eval as evaluate
+    import checkpoints
     import hyperparams
-    from model import build_model, cached_greedy_decoder, decode_limits, greedy_decoder
+    from decoding import beam_search_decoder, cached_greedy_decoder, decode_limits, greedy_decoder
+    from model import build_model
 
     hp = hyperparams.for_evaluation(hyperparams.parse_args(flags, description="")[0])
-    (src_w2i, _), (tgt_w2i, _) = data_load.load_vocabs(hp)
-    x, _, _ = data_load.load_test_data(hp, src_w2i, tgt_w2i, keep_all=True)
-    model = build_model(hp, len(src_w2i), len(tgt_w2i))
-    evaluate.restore(model, hp, None)
+    src_vocab, tgt_vocab = data_load.load_vocabs(hp)
+    x, _, _ = data_load.load_test_data(hp, src_vocab, tgt_vocab, keep_all=True)
+    model = build_model(hp, src_vocab.size, tgt_vocab.size)
+    checkpoints.restore(model, hp)
     src = tf.constant(x)
     limits = decode_limits(src, extra=hp.decode_extra, cap=hp.decode_cap)
-    return greedy_decoder(model)(src, limits).numpy(), cached_greedy_decoder(model)(src, limits).numpy()
+    beam_one = beam_search_decoder(model, 1, hp.length_penalty)(src, limits)[0][:, 0]
+    return tuple(out.numpy() for out in (greedy_decoder(model)(src, limits), cached_greedy_decoder(model)(src, limits),
+                                         beam_one))

@@ -29,7 +29,7 @@ def test_bench_prints_one_json_line_per_measure(tmp_path):
     flags = corpus_flags(tmp_path, toy_pairs(100, seed=1), toy_pairs(5, seed=2))
     prepro.main(flags)
     argv = flags + ["--corpus", "--hidden_units", "32", "--num_blocks", "1", "--num_heads", "2", "--maxlen", "10",
-                    "--batch_size", "8", "--batch_tokens", "40", "--train_steps", "2", "--warmup_steps", "1",
+                    "--batch_size", "8", "--batch_tokens", "40", "--train_steps", "2", "--untimed_steps", "1",
                     "--sentences", "4", "--decode_len", "6"]
     result = subprocess.run([sys.executable, str(ROOT / "bench.py"), *argv], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)

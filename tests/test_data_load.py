@@ -91,13 +91,13 @@ def test_vocab_loading_applies_min_cnt(tmp_path):
 
 
 def test_create_data_filters_by_maxlen_and_pads():
-    w2i = {"a": 4, "b": 5}
-    x, y, src, tgt = data_load.create_data(["a b", "a a a", "b"], ["a", "b", "a zzz b"], w2i, w2i, maxlen=3)
+    vocab = data_load.WordVocab([*data_load.SPECIALS, "a", "b"])
+    x, y, src, tgt = data_load.create_data(["a b", "a a a", "b"], ["a", "b", "a zzz b"], vocab, vocab, maxlen=3)
     # "a a a" + </S> is 4 ids: dropped; "a zzz b" + </S> is 4 ids: dropped
     assert src == ["a b"] and tgt == ["a"]
     np.testing.assert_array_equal(x, [[4, 5, EOS]])
     np.testing.assert_array_equal(y, [[4, EOS, PAD]])
-    x, y, src, _ = data_load.create_data(["a b", "b"], ["a zzz b", "b"], w2i, w2i, maxlen=None)
+    x, y, src, _ = data_load.create_data(["a b", "b"], ["a zzz b", "b"], vocab, vocab, maxlen=None)
     np.testing.assert_array_equal(x, [[4, 5, EOS], [5, EOS, PAD]])
     np.testing.assert_array_equal(y, [[4, UNK, 5, EOS], [5, EOS, PAD, PAD]])
     assert x.dtype == np.int32

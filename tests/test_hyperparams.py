@@ -60,6 +60,7 @@ def test_script_flags_are_kept_apart():
     (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag"),
     (["--maxlen", "ten"], "invalid int value: 'ten'"),
     (["--sinusoid", "maybe"], "expected true or false"),
+    (["--preset", "fast"], "--preset 'fast' is unknown; choose one of original, multi30k_cpu, multi30k_gpu"),
 ])
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -74,7 +75,13 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     ({"maxlen": 0}, "--maxlen must be at least 1"),
     ({"dropout_rate": 1.0}, "[0, 1)"),
     ({"sinusoid": False, "decode_maxlen": 20}, "learned positions"),
-    ({"lr": float("nan")}, "--lr must be positive"),
+    ({"lr": float("nan")}, "--lr and --lr_scale must be positive"),
+    ({"residual_dropout": -0.1}, "--residual_dropout"),
+    ({"share_embeddings": True}, "--share_embeddings needs --vocab_type subword"),
+    ({"vocab_type": "bpe"}, "--vocab_type 'bpe' is unknown; choose one of word, subword"),
+    ({"lr_schedule": "cosine"}, "--lr_schedule 'cosine' is unknown; choose one of constant, paper"),
+    ({"beam_size": 0}, "--beam_size must be at least 1"),
+    ({"length_penalty": -1.0}, "--length_penalty not negative"),
     ({"dataset": "wmt14"}, "--dataset 'wmt14' is unknown; choose one of iwslt2016, multi30k"),
     ({"dataset": "multi30k", "test_split": "tst2014"}, "not a split of multi30k; choose one of val,"),
 ])
@@ -129,3 +136,13 @@ def test_evaluation_follows_a_new_test_split_but_keeps_given_paths(tmp_path):
     assert (hp.test_split, hp.source_test) == ("val", "own.de")
     hp = hyperparams.for_evaluation({"logdir": str(tmp_path), "test_split": "test_2017_flickr"})
     assert (hp.source_test, hp.target_test) == ("own.de", "own.en")  # explicit paths still win
+
+
+def test_a_preset_fills_settings_under_the_flags_given():
+    explicit, _ = parse_args(["--preset", "multi30k_cpu", "--num_epochs", "3"], description="t")
+    hp = Hyperparams(**explicit)
+    assert (hp.preset, hp.dataset, hp.vocab_type, hp.lr_schedule) == ("multi30k_cpu", "multi30k", "subword", "paper")
+    assert hp.num_epochs == 3  # the flag given wins over the preset's value
+    assert parse_args(["--preset", "original"], description="t")[0] == {"preset": "original"}
+    for name, values in hyperparams.PRESETS.items():
+        Hyperparams(**values, preset=name)  # every preset is a valid set of settings

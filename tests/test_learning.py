@@ -20,9 +20,14 @@ def test_tiny_model_learns_to_translate_and_reverse(tmp_path):
     train.main(flags + ["--hidden_units", "64", "--num_blocks", "1", "--num_heads", "4",
                         "--dropout_rate", "0", "--lr", "0.003", "--num_epochs", "6"])
     evaluate.main(flags)
-    results = next(p for p in (tmp_path / "results").iterdir() if p.suffix != ".json").read_text()
+    name = next(p.name for p in (tmp_path / "results").iterdir() if p.suffix != ".json")
+    results = (tmp_path / "results" / name).read_text()
     assert results.count("- got: ") == len(test_pairs)
     bleu = float(re.search(r"Bleu Score = (\S+)\n\Z", results)[1])
     assert bleu > 50
-    full, cached = decoders_on_test_set(flags)  # the cached decoder eval.py uses, against the reference
+    full, cached, beam_one = decoders_on_test_set(flags)  # the cached decoder eval.py uses, the reference ...
     np.testing.assert_array_equal(cached, full)
+    np.testing.assert_array_equal(beam_one, full)  # ... and beam search of beam size 1
+    evaluate.main(flags + ["--beam_size", "4"])
+    beam = (tmp_path / "results" / (name + "_beam4")).read_text()
+    assert float(re.search(r"Bleu Score = (\S+)\n\Z", beam)[1]) >= bleu - 1

@@ -5,7 +5,8 @@ import tensorflow as tf
 
 from data_load import BOS, EOS, PAD
 from hyperparams import Hyperparams
-from model import build_model, cached_greedy_decoder, decode_limits, greedy_decoder, shift_right
+from decoding import cached_greedy_decoder, decode_limits, greedy_decoder, only_words
+from model import build_model, shift_right
 
 SMALL = dict(hidden_units=16, num_blocks=2, num_heads=2, dropout_rate=0.0, maxlen=8)
 
@@ -44,7 +45,7 @@ def step_by_step(model, src, limit):
     prefix = [BOS]
     while len(prefix) <= limit and prefix[-1] != EOS:
         logits = model((src[None], tf.constant([prefix])))
-        prefix.append(int(tf.argmax(logits[0, -1])))
+        prefix.append(int(tf.argmax(only_words(logits[:, -1])[0])))  # <PAD> and <S> are not words
     return prefix[1:]
 
 
@@ -83,3 +84,27 @@ def test_checkpoint_holds_every_weight(model, tmp_path):
     tf.train.Checkpoint(model=fresh).read(path).assert_consumed()
     for a, b in zip(model.weights, fresh.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_shared_embeddings_tie_source_target_and_output_layer(tmp_path):
+    keras.utils.set_random_seed(0)
+    shared = build_model(Hyperparams(**SMALL, vocab_type="subword", share_embeddings=True), 13, 13)
+    separate = build_model(Hyperparams(**SMALL), 13, 13)
+    assert shared.src_embedding is shared.tgt_embedding
+    assert len(shared.trainable_variables) == len({id(v) for v in shared.trainable_variables})
+    assert separate.count_params() - shared.count_params() == 2 * 13 * 16  # a table and a kernel fewer
+    y = tf.random.normal((2, 3, 16))
+    expected = tf.matmul(y, shared.src_embedding.table, transpose_b=True) + shared.output_projection.bias
+    np.testing.assert_allclose(shared.logits(y), expected, rtol=1e-5, atol=1e-5)
+    path = tf.train.Checkpoint(model=shared).write(str(tmp_path / "ckpt"))
+    fresh = build_model(Hyperparams(**SMALL, vocab_type="subword", share_embeddings=True), 13, 13)
+    tf.train.Checkpoint(model=fresh).read(path).assert_consumed()
+    np.testing.assert_allclose(fresh((SRC, TGT_IN)), shared((SRC, TGT_IN)), rtol=1e-6)
+
+
+def test_residual_dropout_acts_in_training_only():
+    keras.utils.set_random_seed(0)
+    model = build_model(Hyperparams(**SMALL, residual_dropout=0.5), 11, 13)
+    inference = model((SRC, TGT_IN))
+    np.testing.assert_array_equal(model((SRC, TGT_IN)), inference)
+    assert not np.allclose(model((SRC, TGT_IN), training=True), inference)

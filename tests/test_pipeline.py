@@ -44,8 +44,9 @@ def trained(tmp_path_factory):
 
 
 def test_cached_decoding_equals_full_decoding_on_a_barely_trained_model(trained):
-    full, cached = decoders_on_test_set(trained[0])  # long, rambling translations up to the limits
+    full, cached, beam_one = decoders_on_test_set(trained[0])  # long, rambling translations up to the limits
     np.testing.assert_array_equal(cached, full)
+    np.testing.assert_array_equal(beam_one, full)
     assert full.shape[1] > 20
 
 
@@ -104,6 +105,7 @@ def test_eval_writes_the_original_results_format(trained, capsys):
     scores = json.loads(open(os.path.join(results, f"model_epoch_02_gs_{2 * steps}.json")).read())
     assert scores["nltk_bleu"] == float(blocks[-1].split(" = ")[1])  # the results file's last line
     assert scores["sentences"] == 37 and scores["settings"]["hidden_units"] == 32
+    assert scores["checkpoints"] == [os.path.join(flags[flags.index("--logdir") + 1], f"model_epoch_02_gs_{2 * steps}")]
     assert scores["sacrebleu_signature"].startswith("nrefs:1|case:mixed|")
     assert 0 <= scores["sacrebleu"] <= 100 and 0 <= scores["chrf"] <= 100
 
@@ -173,8 +175,7 @@ def test_training_with_length_buckets(tmp_path):
     prepro.main(flags)
     train.main(flags + TINY_MODEL + ["--batch_tokens", "64", "--num_epochs", "1"])
     hp = hyperparams.Hyperparams(**hyperparams.parse_args(flags, description="")[0])
-    (src_w2i, _), (tgt_w2i, _) = data_load.load_vocabs(hp)
-    x, y = data_load.load_train_data(hp, src_w2i, tgt_w2i)
+    x, y = data_load.load_train_data(hp, *data_load.load_vocabs(hp))
     steps = data_load.count_batches(x, y, batch_size=hp.batch_size, batch_tokens=64)
     assert steps > 120 // hp.batch_size  # short sentences: more, smaller batches
     assert os.path.basename(tf.train.latest_checkpoint(hp.logdir)) == f"model_epoch_01_gs_{steps}"

@@ -24,20 +24,22 @@ def float32_afterwards():
 def toy_batches(count=192, batch_size=32):
     """Toy pairs as ids: word ids follow the toy vocabularies' order (4 + index)."""
     from conftest import DICTIONARY, GERMAN, ENGLISH
-    src_w2i = {w: i + 4 for i, w in enumerate(GERMAN)}
-    tgt_w2i = {w: i + 4 for i, w in enumerate(ENGLISH)}
+    src_vocab = data_load.WordVocab([*data_load.SPECIALS, *GERMAN])
+    tgt_vocab = data_load.WordVocab([*data_load.SPECIALS, *ENGLISH])
     pairs = toy_pairs(count, seed=0)
-    x, y, _, _ = data_load.create_data([s for s, _ in pairs], [t for _, t in pairs], src_w2i, tgt_w2i, 10)
+    x, y, _, _ = data_load.create_data([s for s, _ in pairs], [t for _, t in pairs], src_vocab, tgt_vocab, 10)
     assert len(DICTIONARY) == 12
     return list(data_load.train_batches(x, y, batch_size=batch_size, seed=0))
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared_embeddings"])
 @pytest.mark.parametrize("precision, dtype, tolerance", [("bf16", tf.bfloat16, 0.1), ("fp16", tf.float16, 0.02)])
-def test_16_bit_model_computes_what_the_float32_one_does(precision, dtype, tolerance):
+def test_16_bit_model_computes_what_the_float32_one_does(precision, dtype, tolerance, shared):
     keras.utils.set_random_seed(0)
-    reference = build_model(Hyperparams(**SETTINGS), 16, 16)
+    settings = dict(SETTINGS, vocab_type="subword", share_embeddings=shared)
+    reference = build_model(Hyperparams(**settings), 16, 16)
     expected = reference((SRC, TGT_IN)).numpy()
-    model = build_model(Hyperparams(**SETTINGS, mixed_precision=precision), 16, 16)
+    model = build_model(Hyperparams(**settings, mixed_precision=precision), 16, 16)
     model.set_weights(reference.get_weights())
     assert model.encode(SRC).dtype == dtype  # the blocks compute in 16 bits
     assert all(w.dtype == "float32" for w in model.weights)  # weights stay float32

@@ -1,0 +1,124 @@
+"""The subword path end to end: a joint SentencePiece vocab on raw text, shared embeddings, the paper's
+schedule, dev BLEU with the best checkpoint, beam search and checkpoint averaging."""
+import json
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import checkpoints
+import data_load
+import eval as evaluate
+import hyperparams
+import prepro
+import train
+from conftest import ENGLISH, corpus_flags, toy_pairs, write_lines
+from hyperparams import Hyperparams, UserError, parse_args
+from model import build_model
+
+
+def raw(pairs, seed):
+    """Toy pairs as raw text: capitals, a comma, a number and a full stop, the same on both sides."""
+    out = []
+    for i, (de, en) in enumerate(pairs):
+        number = (i * 7 + seed) % 100
+        out.append((f"{de.capitalize()}, {number}.", f"{en.capitalize()}, {number}."))
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("subword")
+    train_pairs = raw(toy_pairs(2000, seed=1, reverse=True), 0)
+    seen = set(train_pairs)
+    test_pairs = [p for p in raw(toy_pairs(60, seed=2, reverse=True), 3) if p not in seen]
+    dev = [f"--source_dev", write_lines(directory / "dev.de", [s for s, _ in test_pairs[:30]]),
+           f"--target_dev", write_lines(directory / "dev.en", [t for _, t in test_pairs[:30]])]
+    flags = corpus_flags(directory, train_pairs, test_pairs) + dev + [
+        "--vocab_type", "subword", "--vocab_size", "100", "--maxlen", "32", "--seed", "3"]
+    prepro.main(flags)
+    return directory, flags, train_pairs, test_pairs
+
+
+def test_the_vocab_is_reproducible_and_round_trips_raw_text(corpus, tmp_path):
+    directory, flags, train_pairs, _ = corpus
+    prepro.main(flags + ["--vocab_dir", str(tmp_path)])
+    model = data_load.SUBWORD_MODEL
+    assert (tmp_path / model).read_bytes() == (directory / "vocab" / model).read_bytes()
+    src, tgt = data_load.load_vocabs(Hyperparams(**parse_args(flags, description="")[0]))
+    assert src is tgt and src.size == 100
+    sentences = [s for pair in train_pairs[:200] for s in pair]
+    ids = src.encode(sentences)
+    assert all(row[-1] == data_load.EOS and min(row) > data_load.BOS for row in ids)  # no specials inside
+    assert src.decode(data_load.pad(ids, max(map(len, ids)))) == sentences  # punctuation, digits, case kept
+
+
+def test_too_many_pieces_for_the_corpus_is_a_clear_error(corpus, tmp_path):
+    _, flags, _, _ = corpus
+    with pytest.raises(UserError, match=r"cannot build --vocab_size 5000 pieces from this training text \(Vocabulary size too high \(5000\)\. Please set it to a value <= \d+\.\); pass a smaller --vocab_size$"):
+        prepro.main(flags + ["--vocab_size", "5000", "--vocab_dir", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+
+
+def events(logdir):
+    """{tag: [values]} of the scalar and text summaries in logdir's event files."""
+    found = {}
+    for path in tf.io.gfile.glob(str(logdir / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append(tf.make_ndarray(value.tensor))
+    return found
+
+
+def test_a_subword_model_learns_and_is_scored_on_raw_text(corpus):
+    directory, flags, _, test_pairs = corpus
+    model_flags = ["--hidden_units", "64", "--num_blocks", "1", "--num_heads", "4", "--dropout_rate", "0",
+                   "--share_embeddings", "true", "--lr_schedule", "paper", "--warmup_steps", "100",
+                   "--lr_scale", "0.25", "--dev_eval", "true", "--num_epochs", "6"]
+    train.main(flags + model_flags)
+    logdir = directory / "logdir"
+
+    # TensorBoard: the schedule's rate, and dev BLEU and samples after each of the 6 epochs
+    logged = events(logdir)
+    assert len(logged["dev_bleu"]) == 6 and "**translation:**" in logged["dev_samples"][0].item().decode()
+    assert max(logged["lr"]) < 0.25 * 64 ** -0.5 * 100 ** -0.5 + 1e-9
+    best = checkpoints.best_record(str(logdir))
+    assert best["dev_bleu"] == pytest.approx(max(map(float, logged["dev_bleu"])), abs=1e-4)
+
+    # the test set, translated with beam search from the best checkpoint, detokenized and scored on raw text
+    evaluate.main(flags + ["--best", "--beam_size", "3", "--all"])
+    name = re.sub(r".*/", "", best["checkpoint"]) + "_best_beam3"
+    results = (directory / "results" / name).read_text()
+    scores = json.loads((directory / "results" / (name + ".json")).read_text())
+    got = re.findall(r"- got: (.*)\n", results)
+    assert len(got) == len(test_pairs) and scores["settings"]["vocab_type"] == "subword"
+    assert sum(g == t for g, (_, t) in zip(got, test_pairs)) > len(test_pairs) / 2  # "Nine two, 42." exactly
+    assert scores["sacrebleu"] > 60 and scores["sacrebleu_lowercase"] >= scores["sacrebleu"]
+
+
+def test_averaging_checkpoints_averages_their_weights(corpus):
+    directory, flags, _, _ = corpus  # trained by the test above
+    hp = hyperparams.for_evaluation(parse_args(flags, description="")[0])
+    vocab = data_load.load_vocabs(hp)[0]
+    model = build_model(hp, vocab.size, vocab.size)
+    paths = checkpoints.newest(hp.logdir, 2)
+    assert [p.rsplit("_gs_", 1)[0][-2:] for p in paths] == ["05", "06"]  # the epoch 5 and 6 checkpoints
+    values = []
+    for path in paths:
+        checkpoints.restore(model, hp, path)
+        values.append([w.numpy() for w in model.weights])
+    checkpoints.average(model, hp, paths)
+    for weight, a, b in zip(model.weights, *values):
+        np.testing.assert_allclose(weight.numpy(), (a + b) / 2, rtol=1e-6, atol=1e-7)
+    evaluate.main(flags + ["--average_checkpoints", "2"])
+    assert (directory / "results" / (paths[-1].rsplit("/", 1)[-1] + "_avg2")).exists()
+
+
+def test_a_missing_or_broken_subword_model_is_a_clear_error(tmp_path):
+    hp = Hyperparams(vocab_type="subword", vocab_dir=str(tmp_path))
+    with pytest.raises(UserError, match="subword.model not found; run prepro.py --vocab_type subword first"):
+        data_load.load_vocabs(hp)
+    (tmp_path / data_load.SUBWORD_MODEL).write_bytes(b"no model")
+    with pytest.raises(UserError, match="subword.model is not a SentencePiece model; rebuild it with prepro.py"):
+        data_load.load_vocabs(hp)
