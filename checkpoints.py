@@ -89,17 +89,32 @@ def best_record(logdir):
     path = os.path.join(logdir, BEST, "best.json")
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError:
+        raise UserError(f"{path} is not the record train.py writes; delete {os.path.dirname(path)} "
+                        "(the best model is then chosen anew)") from None
 
 
 def save_best(model, logdir, name, dev_bleu, step, worker=0):
-    """Keeps the model's weights as logdir/best/<name>, replacing the previous best."""
+    """Keeps the model's weights as logdir/best/<name>, replacing the previous best.
+
+    best.json moves to the new checkpoint only once it is complete, and the old
+    one is deleted after that, so a kill at any moment leaves a usable best.
+    """
     best_dir = os.path.join(logdir, BEST)
-    path = save_checkpoint(tf.train.Checkpoint(model=model), best_dir, name, keep=1, worker=worker)
-    if worker == 0:
-        record = {"dev_bleu": dev_bleu, "checkpoint": os.path.join(best_dir, name), "step": step}
-        write_atomic(os.path.join(best_dir, "best.json"), json.dumps(record, indent=2) + "\n")
+    checkpoint = tf.train.Checkpoint(model=model)
+    if worker:  # takes part in writing, into a scratch directory (see save_checkpoint)
+        return save_checkpoint(checkpoint, best_dir, name, keep=1, worker=worker)
+    previous = best_record(logdir)
+    path = checkpoint.write(os.path.join(best_dir, name))
+    record = {"dev_bleu": dev_bleu, "checkpoint": os.path.join(best_dir, name), "step": step}
+    write_atomic(os.path.join(best_dir, "best.json"), json.dumps(record, indent=2) + "\n")
+    old = previous and os.path.basename(previous["checkpoint"])
+    if old and old != name:
+        for f in tf.io.gfile.glob(os.path.join(best_dir, old) + ".*"):
+            tf.io.gfile.remove(f)
     return path
 
 

@@ -22,7 +22,7 @@ import zlib
 
 from tqdm import tqdm
 
-from hyperparams import CORPORA, DATASETS, Parser, UserError, corpus_paths, file_digest, run
+from hyperparams import CORPORA, DATASETS, PRESETS, Hyperparams, Parser, UserError, corpus_paths, file_digest, run
 
 MIRROR_ENV = "CORPUS_MIRROR"
 TIMEOUT = 30  # seconds of silence before a connection counts as failed
@@ -357,7 +357,9 @@ def iwslt2016(args):
 
 def main(argv):
     parser = Parser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("dataset", choices=sorted(DATASETS), help="the corpus to fetch")
+    parser.add_argument("dataset", nargs="?", choices=sorted(DATASETS),
+                        help="the corpus to fetch (or give the --preset that trains on it)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="fetch the corpus this preset trains on")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--from", dest="source_dir", metavar="DIR",
                        help="import files downloaded by hand from DIR instead of fetching them")
@@ -368,6 +370,10 @@ def main(argv):
     parser.add_argument("--retry_wait", type=float, default=2.0, metavar="SECONDS",
                         help="wait before the second attempt, doubled after each failure (default: 2)")
     args = parser.parse_args(argv)
+    if args.preset:
+        args.dataset = args.dataset or PRESETS[args.preset].get("dataset", Hyperparams.dataset)
+    if not args.dataset:
+        parser.error(f"name the corpus to fetch: {' or '.join(sorted(DATASETS))} (or --preset NAME)")
     if args.source_dir and not os.path.isdir(args.source_dir):
         raise UserError(f"--from {args.source_dir}: no such directory")
     if args.mirror:

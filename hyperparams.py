@@ -166,6 +166,8 @@ class Hyperparams:
         if self.share_embeddings and self.vocab_type != "subword":
             raise UserError("--share_embeddings needs --vocab_type subword: only the joint subword vocab gives "
                             "source and target the same ids")
+        if self.eval_every and not self.dev_eval:
+            raise UserError(f"--eval_every {self.eval_every} needs --dev_eval true, which evaluates on the dev split")
         if self.vocab_type == "subword" and self.vocab_size < 8:
             raise UserError(f"--vocab_size {self.vocab_size} is too small; use at least a few hundred pieces")
         if self.mixed_precision not in PRECISIONS:

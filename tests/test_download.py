@@ -191,8 +191,15 @@ def test_from_dir_imports_and_checks(tmp_path, workdir, multi30k_files):
     with pytest.raises(UserError, match="test_2016_flickr.en.gz is not the published file"):
         run_download("multi30k", "--from", str(source))
     (source / "test_2016_flickr.en.gz").write_bytes(multi30k_files["test_2016_flickr.en.gz"])
-    run_download("multi30k", "--from", str(source))
+    run_download("--preset", "multi30k_cpu", "--from", str(source))  # the preset names the corpus
     assert len(corpora_files(workdir)) == 6  # the optional test splits are skipped
+
+
+def test_the_corpus_must_be_named(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_download()
+    assert exit_info.value.code == 2
+    assert "name the corpus to fetch: iwslt2016 or multi30k (or --preset NAME)" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "multi30k").is_dir(), reason="../shared/data/multi30k is absent")

@@ -82,6 +82,7 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     ({"lr_schedule": "cosine"}, "--lr_schedule 'cosine' is unknown; choose one of constant, paper"),
     ({"beam_size": 0}, "--beam_size must be at least 1"),
     ({"length_penalty": -1.0}, "--length_penalty not negative"),
+    ({"eval_every": 100}, "--eval_every 100 needs --dev_eval true"),
     ({"dataset": "wmt14"}, "--dataset 'wmt14' is unknown; choose one of iwslt2016, multi30k"),
     ({"dataset": "multi30k", "test_split": "tst2014"}, "not a split of multi30k; choose one of val,"),
 ])

@@ -12,7 +12,7 @@ from conftest import ROOT, SHARED_DATA, TINY_MODEL
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_runs_the_whole_job_on_multi30k(tmp_path):
     # The multi30k_cpu preset (subwords, beam search, averaging), shrunk to a tiny model and one epoch.
-    args = " ".join(TINY_MODEL + ["--maxlen", "12", "--batch_tokens", "1024", "--num_epochs", "1",
+    args = " ".join(TINY_MODEL + ["--vocab_size", "1000", "--maxlen", "10", "--batch_tokens", "1024", "--num_epochs", "1",
                                   "--dev_eval", "false", "--beam_size", "2", "--decode_extra", "5"])
     # The test's own interpreter stands in for the virtual environment (-o: do not build it).
     command = ["make", "-f", str(ROOT / "Makefile"), "-o", ".venv/.installed", f"PY={sys.executable}",

@@ -62,12 +62,12 @@ def test_too_many_pieces_for_the_corpus_is_a_clear_error(corpus, tmp_path):
 
 
 def events(logdir):
-    """{tag: [values]} of the scalar and text summaries in logdir's event files."""
+    """{tag: {step: value}} of the scalar and text summaries in logdir's event files."""
     found = {}
     for path in tf.io.gfile.glob(str(logdir / "events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                found.setdefault(value.tag, []).append(tf.make_ndarray(value.tensor))
+                found.setdefault(value.tag, {})[event.step] = tf.make_ndarray(value.tensor)
     return found
 
 
@@ -75,16 +75,18 @@ def test_a_subword_model_learns_and_is_scored_on_raw_text(corpus):
     directory, flags, _, test_pairs = corpus
     model_flags = ["--hidden_units", "64", "--num_blocks", "1", "--num_heads", "4", "--dropout_rate", "0",
                    "--share_embeddings", "true", "--lr_schedule", "paper", "--warmup_steps", "100",
-                   "--lr_scale", "0.25", "--dev_eval", "true", "--num_epochs", "6"]
+                   "--lr_scale", "0.25", "--dev_eval", "true", "--eval_every", "40", "--num_epochs", "6"]
     train.main(flags + model_flags)
     logdir = directory / "logdir"
 
-    # TensorBoard: the schedule's rate, and dev BLEU and samples after each of the 6 epochs
+    # TensorBoard: the schedule's rate; dev BLEU and samples after each of the 6 epochs of 62 steps,
+    # and every 40 steps
     logged = events(logdir)
-    assert len(logged["dev_bleu"]) == 6 and "**translation:**" in logged["dev_samples"][0].item().decode()
-    assert max(logged["lr"]) < 0.25 * 64 ** -0.5 * 100 ** -0.5 + 1e-9
+    assert sorted(logged["dev_bleu"]) == sorted([62 * e for e in range(1, 7)] + [40 * i for i in range(1, 10)])
+    assert "**translation:**" in logged["dev_samples"][62].item().decode()
+    assert max(map(float, logged["lr"].values())) < 0.25 * 64 ** -0.5 * 100 ** -0.5 + 1e-9
     best = checkpoints.best_record(str(logdir))
-    assert best["dev_bleu"] == pytest.approx(max(map(float, logged["dev_bleu"])), abs=1e-4)
+    assert best["dev_bleu"] == pytest.approx(max(map(float, logged["dev_bleu"].values())), abs=1e-4)
 
     # the test set, translated with beam search from the best checkpoint, detokenized and scored on raw text
     evaluate.main(flags + ["--best", "--beam_size", "3", "--all"])
@@ -122,3 +124,17 @@ def test_a_missing_or_broken_subword_model_is_a_clear_error(tmp_path):
     (tmp_path / data_load.SUBWORD_MODEL).write_bytes(b"no model")
     with pytest.raises(UserError, match="subword.model is not a SentencePiece model; rebuild it with prepro.py"):
         data_load.load_vocabs(hp)
+
+
+def test_the_best_checkpoint_is_replaced_only_once_the_new_one_is_complete(tmp_path):
+    model = build_model(Hyperparams(hidden_units=16, num_blocks=1, num_heads=2), 10, 10)
+    checkpoints.save_best(model, str(tmp_path), "model_epoch_01_gs_5", 10.0, 5)
+    checkpoints.save_best(model, str(tmp_path), "model_epoch_02_gs_10", 12.5, 10)
+    assert checkpoints.best_record(str(tmp_path)) == {
+        "dev_bleu": 12.5, "checkpoint": str(tmp_path / "best" / "model_epoch_02_gs_10"), "step": 10}
+    assert sorted(p.name.split(".")[0] for p in (tmp_path / "best").iterdir()) == [
+        "best", "model_epoch_02_gs_10", "model_epoch_02_gs_10"]  # .json, .index, .data-*: epoch 1's are gone
+    assert checkpoints.best_checkpoint(str(tmp_path)) == str(tmp_path / "best" / "model_epoch_02_gs_10")
+    (tmp_path / "best" / "best.json").write_text("{")
+    with pytest.raises(UserError, match="best.json is not the record train.py writes; delete"):
+        checkpoints.best_record(str(tmp_path))
