@@ -91,6 +91,15 @@ class PositionalEncoding(keras.layers.Layer):
         return x + tf.cast(table, x.dtype)
 
 
+def _optional_dropout(rate):
+    """A Dropout layer, or at rate 0 a pass-through that creates no random state.
+
+    (Every Dropout draws a seed when it is made; one more would shift the seeds of
+    all later layers, and with them the weights the original setup starts from.)
+    """
+    return keras.layers.Dropout(rate) if rate else (lambda x, training=False: x)
+
+
 class MultiHeadAttention(keras.layers.Layer):
     """Multi-head scaled dot-product attention, then residual and layer norm (paper 3.2).
 
@@ -107,7 +116,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.project_v = keras.layers.Dense(units, name="v")
         self.project_out = keras.layers.Dense(units, name="out")
         self.dropout = keras.layers.Dropout(dropout_rate)
-        self.residual_dropout = keras.layers.Dropout(residual_dropout)
+        self.residual_dropout = _optional_dropout(residual_dropout)
         self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON)
 
     def _split_heads(self, x):
@@ -165,7 +174,7 @@ class FeedForward(keras.layers.Layer):
         super().__init__(**kwargs)
         self.inner = keras.layers.Dense(inner_units, activation="relu", name="inner")
         self.outer = keras.layers.Dense(units, name="outer")
-        self.residual_dropout = keras.layers.Dropout(residual_dropout)
+        self.residual_dropout = _optional_dropout(residual_dropout)
         self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON)
 
     def call(self, x, training=False):
