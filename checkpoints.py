@@ -148,3 +148,27 @@ def average(model, hp, paths):
         total = values if total is None else [a + b for a, b in zip(total, values)]
     for weight, value in zip(model.weights, total):
         weight.assign(value / len(paths))
+
+
+def load_weights(model, hp, ckpt=None, best=False):
+    """Loads the weights asked for: the latest checkpoint, `ckpt`, the best one, or the average of the
+    newest hp.average_checkpoints. Returns a name for them (for results files) and the checkpoints used."""
+    if best:
+        if ckpt:
+            raise UserError("--best and --ckpt each choose the checkpoint; pass only one of them")
+        if hp.average_checkpoints > 1:
+            print(f"note: --best translates with the best checkpoint alone, not an average of "
+                  f"--average_checkpoints {hp.average_checkpoints}")
+        path = restore(model, hp, best_checkpoint(hp.logdir))
+        return os.path.basename(path) + "_best", [path]
+    if hp.average_checkpoints == 1:
+        path = restore(model, hp, ckpt)
+        return os.path.basename(path), [path]
+    paths = newest(hp.logdir, hp.average_checkpoints, last=ckpt)
+    if not paths:
+        raise UserError(f"no checkpoint in {hp.logdir}; run train.py first")
+    if len(paths) < hp.average_checkpoints:
+        print(f"note: averaging the {len(paths)} checkpoints in {hp.logdir}, fewer than "
+              f"--average_checkpoints {hp.average_checkpoints}")
+    average(model, hp, paths)
+    return f"{os.path.basename(paths[-1])}_avg{len(paths)}", paths

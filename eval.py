@@ -55,29 +55,6 @@ def results_text(sources, references, hypotheses, bleu):
     return "".join(blocks) + f"Bleu Score = {bleu}\n"
 
 
-def load_weights(model, hp, args):
-    """Loads the weights eval.py was asked for; returns the results file's name and the checkpoints used."""
-    if args.best:
-        if args.ckpt:
-            raise UserError("--best and --ckpt each choose the checkpoint; pass only one of them")
-        if hp.average_checkpoints > 1:
-            print(f"note: --best translates with the best checkpoint alone, not an average of "
-                  f"--average_checkpoints {hp.average_checkpoints}")
-        path = checkpoints.restore(model, hp, checkpoints.best_checkpoint(hp.logdir))
-        return os.path.basename(path) + "_best", [path]
-    if hp.average_checkpoints == 1:
-        path = checkpoints.restore(model, hp, args.ckpt)
-        return os.path.basename(path), [path]
-    paths = checkpoints.newest(hp.logdir, hp.average_checkpoints, last=args.ckpt)
-    if not paths:
-        raise UserError(f"no checkpoint in {hp.logdir}; run train.py first")
-    if len(paths) < hp.average_checkpoints:
-        print(f"note: averaging the {len(paths)} checkpoints in {hp.logdir}, fewer than "
-              f"--average_checkpoints {hp.average_checkpoints}")
-    checkpoints.average(model, hp, paths)
-    return f"{os.path.basename(paths[-1])}_avg{len(paths)}", paths
-
-
 def main(argv):
     explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_eval_flags)
     hp = hyperparams.for_evaluation(explicit)
@@ -89,7 +66,7 @@ def main(argv):
         x = x[:, :hp.maxlen]  # learned positions exist only up to maxlen
 
     model = build_model(hp, src_vocab.size, tgt_vocab.size)
-    name, used = load_weights(model, hp, args)
+    name, used = checkpoints.load_weights(model, hp, ckpt=args.ckpt, best=args.best)
     name += f"_beam{hp.beam_size}" if hp.beam_size > 1 else ""
     hypotheses = translate(make_decoder(model, hp), x, tgt_vocab, hp)
 

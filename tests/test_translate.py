@@ -1,0 +1,78 @@
+"""translate.py: arguments, stdin and files give the translations eval.py gives, line for line."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+import eval as evaluate
+import prepro
+import train
+import translate
+from conftest import ROOT, TINY_MODEL, corpus_flags, toy_pairs
+from hyperparams import UserError
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for two epochs, and eval.py's translations of its test set."""
+    directory = tmp_path_factory.mktemp("translate")
+    flags = corpus_flags(directory, toy_pairs(400, seed=1), toy_pairs(20, seed=2)) + ["--maxlen", "10"]
+    prepro.main(flags)
+    train.main(flags + TINY_MODEL + ["--batch_size", "16", "--num_epochs", "2"])
+    evaluate.main(flags + ["--all"])
+    results = next(p for p in (directory / "results").iterdir() if p.suffix != ".json").read_text()
+    return directory, flags, re.findall(r"- got: (.*)\n", results)
+
+
+def script(*argv, stdin=""):
+    return subprocess.run([sys.executable, str(ROOT / "translate.py"), *argv], input=stdin,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_file_translates_as_eval_does(trained, tmp_path):
+    directory, flags, got = trained
+    out = tmp_path / "en.txt"
+    translate.main(flags + ["--input", str(directory / "test.de"), "--output", str(out)])
+    assert out.read_text(encoding="utf-8").splitlines() == got
+
+
+def test_arguments_and_stdin(trained):
+    directory, flags, got = trained
+    german = (directory / "test.de").read_text(encoding="utf-8").splitlines()
+    result = script(*flags, german[0], german[1].upper() + " !")  # refined as the training text was
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [got[0], translate_refined(flags, german[1].upper())]
+    result = script(*flags, "--batch_size", "2", stdin="\n".join([german[0], "", *german[1:5]]) + "\n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [got[0], "", *got[1:5]]  # an empty line stays in its place
+
+
+def translate_refined(flags, sentence):
+    """The in-process translation of one sentence, for comparison."""
+    import hyperparams
+    from hyperparams import parse_args
+    hp = hyperparams.for_evaluation(parse_args(flags, description="")[0])
+    return translate.Translator(hp)([sentence])[0][0][0]
+
+
+def test_nbest_lists_the_best_hypotheses_first(trained, capsys):
+    directory, flags, _ = trained
+    german = (directory / "test.de").read_text(encoding="utf-8").splitlines()[:2]
+    translate.main(flags + ["--beam_size", "3", "--nbest", "3", *german])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" ||| ")[0] for line in lines] == ["0"] * 3 + ["1"] * 3
+    for first in (0, 3):
+        scores = [float(line.split(" ||| ")[2]) for line in lines[first:first + 3]]
+        assert scores == sorted(scores, reverse=True)
+    translate.main(flags + ["--beam_size", "3", *german])
+    assert capsys.readouterr().out.splitlines() == [lines[0].split(" ||| ")[1], lines[3].split(" ||| ")[1]]
+
+
+def test_bad_requests_are_one_line_errors(trained, tmp_path):
+    _, flags, _ = trained
+    with pytest.raises(UserError, match="--output needs --input FILE"):
+        translate.main(flags + ["--output", str(tmp_path / "x")])
+    with pytest.raises(UserError, match="missing.txt not found; pass an existing file to --input"):
+        translate.main(flags + ["--input", str(tmp_path / "missing.txt")])
+    assert not (tmp_path / "x").exists()
