@@ -138,3 +138,16 @@ def test_the_best_checkpoint_is_replaced_only_once_the_new_one_is_complete(tmp_p
     (tmp_path / "best" / "best.json").write_text("{")
     with pytest.raises(UserError, match="best.json is not the record train.py writes; delete"):
         checkpoints.best_record(str(tmp_path))
+
+
+def test_the_exported_subword_model_translates_raw_text_as_translate_does(corpus, tmp_path):
+    import export
+    import translate
+    from test_translate import exported_translations
+    directory, flags, _, test_pairs = corpus  # trained by the test above
+    export.main(flags + ["--beam_size", "2", "--out", str(tmp_path / "saved")])
+    german = [s for s, _ in test_pairs[:8]] + [""]
+    hp = hyperparams.for_evaluation(parse_args(flags + ["--beam_size", "2"], description="")[0])
+    expected = [hypotheses[0][0] for hypotheses in translate.Translator(hp)(german)]
+    assert exported_translations(tmp_path / "saved", german, "subword") == expected
+    assert expected[0][0].isupper() and expected[0].endswith(".")  # cased, punctuated raw text

@@ -76,3 +76,32 @@ def test_bad_requests_are_one_line_errors(trained, tmp_path):
     with pytest.raises(UserError, match="missing.txt not found; pass an existing file to --input"):
         translate.main(flags + ["--input", str(tmp_path / "missing.txt")])
     assert not (tmp_path / "x").exists()
+
+
+LOAD_AND_TRANSLATE = """
+import sys
+import tensorflow as tf
+if sys.argv[2] == "subword":
+    import tensorflow_text  # registers the SentencePiece ops
+translate = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+lines = sys.stdin.read().split("\\n")[:-1]
+for text in translate(tf.constant(lines))["translations"].numpy():
+    print(text.decode("utf-8"))
+"""
+
+
+def exported_translations(directory, lines, vocab_type):
+    """The SavedModel in `directory`, loaded in a fresh process with only TensorFlow: lines -> translations."""
+    result = subprocess.run([sys.executable, "-c", LOAD_AND_TRANSLATE, str(directory), vocab_type],
+                            input="".join(f"{line}\n" for line in lines), capture_output=True, text=True,
+                            timeout=300, cwd="/")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.splitlines()
+
+
+def test_the_exported_model_translates_strings_as_eval_does(trained, tmp_path):
+    import export
+    directory, flags, got = trained
+    export.main(flags + ["--out", str(tmp_path / "saved")])
+    german = (directory / "test.de").read_text(encoding="utf-8").splitlines()
+    assert exported_translations(tmp_path / "saved", german + [""], "word") == got + [""]
