@@ -136,6 +136,10 @@ class WordVocab:
         """Sentences -> id lists: words -> ids, unknown words -> <UNK>, then </S>."""
         return [[self.word2id.get(w, UNK) for w in s.split()] + [EOS] for s in sentences]
 
+    def tokens(self, ids):
+        """Ids -> their words, specials included (for plots)."""
+        return [self.words[i] for i in ids]
+
     def decode(self, rows):
         """Id rows (n, T) -> the sentences of their words before the first </S> (pads are skipped)."""
         return [" ".join(self.words[i] for i in _before_eos(row) if i != PAD) for row in rows]
@@ -167,6 +171,10 @@ class SubwordVocab:
         for start in range(0, len(sentences), chunk):
             ids += self.tokenizer.tokenize(tf.constant(sentences[start:start + chunk])).to_list()
         return [row + [EOS] for row in ids]
+
+    def tokens(self, ids):
+        """Ids -> their pieces, specials included (for plots)."""
+        return [p.decode("utf-8") for p in self.tokenizer.id_to_string(tf.constant(list(ids), tf.int32)).numpy()]
 
     def decode(self, rows):
         """Id rows (n, T) -> detokenized text of the pieces before the first </S>."""

@@ -42,11 +42,12 @@ class EncoderBlock(keras.layers.Layer):
         self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units,
                                         residual_dropout=residual_dropout, name="feed_forward")
 
-    def call(self, x, src, training=False):
-        """x (N, T1, C), src ids (N, T1) -> (N, T1, C)."""
-        x = self.self_attention(x, x, attention_mask=padding_mask(src), query_mask=query_mask(src),
-                                training=training)
-        return self.feed_forward(x, training=training)
+    def call(self, x, src, training=False, return_weights=False):
+        """x (N, T1, C), src ids (N, T1) -> (N, T1, C); with return_weights also the weights (N, h, T1, T1)."""
+        x, weights = self.self_attention(x, x, attention_mask=padding_mask(src), query_mask=query_mask(src),
+                                         training=training, return_weights=True)
+        x = self.feed_forward(x, training=training)
+        return (x, weights) if return_weights else x
 
 
 class DecoderBlock(keras.layers.Layer):
@@ -61,13 +62,16 @@ class DecoderBlock(keras.layers.Layer):
         self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units,
                                         residual_dropout=residual_dropout, name="feed_forward")
 
-    def call(self, y, enc, tgt_in, src, training=False):
-        """y (N, T2, C), enc (N, T1, C), ids tgt_in (N, T2) and src (N, T1) -> (N, T2, C)."""
+    def call(self, y, enc, tgt_in, src, training=False, return_weights=False):
+        """y (N, T2, C), enc (N, T1, C), ids tgt_in (N, T2) and src (N, T1) -> (N, T2, C); with
+        return_weights also the self- and cross-attention weights (N, h, T2, T2) and (N, h, T2, T1)."""
         self_mask = padding_mask(tgt_in) & causal_mask(tf.shape(tgt_in)[1])  # (N, 1, T2, T2)
-        y = self.self_attention(y, y, attention_mask=self_mask, query_mask=query_mask(tgt_in), training=training)
-        y = self.cross_attention(y, enc, attention_mask=padding_mask(src), query_mask=query_mask(tgt_in),
-                                 training=training)
-        return self.feed_forward(y, training=training)
+        y, self_weights = self.self_attention(y, y, attention_mask=self_mask, query_mask=query_mask(tgt_in),
+                                              training=training, return_weights=True)
+        y, cross_weights = self.cross_attention(y, enc, attention_mask=padding_mask(src),
+                                                query_mask=query_mask(tgt_in), training=training, return_weights=True)
+        y = self.feed_forward(y, training=training)
+        return (y, (self_weights, cross_weights)) if return_weights else y
 
     def step(self, y, tokens, cache, enc_kv, src):
         """The newest position only: y (N, 1, C), ids so far tokens (N, t), cache (keys, values) of
@@ -136,6 +140,22 @@ class Transformer(keras.Model):
     def call(self, inputs, training=False):
         src, tgt_in = inputs
         return self.decode(tgt_in, self.encode(src, training=training), src, training=training)
+
+    def attention_maps(self, src, tgt_in):
+        """Every layer's attention weights for src ids (N, T1) and decoder input ids (N, T2):
+        {"encoder self-attention": [(N, h, T1, T1)] per block, "decoder self-attention": [(N, h, T2, T2)],
+        "cross-attention": [(N, h, T2, T1)]}, as call() computes them."""
+        maps = {"encoder self-attention": [], "decoder self-attention": [], "cross-attention": []}
+        x = self.src_positions(self.src_embedding(src))
+        for i in range(self.num_blocks):
+            x, weights = getattr(self, f"encoder_{i}")(x, src, return_weights=True)
+            maps["encoder self-attention"].append(weights)
+        y = self.tgt_positions(self.tgt_embedding(tgt_in))
+        for block in self.decoder_blocks():
+            y, (self_weights, cross_weights) = block(y, x, tgt_in, src, return_weights=True)
+            maps["decoder self-attention"].append(self_weights)
+            maps["cross-attention"].append(cross_weights)
+        return maps
 
     def decoder_blocks(self):
         return [getattr(self, f"decoder_{i}") for i in range(self.num_blocks)]

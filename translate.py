@@ -16,6 +16,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
 
+import numpy as np
+
 import checkpoints
 import data_load
 import hyperparams
@@ -52,19 +54,26 @@ class Translator:
         todo = [i for i, text in enumerate(cleaned) if text]
         results = [[("", 0.0)] * self.nbest for _ in lines]  # an empty line translates to an empty line
         if todo:
-            ids = self.src_vocab.encode([cleaned[i] for i in todo])
-            src = data_load.pad(ids, max(map(len, ids)))
-            if not self.hp.sinusoid:
-                src = src[:, :self.hp.maxlen]  # learned positions exist only up to maxlen
-            limits = decode_limits(src, extra=self.hp.decode_extra, cap=self.hp.decode_cap)
-            out = self.decode(src, limits)
-            if isinstance(out, tuple):  # beam search: (ids (n, k, L), scores (n, k)), best first
-                rows, scores = out[0][:, :self.nbest].numpy(), out[1][:, :self.nbest].numpy()
-            else:
-                rows, scores = out.numpy()[:, None], [[0.0]] * len(todo)
+            rows, scores = self.best_ids([cleaned[i] for i in todo])
             for i, hypotheses, row_scores in zip(todo, rows, scores):
                 results[i] = list(zip(self.tgt_vocab.decode(hypotheses), map(float, row_scores)))
         return results
+
+    def best_ids(self, cleaned):
+        """Cleaned, non-empty sentences -> the nbest hypotheses' ids (n, nbest, L) and scores (n, nbest)."""
+        ids = self.src_vocab.encode(cleaned)
+        src = data_load.pad(ids, max(map(len, ids)))
+        if not self.hp.sinusoid:
+            src = src[:, :self.hp.maxlen]  # learned positions exist only up to maxlen
+        out = self.decode(src, decode_limits(src, extra=self.hp.decode_extra, cap=self.hp.decode_cap))
+        if isinstance(out, tuple):  # beam search: (ids (n, k, L), scores (n, k)), best first
+            return out[0][:, :self.nbest].numpy(), out[1][:, :self.nbest].numpy()
+        return out.numpy()[:, None], np.zeros((len(cleaned), 1))
+
+    def encode_translation(self, cleaned):
+        """The best translation's ids of one cleaned sentence, ending in </S>."""
+        row = [int(i) for i in self.best_ids([cleaned])[0][0, 0] if i != data_load.PAD]
+        return row if row and row[-1] == data_load.EOS else row + [data_load.EOS]
 
 
 def format_results(results, first_index, nbest):

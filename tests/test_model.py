@@ -108,3 +108,14 @@ def test_residual_dropout_acts_in_training_only():
     inference = model((SRC, TGT_IN))
     np.testing.assert_array_equal(model((SRC, TGT_IN)), inference)
     assert not np.allclose(model((SRC, TGT_IN), training=True), inference)
+
+
+def test_attention_maps_are_distributions_over_the_keys_allowed(model):
+    maps = model.attention_maps(SRC, TGT_IN)
+    assert [w.shape for w in maps["encoder self-attention"]] == [(2, 2, 6, 6)] * 2
+    assert [w.shape for w in maps["cross-attention"]] == [(2, 2, 5, 6)] * 2
+    encoder = maps["encoder self-attention"][0].numpy()
+    np.testing.assert_allclose(encoder[0, :, :4].sum(-1), 1, rtol=1e-5)  # real queries of sentence 0 ...
+    assert np.all(encoder[0, :, :, 4:] == 0) and np.all(encoder[0, :, 4:] == 0)  # ... never see or are pads
+    decoder = maps["decoder self-attention"][1].numpy()
+    assert np.all(np.triu(decoder[0, 0], k=1) == 0)  # no position sees a later one

@@ -1,0 +1,96 @@
+"""Draws a trained model's attention for one sentence: --out FILE.png.
+
+    python plot_attention.py --logdir logdir --out attention.png "Ein Mann fährt Fahrrad ."
+    python plot_attention.py --logdir logdir --out cross.png --layer 2 --head 0 "Ein Mann fährt Fahrrad ."
+
+The sentence is translated first (greedy, or --beam_size); then the model is
+run on the sentence and its translation, and every attention weight is drawn:
+one row of heatmaps per layer for encoder self-attention, decoder
+self-attention and cross-attention, one column per head, tokens on the axes
+(queries down, keys across). --layer and --head pick one layer or one head.
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt
+import numpy as np
+import tensorflow as tf
+
+import hyperparams
+from data_load import EOS, PAD
+from hyperparams import UserError, parse_args, run
+from model import shift_right
+from translate import Translator
+
+CELL_INCHES, DPI = 3, 100  # each heatmap is 300 x 300 pixels
+
+
+def add_plot_flags(parser):
+    parser.add_argument("sentence", help="the German sentence")
+    parser.add_argument("--out", required=True, metavar="FILE.png", help="where to write the PNG")
+    parser.add_argument("--layer", type=int, default=None, help="draw this layer only (0 = first)")
+    parser.add_argument("--head", type=int, default=None, help="draw this head only (0 = first)")
+    parser.add_argument("--ckpt", default=None, metavar="PATH", help="checkpoint to use (default: latest)")
+    parser.add_argument("--best", action="store_true", default=False, help="use the best dev checkpoint")
+
+
+def attention(translator, sentence):
+    """(source tokens, target tokens, {kind: array (layers, h, Tq, Tk)}) for one sentence."""
+    cleaned = translator.src_vocab.clean(sentence)
+    if not cleaned:
+        raise UserError("the sentence is empty once cleaned as the training text was; give a German sentence")
+    src = translator.src_vocab.encode([cleaned])  # [[ids..., </S>]]
+    translation = translator.encode_translation(cleaned)  # [ids..., </S>]
+    maps = translator.model.attention_maps(tf.constant(src), shift_right(tf.constant([translation])))
+    target = ["<S>"] + translator.tgt_vocab.tokens(translation[:-1])  # the decoder's input at each position
+    return (translator.src_vocab.tokens(src[0]), target,
+            {kind: np.stack([tf.cast(w[0], tf.float32).numpy() for w in weights]) for kind, weights in maps.items()})
+
+
+def plot(source, target, maps, path, layer=None, head=None):
+    """Writes the heatmap grid to path; returns the figure's (width, height) in pixels."""
+    layers, heads = next(iter(maps.values())).shape[:2]
+    for name, value, limit in (("--layer", layer, layers), ("--head", head, heads)):
+        if value is not None and not 0 <= value < limit:
+            raise UserError(f"{name} {value} does not exist; this model has {limit} (0 to {limit - 1})")
+    rows = [(kind, i) for kind in maps for i in ([layer] if layer is not None else range(layers))]
+    columns = [head] if head is not None else list(range(heads))
+    figure, axes = plt.subplots(len(rows), len(columns), squeeze=False, dpi=DPI,
+                                figsize=(CELL_INCHES * len(columns), CELL_INCHES * len(rows)))
+    for r, (kind, i) in enumerate(rows):
+        queries = source if kind.startswith("encoder") else target
+        keys = target if kind.startswith("decoder") else source
+        for c, h in enumerate(columns):
+            ax = axes[r][c]
+            ax.imshow(maps[kind][i, h], cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"{kind}, layer {i}, head {h}", fontsize=7)
+            ax.set_xticks(range(len(keys)), keys, rotation=90, fontsize=6)
+            ax.set_yticks(range(len(queries)), queries, fontsize=6)
+    figure.tight_layout()
+    hyperparams.check_writable(os.path.dirname(os.path.abspath(path)), "out")
+    tmp = f"{path}.tmp{os.getpid()}.png"
+    try:
+        figure.savefig(tmp, dpi=DPI)
+        os.replace(tmp, path)  # never a half-written picture
+    finally:
+        plt.close(figure)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return CELL_INCHES * DPI * len(columns), CELL_INCHES * DPI * len(rows)
+
+
+def main(argv):
+    explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_plot_flags)
+    hp = hyperparams.for_evaluation(explicit)
+    translator = Translator(hp, ckpt=args.ckpt, best=args.best)
+    source, target, maps = attention(translator, args.sentence)
+    width, height = plot(source, target, maps, args.out, args.layer, args.head)
+    print(f"{args.out}: {width} x {height} pixels; translation: {translator([args.sentence])[0][0][0]}")
+
+
+if __name__ == "__main__":
+    run(main)
