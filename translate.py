@@ -11,6 +11,7 @@ one. Lines from a pipe are translated in batches of --batch_size as they
 arrive; at a terminal it asks for one sentence at a time. With --nbest N each
 input gives N lines `index ||| translation ||| score`, best first.
 """
+import io
 import os
 import sys
 
@@ -129,10 +130,9 @@ def main(argv):
         print("\n".join(format_results(translate(args.sentences), 0, args.nbest)))
     elif args.input:
         lines = [text or "" for _, text in data_load.read_sentences(args.input, "input")]
-        outputs = []
-        for start in range(0, len(lines), hp.batch_size):
-            outputs += format_results(translate(lines[start:start + hp.batch_size]), start, args.nbest)
-        text = "".join(f"{o}\n" for o in outputs)
+        out = io.StringIO()
+        stream(translate, lines, out, hp.batch_size, args.nbest)
+        text = out.getvalue()
         if args.output:
             write_atomic(args.output, text)  # never a half-written file
             print(f"{args.output}: {len(lines)} sentences translated", file=sys.stderr)
