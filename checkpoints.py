@@ -51,9 +51,14 @@ def save_checkpoint(checkpoint, logdir, name, keep, worker=0):
     finally:
         logger.setLevel(level)
     for old in names[:-keep]:
-        for f in tf.io.gfile.glob(os.path.join(logdir, old) + ".*"):
-            tf.io.gfile.remove(f)
+        _remove(logdir, old)
     return path
+
+
+def _remove(directory, name):
+    """Deletes the files of checkpoint `name` in directory."""
+    for f in tf.io.gfile.glob(os.path.join(directory, name) + ".*"):
+        tf.io.gfile.remove(f)
 
 
 def resume(checkpoint, logdir):
@@ -113,8 +118,7 @@ def save_best(model, logdir, name, dev_bleu, step, worker=0):
     write_atomic(os.path.join(best_dir, "best.json"), json.dumps(record, indent=2) + "\n")
     old = previous and os.path.basename(previous["checkpoint"])
     if old and old != name:
-        for f in tf.io.gfile.glob(os.path.join(best_dir, old) + ".*"):
-            tf.io.gfile.remove(f)
+        _remove(best_dir, old)
     return path
 
 

@@ -187,14 +187,20 @@ def translate(decoder, x, vocab, hp, desc="decoding"):
     batches = data_load.eval_batches(x, hp.batch_size)
     for src in tqdm(batches, total=math.ceil(len(x) / hp.batch_size), desc=desc, unit="batch", leave=False):
         limits = decode_limits(src, extra=hp.decode_extra, cap=hp.decode_cap)
-        ids = decoder(src, limits)
-        best = ids[0][:, 0] if isinstance(ids, tuple) else ids  # beam search: (ids, scores), best first
-        hypotheses += vocab.decode(best.numpy())
+        ids, _ = decoder(src, limits)
+        hypotheses += vocab.decode(ids[:, 0].numpy())  # the best hypothesis
     return hypotheses
 
 
-def make_decoder(model, hp):
-    """The decoder hp asks for: cached greedy for beam_size 1, else beam search."""
-    if hp.beam_size == 1:
-        return cached_greedy_decoder(model)
-    return beam_search_decoder(model, hp.beam_size, hp.length_penalty)
+def make_decoder(model, beam_size, alpha):
+    """(src, limits) -> (ids (N, k, L) best first, scores (N, k)) whatever the beam size: beam search,
+    or for beam_size 1 the cached greedy decoder's output as one hypothesis of score 0."""
+    if beam_size > 1:
+        return beam_search_decoder(model, beam_size, alpha)
+    greedy = cached_greedy_decoder(model)
+
+    def decode(src, limits):
+        ids = greedy(src, limits)  # (N, L)
+        return ids[:, None], tf.zeros((tf.shape(ids)[0], 1))
+
+    return decode

@@ -68,7 +68,7 @@ def main(argv):
     model = build_model(hp, src_vocab.size, tgt_vocab.size)
     name, used = checkpoints.load_weights(model, hp, ckpt=args.ckpt, best=args.best)
     name += f"_beam{hp.beam_size}" if hp.beam_size > 1 else ""
-    hypotheses = translate(make_decoder(model, hp), x, tgt_vocab, hp)
+    hypotheses = translate(make_decoder(model, hp.beam_size, hp.length_penalty), x, tgt_vocab, hp)
 
     bleu, scored = original_bleu(references, hypotheses)
     path = os.path.join(hp.results_dir, name)

@@ -23,7 +23,7 @@ import checkpoints
 import data_load
 import hyperparams
 from data_load import EOS, PAD, UNK
-from decoding import beam_search_decoder, cached_greedy_decoder, decode_limits
+from decoding import decode_limits, make_decoder
 from hyperparams import UserError, parse_args, run
 from model import build_model
 
@@ -51,8 +51,7 @@ class Exported(tf.Module):
             self.src_ids = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(src_vocab.words, tf.range(src_vocab.size)), default_value=UNK)
             self.tgt_words = tf.Variable(tgt_vocab.words, trainable=False)  # id -> word
-        self.decoder = (cached_greedy_decoder(model) if hp.beam_size == 1
-                        else beam_search_decoder(model, hp.beam_size, hp.length_penalty))
+        self.decoder = make_decoder(model, hp.beam_size, hp.length_penalty)
 
     def clean(self, text):
         """As data_load: refine (word vocab) or strip (subword vocab); (n,) -> (n,)."""
@@ -81,9 +80,8 @@ class Exported(tf.Module):
     def translate(self, sentences):
         text = self.clean(sentences)
         src = self.encode(text)
-        out = self.decoder(src, decode_limits(src, extra=self.hp.decode_extra, cap=self.hp.decode_cap))
-        best = out[0][:, 0] if isinstance(out, tuple) else out
-        translations = tf.where(text == "", "", self.decode_text(best))  # an empty line stays empty
+        ids, _ = self.decoder(src, decode_limits(src, extra=self.hp.decode_extra, cap=self.hp.decode_cap))
+        translations = tf.where(text == "", "", self.decode_text(ids[:, 0]))  # an empty line stays empty
         return {"translations": translations}
 
 

@@ -5,7 +5,6 @@ epoch and the global step continue where they stopped. With --dev_eval, the
 dev split is translated after each epoch: its BLEU and a few samples go to
 TensorBoard and the best model is kept in logdir/best.
 """
-import dataclasses
 import os
 import signal
 import threading
@@ -181,7 +180,7 @@ class DevEvaluation:
         self.hp, self.model, self.vocab, self.writer, self.worker = hp, model, tgt_vocab, writer, worker
         self.x, self.sources, self.references = data_load.load_test_data(hp, src_vocab, tgt_vocab, keep_all=True,
                                                                          split="dev")
-        self.decode = make_decoder(model, dataclasses.replace(hp, beam_size=1))  # greedy: fast enough to repeat
+        self.decode = make_decoder(model, 1, hp.length_penalty)  # greedy: fast enough to repeat
         record = best_record(hp.logdir)
         self.best = record["dev_bleu"] if record else -1.0
 

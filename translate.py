@@ -17,12 +17,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
 
-import numpy as np
-
 import checkpoints
 import data_load
 import hyperparams
-from decoding import beam_search_decoder, cached_greedy_decoder, decode_limits
+from decoding import decode_limits, make_decoder
 from hyperparams import UserError, parse_args, run, write_atomic
 from model import build_model
 
@@ -46,9 +44,7 @@ class Translator:
         self.src_vocab, self.tgt_vocab = data_load.load_vocabs(hp)
         self.model = build_model(hp, self.src_vocab.size, self.tgt_vocab.size)
         checkpoints.load_weights(self.model, hp, ckpt=ckpt, best=best)
-        beam = max(hp.beam_size, nbest)
-        self.decode = (cached_greedy_decoder(self.model) if beam == 1
-                       else beam_search_decoder(self.model, beam, hp.length_penalty))
+        self.decode = make_decoder(self.model, max(hp.beam_size, nbest), hp.length_penalty)
 
     def __call__(self, lines):
         cleaned = [self.src_vocab.clean(line) for line in lines]
@@ -66,10 +62,8 @@ class Translator:
         src = data_load.pad(ids, max(map(len, ids)))
         if not self.hp.sinusoid:
             src = src[:, :self.hp.maxlen]  # learned positions exist only up to maxlen
-        out = self.decode(src, decode_limits(src, extra=self.hp.decode_extra, cap=self.hp.decode_cap))
-        if isinstance(out, tuple):  # beam search: (ids (n, k, L), scores (n, k)), best first
-            return out[0][:, :self.nbest].numpy(), out[1][:, :self.nbest].numpy()
-        return out.numpy()[:, None], np.zeros((len(cleaned), 1))
+        ids, scores = self.decode(src, decode_limits(src, extra=self.hp.decode_extra, cap=self.hp.decode_cap))
+        return ids[:, :self.nbest].numpy(), scores[:, :self.nbest].numpy()  # best first
 
     def encode_translation(self, cleaned):
         """The best translation's ids of one cleaned sentence, ending in </S>."""
