@@ -29,7 +29,7 @@ from data_load import EOS, PAD
 from hyperparams import Hyperparams, UserError, parse_args, run
 from decoding import cached_greedy_decoder, greedy_decoder
 from model import build_model
-from train import make_optimizer, make_train_step
+from train import TOKENS, make_optimizer, make_train_step
 
 MEASURES = ("train_fixed", "train_bucketed", "decode_full", "decode_cached")
 # The benchmark's own model unless --original_size: small enough for a CPU, big enough to be a Transformer.
@@ -71,7 +71,7 @@ def device():
 def corpus_pairs(hp):
     """The training pairs of the settings' corpus as padded ids, and the two vocab sizes."""
     src_vocab, tgt_vocab = data_load.load_vocabs(hp)
-    x, y = data_load.load_train_data(hp, src_vocab, tgt_vocab)
+    x, y = data_load.load_pairs(hp, src_vocab, tgt_vocab)
     return x, y, (src_vocab.size, tgt_vocab.size)
 
 
@@ -82,18 +82,16 @@ def measure_training(hp, pairs, batch_tokens, args):
     model = build_model(hp, *vocabs)
     optimizer = make_optimizer(hp)
     optimizer.build(model.trainable_variables)
-    train_step, totals, _ = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit)
+    train_step, totals, _, _ = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit)
     batches = iter(data_load.train_batches(x, y, batch_size=hp.batch_size, seed=hp.seed,
                                            batch_tokens=batch_tokens).repeat())
     for _ in range(args.untimed_steps):
         train_step(*next(batches))
-    totals[0, 0].numpy()  # wait for the device
-    tokens, start = 0, time.perf_counter()
+    before = totals[0, TOKENS].numpy()  # waits for the device
+    start = time.perf_counter()
     for _ in range(args.train_steps):
-        src, tgt = next(batches)
-        train_step(src, tgt)
-        tokens += int(tf.reduce_sum(tf.cast(tgt != PAD, tf.int32)))
-    totals[0, 0].numpy()
+        train_step(*next(batches))
+    tokens = totals[0, TOKENS].numpy() - before
     seconds = time.perf_counter() - start
     return {"tokens_per_s": tokens / seconds, "steps_per_s": args.train_steps / seconds}
 

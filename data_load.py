@@ -260,11 +260,12 @@ def create_data(src_sents, tgt_sents, src_vocab, tgt_vocab, maxlen):
             [src_sents[i] for i in keep], [tgt_sents[i] for i in keep])
 
 
-def load_train_data(hp, src_vocab, tgt_vocab):
-    """Training ids X, Y (n, maxlen), read from source_train/target_train."""
-    src, tgt = read_parallel(hp.source_train, hp.target_train, clean=src_vocab.clean)
+def load_pairs(hp, src_vocab, tgt_vocab, split="train"):
+    """Ids X, Y (n, maxlen) of the split's pairs that fit maxlen (training reads its text so)."""
+    flags = (f"source_{split}", f"target_{split}")
+    src, tgt = read_parallel(getattr(hp, flags[0]), getattr(hp, flags[1]), flags=flags, clean=src_vocab.clean)
     x, y, _, _ = create_data(src, tgt, src_vocab, tgt_vocab, hp.maxlen)
-    print(f"{len(x)} of {len(src)} training pairs fit --maxlen {hp.maxlen}; {len(src) - len(x)} longer ones dropped")
+    print(f"{len(x)} of {len(src)} {split} pairs fit --maxlen {hp.maxlen}; {len(src) - len(x)} longer ones dropped")
     return x, y
 
 
@@ -272,7 +273,8 @@ def load_test_data(hp, src_vocab, tgt_vocab, keep_all=False, split="test"):
     """Test (or dev) source ids X (n, T1) with the cleaned source and reference sentences beside them.
 
     By default only pairs that pass the training maxlen filter, as the original
-    evaluated; keep_all keeps every sentence.
+    evaluated; keep_all keeps every sentence (cut to maxlen ids for a model
+    with learned positions, which exist only up to maxlen).
     """
     flags = (f"source_{split}", f"target_{split}")
     src, tgt = read_parallel(getattr(hp, flags[0]), getattr(hp, flags[1]), flags=flags, clean=src_vocab.clean)
@@ -280,7 +282,7 @@ def load_test_data(hp, src_vocab, tgt_vocab, keep_all=False, split="test"):
     if not len(x):
         raise UserError(f"no {split} pair in {getattr(hp, flags[0])} fits --maxlen {hp.maxlen}; "
                         "pass --all to evaluate every sentence")
-    return x, src, tgt
+    return (x if hp.sinusoid else x[:, :hp.maxlen]), src, tgt
 
 
 def _lengths(ids):

@@ -62,8 +62,6 @@ def main(argv):
 
     src_vocab, tgt_vocab = data_load.load_vocabs(hp)
     x, sources, references = data_load.load_test_data(hp, src_vocab, tgt_vocab, keep_all=args.all)
-    if not hp.sinusoid:
-        x = x[:, :hp.maxlen]  # learned positions exist only up to maxlen
 
     model = build_model(hp, src_vocab.size, tgt_vocab.size)
     name, used = checkpoints.load_weights(model, hp, ckpt=args.ckpt, best=args.best)

@@ -9,7 +9,9 @@ one row of heatmaps per layer for encoder self-attention, decoder
 self-attention and cross-attention, one column per head, tokens on the axes
 (queries down, keys across). --layer and --head pick one layer or one head.
 """
+import io
 import os
+import struct
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
 
@@ -21,8 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 import hyperparams
-from data_load import EOS, PAD
-from hyperparams import UserError, parse_args, run
+from hyperparams import UserError, parse_args, run, write_atomic
 from model import shift_right
 from translate import Translator
 
@@ -38,21 +39,19 @@ def add_plot_flags(parser):
     parser.add_argument("--best", action="store_true", default=False, help="use the best dev checkpoint")
 
 
-def attention(translator, sentence):
-    """(source tokens, target tokens, {kind: array (layers, h, Tq, Tk)}) for one sentence."""
-    cleaned = translator.src_vocab.clean(sentence)
-    if not cleaned:
-        raise UserError("the sentence is empty once cleaned as the training text was; give a German sentence")
-    src = translator.src_vocab.encode([cleaned])  # [[ids..., </S>]]
-    translation = translator.encode_translation(cleaned)  # [ids..., </S>]
-    maps = translator.model.attention_maps(tf.constant(src), shift_right(tf.constant([translation])))
-    target = ["<S>"] + translator.tgt_vocab.tokens(translation[:-1])  # the decoder's input at each position
-    return (translator.src_vocab.tokens(src[0]), target,
+def attention(model, src_vocab, tgt_vocab, src, translation):
+    """(source tokens, target tokens, {kind: array (layers, h, Tq, Tk)}) of one sentence.
+
+    src: its ids ending in </S>; translation: its translation's ids ending in </S>.
+    """
+    maps = model.attention_maps(tf.constant([src]), shift_right(tf.constant([translation])))
+    target = ["<S>"] + tgt_vocab.tokens(translation[:-1])  # the decoder's input at each position
+    return (src_vocab.tokens(src), target,
             {kind: np.stack([tf.cast(w[0], tf.float32).numpy() for w in weights]) for kind, weights in maps.items()})
 
 
-def plot(source, target, maps, path, layer=None, head=None):
-    """Writes the heatmap grid to path; returns the figure's (width, height) in pixels."""
+def draw(source, target, maps, layer=None, head=None):
+    """The heatmap grid as a matplotlib figure (rows: kind x layer, columns: heads); close it after use."""
     layers, heads = next(iter(maps.values())).shape[:2]
     for name, value, limit in (("--layer", layer, layers), ("--head", head, heads)):
         if value is not None and not 0 <= value < limit:
@@ -71,25 +70,34 @@ def plot(source, target, maps, path, layer=None, head=None):
             ax.set_xticks(range(len(keys)), keys, rotation=90, fontsize=6)
             ax.set_yticks(range(len(queries)), queries, fontsize=6)
     figure.tight_layout()
-    hyperparams.check_writable(os.path.dirname(os.path.abspath(path)), "out")
-    tmp = f"{path}.tmp{os.getpid()}.png"
+    return figure
+
+
+def png_bytes(figure):
+    """The figure as PNG file contents; closes it."""
+    buffer = io.BytesIO()
     try:
-        figure.savefig(tmp, dpi=DPI)
-        os.replace(tmp, path)  # never a half-written picture
+        figure.savefig(buffer, format="png", dpi=DPI)
     finally:
         plt.close(figure)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return CELL_INCHES * DPI * len(columns), CELL_INCHES * DPI * len(rows)
+    return buffer.getvalue()
 
 
 def main(argv):
     explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_plot_flags)
     hp = hyperparams.for_evaluation(explicit)
+    hyperparams.check_writable(os.path.dirname(os.path.abspath(args.out)), "out")
     translator = Translator(hp, ckpt=args.ckpt, best=args.best)
-    source, target, maps = attention(translator, args.sentence)
-    width, height = plot(source, target, maps, args.out, args.layer, args.head)
-    print(f"{args.out}: {width} x {height} pixels; translation: {translator([args.sentence])[0][0][0]}")
+    cleaned = translator.src_vocab.clean(args.sentence)
+    if not cleaned:
+        raise UserError("the sentence is empty once cleaned as the training text was; give a German sentence")
+    translation = translator.encode_translation(cleaned)
+    source, target, maps = attention(translator.model, translator.src_vocab, translator.tgt_vocab,
+                                     translator.src_vocab.encode([cleaned])[0], translation)
+    png = png_bytes(draw(source, target, maps, args.layer, args.head))
+    write_atomic(args.out, png)  # never a half-written picture
+    width, height = struct.unpack(">II", png[16:24])  # from the PNG header
+    print(f"{args.out}: {width} x {height} pixels; translation: {translator.tgt_vocab.decode([translation])[0]}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ epoch and the global step continue where they stopped. With --dev_eval, the
 dev split is translated after each epoch: its BLEU and a few samples go to
 TensorBoard and the best model is kept in logdir/best.
 """
+import contextlib
 import os
 import signal
 import threading
@@ -20,8 +21,9 @@ from tqdm import tqdm
 import data_load
 import hyperparams
 from checkpoints import best_record, checkpoint_name, resume, save_best, save_checkpoint
-from data_load import PAD
-from decoding import make_decoder, translate
+import plot_attention
+from data_load import EOS, PAD
+from decoding import decode_limits, make_decoder, translate
 from hyperparams import UserError, parse_args, run
 from model import build_model, shift_right
 from modules import label_smoothing
@@ -72,22 +74,29 @@ def make_optimizer(hp):
     return optimizer
 
 
-def make_train_step(model, optimizer, epsilon, jit=False, strategy=None):
-    """A compiled step: (src, tgt) -> updates the model; running sums go to the returned variable.
+LOSS, ACC, TOKENS, STEPS = range(4)  # the columns of the running sums
 
-    The sums (loss, accuracy, steps; one row since the last report, one since
-    the epoch began) stay on the device, so the Python loop reads them only
-    when it reports, not after every step; so does the number of the first
-    step whose loss was not finite (0 while there is none). jit compiles the forward and
-    backward pass with XLA. With a tf.distribute strategy, (src, tgt) are
-    per-replica parts of one global batch, and each replica's loss is divided
-    by the global batch's target word count: the summed gradients are then
-    those of the one-device loss on the whole batch.
+
+def make_train_step(model, optimizer, epsilon, jit=False, strategy=None):
+    """A compiled step: (src, tgt, measure_norm) -> updates the model; running sums go to returned variables.
+
+    totals (2, 4): sums of loss, accuracy, target tokens and steps, one row
+    since the last report and one since the epoch began. They stay on the
+    device, so the Python loop reads them only when it reports, not after
+    every step; so does the number of the first step whose loss was not finite
+    (0 while there is none). With measure_norm (a Python bool: the step is
+    traced once with it and once without) the global norm of this step's
+    gradient is stored in grad_norm. jit compiles the forward and backward
+    pass with XLA. With a tf.distribute strategy, (src, tgt) are per-replica
+    parts of one global batch, and each replica's loss is divided by the
+    global batch's target word count: the summed gradients are then those of
+    the one-device loss on the whole batch.
     """
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        totals = tf.Variable(tf.zeros((2, 3)), trainable=False)
+        totals = tf.Variable(tf.zeros((2, 4), tf.float64), trainable=False)  # float64: exact token counts
         first_bad_step = tf.Variable(0, dtype=tf.int64, trainable=False)  # first step with a NaN/Inf loss
+        grad_norm = tf.Variable(0.0, trainable=False)  # of the last step run with measure_norm
 
     @tf.function(jit_compile=jit)
     def gradients(src, tgt, count):
@@ -97,24 +106,35 @@ def make_train_step(model, optimizer, epsilon, jit=False, strategy=None):
             scaled = optimizer.scale_loss(loss)  # loss x the loss scale (fp16), else the loss
         return loss, acc, tape.gradient(scaled, model.trainable_variables)
 
-    def replica_step(src, tgt):
+    def global_norm(grads):
+        """The norm of the whole batch's gradient, not of this replica's share, without the loss scale."""
+        grads = [g for g in grads if g is not None]
+        if strategy.num_replicas_in_sync > 1:  # Keras sums the replicas' gradients only inside apply_gradients
+            grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
+        return tf.linalg.global_norm(grads) / optimizer.scale_loss(tf.constant(1.0))
+
+    def replica_step(src, tgt, measure_norm):
         context = tf.distribute.get_replica_context()
-        count = context.all_reduce("sum", tf.reduce_sum(tf.cast(tgt != PAD, tf.float32)))
-        loss, acc, grads = gradients(src, tgt, count)
+        tokens = tf.reduce_sum(tf.cast(tgt != PAD, tf.float32))
+        loss, acc, grads = gradients(src, tgt, context.all_reduce("sum", tokens))
+        norm = global_norm(grads) if measure_norm else 0.0
         # Keras sums the replicas' gradients; a LossScaleOptimizer divides the scale out
         # again and skips steps whose gradients overflowed.
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss, acc
+        return loss, acc, tokens, norm
 
     @tf.function(reduce_retracing=True)
-    def train_step(src, tgt):
+    def train_step(src, tgt, measure_norm=False):
         """src, tgt ids (N, T1), (N, T2), or their per-replica parts: one optimizer step."""
-        loss, acc = (strategy.reduce("sum", value, axis=None) for value in strategy.run(replica_step, (src, tgt)))
-        totals.assign_add(tf.tile(tf.stack([loss, acc, 1.0])[None], (2, 1)))
+        loss, acc, tokens, norm = strategy.run(lambda a, b: replica_step(a, b, measure_norm), (src, tgt))
+        loss, acc, tokens = (strategy.reduce("sum", value, axis=None) for value in (loss, acc, tokens))
+        totals.assign_add(tf.tile(tf.cast(tf.stack([loss, acc, tokens, 1.0]), tf.float64)[None], (2, 1)))
+        if measure_norm:
+            grad_norm.assign(strategy.reduce("mean", norm, axis=None))  # the same on every replica
         bad = (first_bad_step == 0) & ~tf.math.is_finite(loss)
         first_bad_step.assign(tf.where(bad, optimizer.iterations, first_bad_step))
 
-    return train_step, totals, first_bad_step
+    return train_step, totals, first_bad_step, grad_norm
 
 
 def make_strategy(name):
@@ -172,50 +192,109 @@ class StopOnSignal:
 
 
 class DevEvaluation:
-    """Translates the dev split, logs its BLEU and samples, and keeps the best model (--dev_eval)."""
+    """Scores the model on the dev split and keeps the best model (--dev_eval).
+
+    Logs dev_loss and dev_acc (teacher-forced, as mean_loss and acc, on the dev
+    pairs that fit maxlen), dev_bleu (greedy translations of every dev
+    sentence), dev_samples and dev_attention (the first dev sentence's
+    cross-attention in the last layer).
+    """
 
     SAMPLES = 3  # dev sentences shown in TensorBoard, the same ones each time
 
     def __init__(self, hp, model, src_vocab, tgt_vocab, writer, worker):
-        self.hp, self.model, self.vocab, self.writer, self.worker = hp, model, tgt_vocab, writer, worker
+        self.hp, self.model, self.writer, self.worker = hp, model, writer, worker
+        self.src_vocab, self.vocab = src_vocab, tgt_vocab
         self.x, self.sources, self.references = data_load.load_test_data(hp, src_vocab, tgt_vocab, keep_all=True,
                                                                          split="dev")
+        x, y = data_load.load_pairs(hp, src_vocab, tgt_vocab, split="dev")
+        self.pairs = tf.data.Dataset.from_tensor_slices((x, y)).batch(hp.batch_size) if len(x) else None
         self.decode = make_decoder(model, 1, hp.length_penalty)  # greedy: fast enough to repeat
         record = best_record(hp.logdir)
         self.best = record["dev_bleu"] if record else -1.0
 
+        @tf.function(reduce_retracing=True)
+        def sums(src, tgt):
+            logits = model((src, shift_right(tgt)), training=False)
+            loss, acc = loss_and_accuracy(logits, tgt, hp.label_smoothing, count=1.0)  # sums over the batch
+            return tf.stack([loss, acc, tf.reduce_sum(tf.cast(tgt != PAD, tf.float32))])
+
+        self.sums = sums
+
     def __call__(self, epoch, step):
-        """Returns the dev BLEU of the model now, after logging it and keeping the model if it is the best."""
+        """Returns the dev BLEU of the model now, after logging the scores and keeping the model if it is the best."""
         hypotheses = translate(self.decode, self.x, self.vocab, self.hp, desc="dev")
         bleu = sacrebleu.corpus_bleu(hypotheses, [self.references]).score
         samples = "\n\n".join(f"**source:** {s}  \n**reference:** {r}  \n**translation:** {h}"
                                for s, r, h in list(zip(self.sources, self.references, hypotheses))[:self.SAMPLES])
         with self.writer.as_default(step=step):
+            if self.pairs is not None:
+                loss_sum, acc_sum, tokens = sum(self.sums(src, tgt) for src, tgt in self.pairs).numpy()
+                tf.summary.scalar("dev_loss", loss_sum / tokens)
+                tf.summary.scalar("dev_acc", acc_sum / tokens)
             tf.summary.scalar("dev_bleu", bleu)
             tf.summary.text("dev_samples", samples)
+            tf.summary.image("dev_attention", tf.image.decode_png(self.attention_png())[None])
         if bleu > self.best:
             self.best = bleu
             save_best(self.model, self.hp.logdir, checkpoint_name(epoch, step), bleu, step, self.worker)
         return bleu
 
+    def attention_png(self):
+        """The last layer's cross-attention of every head for the first dev sentence and its translation."""
+        src = [int(i) for i in self.x[0] if i != PAD]
+        ids, _ = self.decode(self.x[:1, :len(src)], decode_limits(self.x[:1, :len(src)], extra=self.hp.decode_extra,
+                                                                   cap=self.hp.decode_cap))
+        translation = [int(i) for i in ids[0, 0].numpy() if i != PAD]
+        if not translation or translation[-1] != EOS:
+            translation.append(EOS)
+        source, target, maps = plot_attention.attention(self.model, self.src_vocab, self.vocab, src, translation)
+        cross = {"cross-attention": maps["cross-attention"]}
+        return plot_attention.png_bytes(plot_attention.draw(source, target, cross, layer=self.hp.num_blocks - 1))
+
+
+class TrainingClock:
+    """Seconds spent training, not counting the time inside paused() (dev evaluation, checkpoints)."""
+
+    def __init__(self):
+        self.total, self.since = 0.0, time.perf_counter()
+
+    def now(self):
+        return self.total + time.perf_counter() - self.since
+
+    @contextlib.contextmanager
+    def paused(self):
+        self.total = self.now()
+        try:
+            yield
+        finally:
+            self.since = time.perf_counter()
+
 
 INTERVAL, EPOCH = 0, 1  # the rows of the running sums
 
 
-def take_means(totals, row):
-    """Mean loss and accuracy of one row of running sums, which is then reset."""
-    loss_sum, acc_sum, steps = totals[row].numpy()
-    totals.assign(tf.tensor_scatter_nd_update(totals, [[row]], tf.zeros((1, 3))))
-    return loss_sum / max(steps, 1), acc_sum / max(steps, 1)
+def take_means(totals, row, clock, started):
+    """Mean loss, accuracy and target tokens per second of one row of running sums, which is then reset.
+
+    started: the clock's reading when the row was last reset.
+    """
+    sums = totals[row].numpy()
+    totals.assign(tf.tensor_scatter_nd_update(totals, [[row]], tf.zeros((1, 4), tf.float64)))
+    steps, seconds = max(sums[STEPS], 1), max(clock.now() - started, 1e-9)
+    return sums[LOSS] / steps, sums[ACC] / steps, sums[TOKENS] / seconds
 
 
-def report(totals, writer, optimizer, step):
-    """Writes the means since the last report to TensorBoard and returns them."""
-    mean_loss, acc = take_means(totals, INTERVAL)
+def report(totals, grad_norm, writer, optimizer, step, clock, started):
+    """Writes the means since the last report and the last measured gradient norm to TensorBoard;
+    returns the means."""
+    mean_loss, acc, tokens_per_s = take_means(totals, INTERVAL, clock, started)
     with writer.as_default(step=step):
         tf.summary.scalar("mean_loss", mean_loss)
         tf.summary.scalar("acc", acc)
         tf.summary.scalar("lr", float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+        tf.summary.scalar("grad_norm", float(grad_norm.numpy()))
+        tf.summary.scalar("tokens_per_s", tokens_per_s)
     return mean_loss, acc
 
 
@@ -230,7 +309,7 @@ def main(argv):
 
     # data
     src_vocab, tgt_vocab = data_load.load_vocabs(hp)
-    x, y = data_load.load_train_data(hp, src_vocab, tgt_vocab)
+    x, y = data_load.load_pairs(hp, src_vocab, tgt_vocab)
     data_load.check_vocab_source(hp)  # the vocab was built from this training text ...
     vocab_sha256 = data_load.vocab_digest(hp)
     hyperparams.check_same_vocab(hp, vocab_sha256)  # ... and a resumed model was trained with it
@@ -259,16 +338,22 @@ def main(argv):
 
     # loop
     writer = tf.summary.create_file_writer(hp.logdir) if worker == 0 else tf.summary.create_noop_writer()
-    train_step, totals, first_bad_step = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit,
-                                                         strategy=strategy)
+    train_step, totals, first_bad_step, grad_norm = make_train_step(model, optimizer, hp.label_smoothing,
+                                                                    jit=hp.jit, strategy=strategy)
     dev = DevEvaluation(hp, model, src_vocab, tgt_vocab, writer, worker) if hp.dev_eval else None
+    clock = TrainingClock()  # for tokens/s: training only, without dev evaluation and checkpoints
 
     def save(epoch, done):
         """Checks the loss stayed finite, then checkpoints `done` batches into `epoch`."""
         check_finite(first_bad_step, tf.train.latest_checkpoint(hp.logdir), hp)
         last_epoch.assign(epoch - 1 if done < steps_per_epoch else epoch)
         position.assign(done % steps_per_epoch)
-        return save_checkpoint(checkpoint, hp.logdir, checkpoint_name(epoch, step), hp.keep_checkpoints, worker)
+        with clock.paused():
+            return save_checkpoint(checkpoint, hp.logdir, checkpoint_name(epoch, step), hp.keep_checkpoints, worker)
+
+    def evaluate(epoch):
+        with clock.paused():
+            return dev(epoch, step)
 
     step = int(optimizer.iterations.numpy())
     first_epoch, skip = int(last_epoch.numpy()) + 1, int(position.numpy())
@@ -277,37 +362,40 @@ def main(argv):
     with StopOnSignal() as stop:
         for epoch in range(first_epoch, hp.num_epochs + 1):
             start = time.time()
+            reported = epoch_started = clock.now()  # the clock's readings when the two rows of sums began
             batches = strategy.experimental_distribute_dataset(data_load.train_batches(
                 x, y, batch_size=hp.batch_size, seed=hp.seed + epoch, batch_tokens=hp.batch_tokens).skip(skip))
             with tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}/{hp.num_epochs}", unit="step",
                       disable=worker > 0) as bar:
                 for done, (src, tgt) in enumerate(batches, skip + 1):
-                    train_step(src, tgt)
+                    # the gradient norm is measured on the steps that are reported
+                    train_step(src, tgt, (step + 1) % hp.summary_every == 0 or done == steps_per_epoch)
                     step += 1
                     bar.update()
                     if step % hp.summary_every == 0:
-                        mean_loss, acc = report(totals, writer, optimizer, step)
+                        mean_loss, acc = report(totals, grad_norm, writer, optimizer, step, clock, reported)
+                        reported = clock.now()
                         check_finite(first_bad_step, tf.train.latest_checkpoint(hp.logdir), hp)
                         bar.set_postfix(mean_loss=f"{mean_loss:.3f}", acc=f"{acc:.3f}")
                     if stop.signal or (hp.save_every and step % hp.save_every == 0 and done < steps_per_epoch):
                         path = save(epoch, done)
                     if dev and hp.eval_every and step % hp.eval_every == 0 and done < steps_per_epoch:
-                        bar.set_postfix(dev_bleu=f"{dev(epoch, step):.2f}")
+                        bar.set_postfix(dev_bleu=f"{evaluate(epoch):.2f}")
                     if stop.signal:
                         bar.close()
                         writer.flush()
                         print(f"{stop.signal} at step {step}: saved {path}; run the same command to resume")
                         return
             skip = 0
-            if totals[INTERVAL, 2] > 0:
-                report(totals, writer, optimizer, step)
+            if totals[INTERVAL, STEPS] > 0:
+                report(totals, grad_norm, writer, optimizer, step, clock, reported)
+            mean_loss, acc, tokens_per_s = take_means(totals, EPOCH, clock, epoch_started)
             writer.flush()
             path = save(epoch, steps_per_epoch)
-            mean_loss, acc = take_means(totals, EPOCH)
-            scores = f"dev BLEU {dev(epoch, step):.2f} (best {dev.best:.2f}), " if dev else ""
+            scores = f"dev BLEU {evaluate(epoch):.2f} (best {dev.best:.2f}), " if dev else ""
             writer.flush()
             print(f"epoch {epoch}: step {step}, mean_loss {mean_loss:.3f}, acc {acc:.3f}, {scores}"
-                  f"{time.time() - start:.0f} s, saved {path}")
+                  f"{tokens_per_s:,.0f} tokens/s, {time.time() - start:.0f} s, saved {path}")
 
 
 if __name__ == "__main__":

@@ -38,14 +38,14 @@ def finish(process):
     return out
 
 
-def losses(logdir):
-    """The mean_loss TensorBoard points of a run, by step."""
+def losses(logdir, tag="mean_loss"):
+    """A scalar's TensorBoard points of a run, in step order."""
     points = {}
     for name in os.listdir(logdir):
         if name.startswith("events.out"):
             for event in tf.compat.v1.train.summary_iterator(os.path.join(logdir, name)):
                 for value in event.summary.value:
-                    if value.tag == "mean_loss":
+                    if value.tag == tag:
                         points[event.step] = float(tf.make_ndarray(value.tensor))
     return [points[step] for step in sorted(points)]
 
@@ -67,6 +67,8 @@ def test_mirrored_on_two_devices_follows_the_one_device_run(corpus):
     expected = losses(tmp / "single")
     assert len(expected) == 160 // 16
     np.testing.assert_allclose(losses(tmp / "mirrored"), expected, rtol=1e-4)
+    # the norm of the whole batch's gradient, not of one replica's share
+    np.testing.assert_allclose(losses(tmp / "mirrored", "grad_norm"), losses(tmp / "single", "grad_norm"), rtol=1e-3)
 
 
 def free_ports(count):

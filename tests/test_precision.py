@@ -8,7 +8,8 @@ import data_load
 from conftest import toy_pairs
 from hyperparams import Hyperparams
 from model import build_model
-from train import make_optimizer, make_train_step
+from train import LOSS, STEPS, loss_and_accuracy, make_optimizer, make_train_step
+from model import shift_right
 
 SETTINGS = dict(hidden_units=32, num_blocks=2, num_heads=4, dropout_rate=0.0, maxlen=10, lr=0.003)
 SRC = tf.constant([[5, 6, 7, 3, 0], [8, 9, 3, 0, 0]])
@@ -57,12 +58,12 @@ def epoch_losses(epochs=2, **settings):
     model = build_model(hp, 16, 16)
     optimizer = make_optimizer(hp)
     optimizer.build(model.trainable_variables)
-    step, totals, _ = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit)
+    step, totals, _, _ = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit)
     losses = []
     for _ in range(epochs):
         for src, tgt in toy_batches():
             step(src, tgt)
-        loss_sum, _, steps = totals[1].numpy()
+        loss_sum, steps = totals[1, LOSS].numpy(), totals[1, STEPS].numpy()
         totals.assign(tf.zeros_like(totals))
         losses.append(loss_sum / steps)
     return np.array(losses)
@@ -82,3 +83,24 @@ def test_training_follows_the_float32_run(settings, tolerance, float32_losses):
     losses = epoch_losses(**settings)
     assert np.isfinite(losses).all() and (np.diff(losses) < 0).all(), losses  # learning, every epoch
     np.testing.assert_allclose(losses, float32_losses, rtol=tolerance)
+
+
+@pytest.mark.parametrize("precision, tolerance", [("none", 1e-5), ("fp16", 0.05)])
+def test_the_logged_gradient_norm_is_that_of_the_loss_without_the_loss_scale(precision, tolerance):
+    keras.utils.set_random_seed(0)
+    hp = Hyperparams(**SETTINGS)
+    reference = build_model(hp, 16, 16)
+    src, tgt = toy_batches()[0]
+    with tf.GradientTape() as tape:
+        loss, _ = loss_and_accuracy(reference((src, shift_right(tgt)), training=True), tgt, hp.label_smoothing)
+    expected = float(tf.linalg.global_norm(tape.gradient(loss, reference.trainable_variables)))
+
+    hp = Hyperparams(**SETTINGS, mixed_precision=precision)
+    model = build_model(hp, 16, 16)
+    model.set_weights(reference.get_weights())
+    optimizer = make_optimizer(hp)
+    optimizer.build(model.trainable_variables)
+    step, _, _, grad_norm = make_train_step(model, optimizer, hp.label_smoothing)
+    step(src, tgt, True)
+    assert float(grad_norm) == pytest.approx(expected, rel=tolerance)
+    assert expected > 0.1

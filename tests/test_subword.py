@@ -62,7 +62,7 @@ def test_too_many_pieces_for_the_corpus_is_a_clear_error(corpus, tmp_path):
 
 
 def events(logdir):
-    """{tag: {step: value}} of the scalar and text summaries in logdir's event files."""
+    """{tag: {step: value}} of the summaries in logdir's event files (an image: [width, height, PNG bytes])."""
     found = {}
     for path in tf.io.gfile.glob(str(logdir / "events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
@@ -71,19 +71,36 @@ def events(logdir):
     return found
 
 
-def test_a_subword_model_learns_and_is_scored_on_raw_text(corpus):
+def test_a_subword_model_learns_and_is_scored_on_raw_text(corpus, capsys):
     directory, flags, _, test_pairs = corpus
     model_flags = ["--hidden_units", "64", "--num_blocks", "1", "--num_heads", "4", "--dropout_rate", "0",
                    "--share_embeddings", "true", "--lr_schedule", "paper", "--warmup_steps", "100",
                    "--lr_scale", "0.25", "--dev_eval", "true", "--eval_every", "40", "--num_epochs", "6"]
-    train.main(flags + model_flags)
+    train.main(flags + model_flags + ["--summary_every", "25"])
     logdir = directory / "logdir"
+    lines = re.findall(r"^epoch (\d+): step (\d+), mean_loss [\d.]+, acc [\d.]+, dev BLEU [\d.]+ \(best [\d.]+\), "
+                       r"[\d,]+ tokens/s, \d+ s, saved .*model_epoch_\d\d_gs_\d+$", capsys.readouterr().out, re.M)
+    assert lines == [(str(e), str(62 * e)) for e in range(1, 7)]
 
-    # TensorBoard: the schedule's rate; dev BLEU and samples after each of the 6 epochs of 62 steps,
-    # and every 40 steps
+    # TensorBoard: every 25 steps and at each of the 6 epochs' ends (62 steps each) the training scalars;
+    # after each epoch and every 40 steps the dev scores, samples and an attention image
     logged = events(logdir)
-    assert sorted(logged["dev_bleu"]) == sorted([62 * e for e in range(1, 7)] + [40 * i for i in range(1, 10)])
+    reported = sorted({25 * i for i in range(1, 15)} | {62 * e for e in range(1, 7)})
+    for tag in "mean_loss", "acc", "lr", "grad_norm", "tokens_per_s":
+        assert sorted(logged[tag]) == reported, tag
+    evaluated = sorted([62 * e for e in range(1, 7)] + [40 * i for i in range(1, 10)])
+    for tag in "dev_loss", "dev_acc", "dev_bleu", "dev_samples", "dev_attention":
+        assert sorted(logged[tag]) == evaluated, tag
     assert "**translation:**" in logged["dev_samples"][62].item().decode()
+    norms, speeds = (np.array([float(v) for v in logged[tag].values()]) for tag in ("grad_norm", "tokens_per_s"))
+    assert (norms > 0).all() and np.isfinite(norms).all() and (speeds > 0).all()
+    dev_loss = [float(logged["dev_loss"][step]) for step in evaluated]
+    assert dev_loss[-1] < dev_loss[0] / 2  # teacher-forced dev loss falls as the model learns
+    assert dev_loss[-1] == pytest.approx(float(logged["mean_loss"][372]), rel=0.5)  # on the training loss' scale
+    width, height, png = logged["dev_attention"][372]
+    image = tf.image.decode_png(png)
+    assert (int(width), int(height)) == (4 * 300, 300)  # the last layer's cross-attention, one map per head
+    assert image.shape[:2] == (300, 4 * 300) and int(tf.math.reduce_std(tf.cast(image, tf.float32))) > 0
     assert max(map(float, logged["lr"].values())) < 0.25 * 64 ** -0.5 * 100 ** -0.5 + 1e-9
     best = checkpoints.best_record(str(logdir))
     assert best["dev_bleu"] == pytest.approx(max(map(float, logged["dev_bleu"].values())), abs=1e-4)
