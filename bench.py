@@ -71,7 +71,7 @@ def device():
 def corpus_pairs(hp):
     """The training pairs of the settings' corpus as padded ids, and the two vocab sizes."""
     src_vocab, tgt_vocab = data_load.load_vocabs(hp)
-    x, y = data_load.load_pairs(hp, src_vocab, tgt_vocab)
+    x, y = data_load.load_train_data(hp, src_vocab, tgt_vocab)
     return x, y, (src_vocab.size, tgt_vocab.size)
 
 

@@ -183,6 +183,12 @@ class SubwordVocab:
         return [t.decode("utf-8") for t in self.tokenizer.detokenize(pieces).numpy()]
 
 
+def ending_in_eos(row):
+    """A decoder's id row without its pads, ending in </S> (added when the decoder stopped at its limit)."""
+    ids = [int(i) for i in row if i != PAD]
+    return ids if ids and ids[-1] == EOS else ids + [EOS]
+
+
 def _before_eos(row):
     row = list(row)
     return row[:row.index(EOS)] if EOS in row else row
@@ -260,12 +266,11 @@ def create_data(src_sents, tgt_sents, src_vocab, tgt_vocab, maxlen):
             [src_sents[i] for i in keep], [tgt_sents[i] for i in keep])
 
 
-def load_pairs(hp, src_vocab, tgt_vocab, split="train"):
-    """Ids X, Y (n, maxlen) of the split's pairs that fit maxlen (training reads its text so)."""
-    flags = (f"source_{split}", f"target_{split}")
-    src, tgt = read_parallel(getattr(hp, flags[0]), getattr(hp, flags[1]), flags=flags, clean=src_vocab.clean)
+def load_train_data(hp, src_vocab, tgt_vocab):
+    """Training ids X, Y (n, maxlen), read from source_train/target_train."""
+    src, tgt = read_parallel(hp.source_train, hp.target_train, clean=src_vocab.clean)
     x, y, _, _ = create_data(src, tgt, src_vocab, tgt_vocab, hp.maxlen)
-    print(f"{len(x)} of {len(src)} {split} pairs fit --maxlen {hp.maxlen}; {len(src) - len(x)} longer ones dropped")
+    print(f"{len(x)} of {len(src)} training pairs fit --maxlen {hp.maxlen}; {len(src) - len(x)} longer ones dropped")
     return x, y
 
 

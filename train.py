@@ -1,9 +1,11 @@
 """Trains the Transformer: vocab + corpus -> batches -> checkpoints and TensorBoard events in logdir.
 
-Run it again on the same logdir to resume from the latest checkpoint: the
-epoch and the global step continue where they stopped. With --dev_eval, the
-dev split is translated after each epoch: its BLEU and a few samples go to
-TensorBoard and the best model is kept in logdir/best.
+TensorBoard gets mean_loss, acc, lr, grad_norm and tokens_per_s every
+--summary_every steps. With --dev_eval, the model is scored on the dev split
+after each epoch: dev_loss, dev_acc, dev_bleu, sample translations and a
+cross-attention image go to TensorBoard, and the best model is kept in
+logdir/best. Run it again on the same logdir to resume from the latest
+checkpoint: the epoch and the global step continue where they stopped.
 """
 import contextlib
 import os
@@ -20,9 +22,9 @@ from tqdm import tqdm
 
 import data_load
 import hyperparams
-from checkpoints import best_record, checkpoint_name, resume, save_best, save_checkpoint
 import plot_attention
-from data_load import EOS, PAD
+from checkpoints import best_record, checkpoint_name, resume, save_best, save_checkpoint
+from data_load import PAD
 from decoding import decode_limits, make_decoder, translate
 from hyperparams import UserError, parse_args, run
 from model import build_model, shift_right
@@ -207,8 +209,10 @@ class DevEvaluation:
         self.src_vocab, self.vocab = src_vocab, tgt_vocab
         self.x, self.sources, self.references = data_load.load_test_data(hp, src_vocab, tgt_vocab, keep_all=True,
                                                                          split="dev")
-        x, y = data_load.load_pairs(hp, src_vocab, tgt_vocab, split="dev")
+        x, y, _, _ = data_load.create_data(self.sources, self.references, src_vocab, tgt_vocab, hp.maxlen)
         self.pairs = tf.data.Dataset.from_tensor_slices((x, y)).batch(hp.batch_size) if len(x) else None
+        if self.pairs is None:
+            print(f"no dev pair fits --maxlen {hp.maxlen}: dev_loss and dev_acc are not logged")
         self.decode = make_decoder(model, 1, hp.length_penalty)  # greedy: fast enough to repeat
         record = best_record(hp.logdir)
         self.best = record["dev_bleu"] if record else -1.0
@@ -245,9 +249,7 @@ class DevEvaluation:
         src = [int(i) for i in self.x[0] if i != PAD]
         ids, _ = self.decode(self.x[:1, :len(src)], decode_limits(self.x[:1, :len(src)], extra=self.hp.decode_extra,
                                                                    cap=self.hp.decode_cap))
-        translation = [int(i) for i in ids[0, 0].numpy() if i != PAD]
-        if not translation or translation[-1] != EOS:
-            translation.append(EOS)
+        translation = data_load.ending_in_eos(ids[0, 0].numpy())
         source, target, maps = plot_attention.attention(self.model, self.src_vocab, self.vocab, src, translation)
         cross = {"cross-attention": maps["cross-attention"]}
         return plot_attention.png_bytes(plot_attention.draw(source, target, cross, layer=self.hp.num_blocks - 1))
@@ -286,14 +288,15 @@ def take_means(totals, row, clock, started):
 
 
 def report(totals, grad_norm, writer, optimizer, step, clock, started):
-    """Writes the means since the last report and the last measured gradient norm to TensorBoard;
-    returns the means."""
+    """Writes the means since the last report to TensorBoard, and grad_norm if given (the gradient norm
+    measured at this step); returns the means."""
     mean_loss, acc, tokens_per_s = take_means(totals, INTERVAL, clock, started)
     with writer.as_default(step=step):
         tf.summary.scalar("mean_loss", mean_loss)
         tf.summary.scalar("acc", acc)
         tf.summary.scalar("lr", float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
-        tf.summary.scalar("grad_norm", float(grad_norm.numpy()))
+        if grad_norm is not None:
+            tf.summary.scalar("grad_norm", float(grad_norm.numpy()))
         tf.summary.scalar("tokens_per_s", tokens_per_s)
     return mean_loss, acc
 
@@ -309,7 +312,7 @@ def main(argv):
 
     # data
     src_vocab, tgt_vocab = data_load.load_vocabs(hp)
-    x, y = data_load.load_pairs(hp, src_vocab, tgt_vocab)
+    x, y = data_load.load_train_data(hp, src_vocab, tgt_vocab)
     data_load.check_vocab_source(hp)  # the vocab was built from this training text ...
     vocab_sha256 = data_load.vocab_digest(hp)
     hyperparams.check_same_vocab(hp, vocab_sha256)  # ... and a resumed model was trained with it
@@ -368,8 +371,9 @@ def main(argv):
             with tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}/{hp.num_epochs}", unit="step",
                       disable=worker > 0) as bar:
                 for done, (src, tgt) in enumerate(batches, skip + 1):
-                    # the gradient norm is measured on the steps that are reported
-                    train_step(src, tgt, (step + 1) % hp.summary_every == 0 or done == steps_per_epoch)
+                    # the gradient norm is measured on every summary_every-th step; not at an epoch's end,
+                    # where the last batches of length buckets are small and their gradients noisier
+                    train_step(src, tgt, (step + 1) % hp.summary_every == 0)
                     step += 1
                     bar.update()
                     if step % hp.summary_every == 0:
@@ -388,7 +392,7 @@ def main(argv):
                         return
             skip = 0
             if totals[INTERVAL, STEPS] > 0:
-                report(totals, grad_norm, writer, optimizer, step, clock, reported)
+                report(totals, None, writer, optimizer, step, clock, reported)
             mean_loss, acc, tokens_per_s = take_means(totals, EPOCH, clock, epoch_started)
             writer.flush()
             path = save(epoch, steps_per_epoch)

@@ -67,8 +67,7 @@ class Translator:
 
     def encode_translation(self, cleaned):
         """The best translation's ids of one cleaned sentence, ending in </S>."""
-        row = [int(i) for i in self.best_ids([cleaned])[0][0, 0] if i != data_load.PAD]
-        return row if row and row[-1] == data_load.EOS else row + [data_load.EOS]
+        return data_load.ending_in_eos(self.best_ids([cleaned])[0][0, 0])
 
 
 def format_results(results, first_index, nbest):
