@@ -1,0 +1,195 @@
+"""The commands in README.md and docs/reference.md work, and their links lead somewhere.
+
+Every command in a ```bash block is checked. The quick ones run for real in a
+sandbox directory that stands in for a fresh checkout after download.py: a
+toy corpus at the IWSLT 2016 paths and a tiny model in `logdir`. Those that
+need the real corpora or hours (train.py, a preset, another corpus or vocab)
+have their flags parsed and checked by the script's own parser; download.py
+runs with its fetchers stubbed out; make commands run with `make -n`;
+`tensorboard --logdir logdir` is started and asked for the run's tags.
+"""
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+import bench
+import download
+import eval as evaluate
+import export
+import hyperparams
+import plot_attention
+import prepro
+import train
+import translate
+from conftest import GERMAN, ROOT, toy_pairs, write_lines
+
+DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "reference.md"]
+SCRIPTS = {  # script -> (module, the flags it adds to the settings)
+    "prepro.py": (prepro, None), "train.py": (train, None), "eval.py": (evaluate, evaluate.add_eval_flags),
+    "translate.py": (translate, translate.add_translate_flags), "export.py": (export, export.add_export_flags),
+    "plot_attention.py": (plot_attention, plot_attention.add_plot_flags), "bench.py": (bench, bench.add_bench_flags),
+}
+SLOW = {"train.py", "bench.py"}  # always only parsed
+OTHER_DATA = {"--preset", "--dataset", "--vocab_dir", "--source_train"}  # parsed: they need data the sandbox lacks
+SETUP = re.compile(r"^(python3 -m venv |\. \.venv/bin/activate$)")  # the install lines, which CI runs
+
+
+def blocks(path, language):
+    """The code blocks of one language in a Markdown file, as strings."""
+    return re.findall(rf"^```{language}\n(.*?)^```", path.read_text(encoding="utf-8"), re.M | re.S)
+
+
+def commands(path):
+    """The shell commands of a Markdown file's bash blocks: continuation lines joined, comments dropped."""
+    found = []
+    for block in blocks(path, "bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words:
+                found.append((line.strip(), words))
+    return found
+
+
+def xml(lines):
+    return ['<doc docid="1">'] + [f'<seg id="{i}"> {line} </seg>' for i, line in enumerate(lines, 1)] + ["</doc>"]
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    """A directory with a toy corpus at the default IWSLT 2016 paths and a tiny model trained in logdir."""
+    directory = tmp_path_factory.mktemp("readme")
+    corpora = directory / "corpora"
+    train_pairs, test_pairs = toy_pairs(300, seed=1), toy_pairs(12, seed=2)
+    for lang, side in (("de", 0), ("en", 1)):
+        write_lines(corpora / f"train.tags.de-en.{lang}", ["<url>http://example.org/talk</url>"] +
+                    [pair[side] for pair in train_pairs])
+        for split, pairs in (("tst2013", test_pairs[:6]), ("tst2014", test_pairs[6:])):
+            write_lines(corpora / f"IWSLT16.TED.{split}.de-en.{lang}.xml", xml(pair[side] for pair in pairs))
+    write_lines(directory / "german.txt", [" ".join(GERMAN[:4]), "", "Zwei Hunde spielen im Schnee."])
+    for script in ROOT.glob("*.py"):  # the scripts beside the data, as in a checkout
+        (directory / script.name).symlink_to(script)
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        prepro.main([])
+        train.main(["--hidden_units", "32", "--num_blocks", "2", "--num_heads", "2", "--batch_size", "32",
+                    "--num_epochs", "3", "--summary_every", "4", "--dev_eval", "true"])
+    finally:
+        os.chdir(cwd)
+    return directory
+
+
+def test_every_command_is_known_to_work(sandbox, monkeypatch, capsys):
+    monkeypatch.chdir(sandbox)
+    fetched = []
+    monkeypatch.setattr(download, "multi30k", lambda args: fetched.append(args.dataset))
+    monkeypatch.setattr(download, "iwslt2016", lambda args: fetched.append(args.dataset))
+    ran, parsed, servers = [], [], []
+    for path in DOCUMENTS:
+        for line, words in commands(path):
+            env = {}
+            while re.fullmatch(r"[A-Z_]+=.*", words[0]):  # VAR=value python ...
+                name, value = words.pop(0).split("=", 1)
+                env[name] = value
+            if SETUP.match(line):
+                continue
+            elif words[0] == "make":
+                result = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), *words[1:]], cwd=sandbox,
+                                        capture_output=True, text=True)
+                assert result.returncode == 0 and "train.py" in result.stdout, (line, result.stderr)
+            elif words[0] == "tensorboard":
+                servers.append(start_tensorboard(words, sandbox))  # asked for the tags at the end
+                ran.append(line)
+            elif words[:2] == ["python", "download.py"]:
+                download.main(words[2:])
+                assert fetched.pop() in ("multi30k", "iwslt2016")
+            elif {"|", ">"} & set(words):
+                shell = subprocess.run(["bash", "-c", line], cwd=sandbox, capture_output=True, text=True,
+                                       env={**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"})
+                assert shell.returncode == 0, (line, shell.stderr[-2000:])
+                ran.append(line)
+            else:
+                assert words[0] == "python" and words[1] in SCRIPTS, f"{path.name}: no check for {line!r}"
+                module, add_flags = SCRIPTS[words[1]]
+                argv = words[2:]
+                if words[1] in SLOW or OTHER_DATA & {w.split("=")[0] for w in argv}:
+                    explicit, _ = hyperparams.parse_args(argv, description="", add_arguments=add_flags)
+                    hyperparams.Hyperparams(**explicit)  # the values are valid together
+                    parsed.append(line)
+                else:
+                    module.main(argv)
+                    ran.append(line)
+    out = capsys.readouterr().out
+    for server, port in servers:
+        check_tensorboard(server, port)
+    assert len(ran) >= 10 and len(parsed) >= 8, (ran, parsed)
+
+    # what the commands that ran left behind
+    english = (sandbox / "english.txt").read_text(encoding="utf-8").splitlines()
+    assert len(english) == 3 and english[1] == ""  # a line per input line; the empty one stays empty
+    assert (sandbox / "exported" / "saved_model.pb").exists()
+    assert (sandbox / "attention.png").stat().st_size > 0 and (sandbox / "layer1.png").stat().st_size > 0
+    assert any(p.name.endswith("_avg3_beam4") for p in (sandbox / "results").iterdir())
+    assert " ||| " in out  # --nbest
+
+    # the Python example of loading the export, as written
+    [example] = [b for b in blocks(ROOT / "README.md", "python") if "saved_model.load" in b]
+    result = subprocess.run([sys.executable, "-c", example], cwd=sandbox, capture_output=True, text=True)
+    assert result.returncode == 0 and "tf.Tensor(" in result.stdout, result.stderr[-2000:]
+
+
+def start_tensorboard(words, sandbox):
+    """Starts the command on a free port: (the process, the port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    program = os.path.join(os.path.dirname(sys.executable), words[0])
+    return subprocess.Popen([program, *words[1:], "--port", str(port), "--host", "127.0.0.1"], cwd=sandbox,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), port
+
+
+def check_tensorboard(server, port):
+    """Waits until the server serves the run's scalar tags, checks them and stops it."""
+    try:
+        deadline, tags = time.time() + 90, {}
+        while time.time() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as r:
+                    tags = json.load(r)
+                if tags:
+                    break
+            except OSError:
+                time.sleep(1)
+        assert tags, server.stderr.read() if server.poll() is not None else "no tags served"
+        scalars = set(next(iter(tags.values())))
+        assert {"mean_loss", "acc", "lr", "grad_norm", "tokens_per_s", "dev_loss", "dev_acc", "dev_bleu"} <= scalars
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def slug(heading):
+    """The anchor GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_lead_to_files_and_headings():
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"https?://", target):
+                continue
+            file, _, anchor = target.partition("#")
+            linked = (path.parent / file).resolve() if file else path
+            assert linked.exists(), f"{path.name}: {target} does not exist"
+            if anchor:
+                headings = re.findall(r"^#+ (.*)$", linked.read_text(encoding="utf-8"), re.M)
+                assert anchor in {slug(h) for h in headings}, f"{path.name}: no heading for {target}"
