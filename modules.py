@@ -58,6 +58,23 @@ def label_smoothing(labels, depth, epsilon):
     return tf.one_hot(labels, depth) * (1.0 - epsilon) + epsilon / tf.cast(depth, tf.float32)
 
 
+def loss_and_accuracy(logits, tgt, epsilon, count=None):
+    """Label-smoothed cross-entropy and accuracy over the non-pad target positions.
+
+    logits (N, T2, V), tgt ids (N, T2) -> two float32 scalars: sums over this
+    batch's real positions divided by `count` (default: their number; with
+    several replicas, the number in the global batch). Computed in float32
+    whatever the model's compute dtype.
+    """
+    logits = tf.cast(logits, tf.float32)
+    real = tf.cast(tgt != PAD, tf.float32)  # (N, T2)
+    targets = label_smoothing(tgt, tf.shape(logits)[-1], epsilon)  # (N, T2, V)
+    xent = tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)  # (N, T2)
+    count = tf.maximum(tf.reduce_sum(real) if count is None else count, 1.0)
+    hits = tf.cast(tf.argmax(logits, axis=-1, output_type=tgt.dtype) == tgt, tf.float32)
+    return tf.reduce_sum(xent * real) / count, tf.reduce_sum(hits * real) / count
+
+
 class Embedding(keras.layers.Layer):
     """Token ids -> vectors, scaled by sqrt(C); the pad row is always zero (paper 3.4)."""
 

@@ -6,8 +6,7 @@ import pytest
 import tensorflow as tf
 
 from modules import (Embedding, FeedForward, MultiHeadAttention, PositionalEncoding, causal_mask,
-                     label_smoothing, padding_mask, query_mask, sinusoid)
-from train import loss_and_accuracy
+                     label_smoothing, loss_and_accuracy, padding_mask, query_mask, sinusoid)
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,9 @@ import tensorflow as tf
 import data_load
 from conftest import toy_pairs
 from hyperparams import Hyperparams
-from model import build_model
-from train import LOSS, STEPS, loss_and_accuracy, make_optimizer, make_train_step
-from model import shift_right
+from model import build_model, shift_right
+from modules import loss_and_accuracy
+from train import LOSS, STEPS, make_optimizer, make_train_step
 
 SETTINGS = dict(hidden_units=32, num_blocks=2, num_heads=4, dropout_rate=0.0, maxlen=10, lr=0.003)
 SRC = tf.constant([[5, 6, 7, 3, 0], [8, 9, 3, 0, 0]])

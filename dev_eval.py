@@ -1,0 +1,73 @@
+"""Scores a model on the dev split while it trains, and keeps the best one (train.py --dev_eval)."""
+import sacrebleu
+import tensorflow as tf
+
+import data_load
+import plot_attention
+from checkpoints import best_record, checkpoint_name, save_best
+from data_load import PAD
+from decoding import decode_limits, make_decoder, translate
+from model import shift_right
+from modules import loss_and_accuracy
+
+
+class DevEvaluation:
+    """Scores the model on the dev split and keeps the best model (--dev_eval).
+
+    Logs dev_loss and dev_acc (teacher-forced, as mean_loss and acc, on the dev
+    pairs that fit maxlen), dev_bleu (greedy translations of every dev
+    sentence), dev_samples and dev_attention (the first dev sentence's
+    cross-attention in the last layer).
+    """
+
+    SAMPLES = 3  # dev sentences shown in TensorBoard, the same ones each time
+
+    def __init__(self, hp, model, src_vocab, tgt_vocab, writer, worker):
+        self.hp, self.model, self.writer, self.worker = hp, model, writer, worker
+        self.src_vocab, self.vocab = src_vocab, tgt_vocab
+        self.x, self.sources, self.references = data_load.load_test_data(hp, src_vocab, tgt_vocab, keep_all=True,
+                                                                         split="dev")
+        x, y, _, _ = data_load.create_data(self.sources, self.references, src_vocab, tgt_vocab, hp.maxlen)
+        self.pairs = tf.data.Dataset.from_tensor_slices((x, y)).batch(hp.batch_size) if len(x) else None
+        if self.pairs is None:
+            print(f"no dev pair fits --maxlen {hp.maxlen}: dev_loss and dev_acc are not logged")
+        self.decode = make_decoder(model, 1, hp.length_penalty)  # greedy: fast enough to repeat
+        record = best_record(hp.logdir)
+        self.best = record["dev_bleu"] if record else -1.0
+
+        @tf.function(reduce_retracing=True)
+        def sums(src, tgt):
+            logits = model((src, shift_right(tgt)), training=False)
+            loss, acc = loss_and_accuracy(logits, tgt, hp.label_smoothing, count=1.0)  # sums over the batch
+            return tf.stack([loss, acc, tf.reduce_sum(tf.cast(tgt != PAD, tf.float32))])
+
+        self.sums = sums
+
+    def __call__(self, epoch, step):
+        """Returns the dev BLEU of the model now, after logging the scores and keeping the model if it is the best."""
+        hypotheses = translate(self.decode, self.x, self.vocab, self.hp, desc="dev")
+        bleu = sacrebleu.corpus_bleu(hypotheses, [self.references]).score
+        samples = "\n\n".join(f"**source:** {s}  \n**reference:** {r}  \n**translation:** {h}"
+                               for s, r, h in list(zip(self.sources, self.references, hypotheses))[:self.SAMPLES])
+        with self.writer.as_default(step=step):
+            if self.pairs is not None:
+                loss_sum, acc_sum, tokens = sum(self.sums(src, tgt) for src, tgt in self.pairs).numpy()
+                tf.summary.scalar("dev_loss", loss_sum / tokens)
+                tf.summary.scalar("dev_acc", acc_sum / tokens)
+            tf.summary.scalar("dev_bleu", bleu)
+            tf.summary.text("dev_samples", samples)
+            tf.summary.image("dev_attention", tf.image.decode_png(self.attention_png())[None])
+        if bleu > self.best:
+            self.best = bleu
+            save_best(self.model, self.hp.logdir, checkpoint_name(epoch, step), bleu, step, self.worker)
+        return bleu
+
+    def attention_png(self):
+        """The last layer's cross-attention of every head for the first dev sentence and its translation."""
+        src = [int(i) for i in self.x[0] if i != PAD]
+        ids, _ = self.decode(self.x[:1, :len(src)], decode_limits(self.x[:1, :len(src)], extra=self.hp.decode_extra,
+                                                                   cap=self.hp.decode_cap))
+        translation = data_load.ending_in_eos(ids[0, 0].numpy())
+        source, target, maps = plot_attention.attention(self.model, self.src_vocab, self.vocab, src, translation)
+        cross = {"cross-attention": maps["cross-attention"]}
+        return plot_attention.png_bytes(plot_attention.draw(source, target, cross, layer=self.hp.num_blocks - 1))
