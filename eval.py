@@ -20,7 +20,7 @@ import data_load
 import hyperparams
 from data_load import refine
 from decoding import make_decoder, translate
-from hyperparams import UserError, parse_args, run, write_atomic
+from hyperparams import parse_args, run, write_atomic
 from model import build_model
 
 

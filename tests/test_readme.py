@@ -95,10 +95,8 @@ def test_every_command_is_known_to_work(sandbox, monkeypatch, capsys):
     ran, parsed, servers = [], [], []
     for path in DOCUMENTS:
         for line, words in commands(path):
-            env = {}
-            while re.fullmatch(r"[A-Z_]+=.*", words[0]):  # VAR=value python ...
-                name, value = words.pop(0).split("=", 1)
-                env[name] = value
+            while re.fullmatch(r"[A-Z_]+=.*", words[0]):  # VAR=value python ...: only the command is checked
+                words.pop(0)
             if SETUP.match(line):
                 continue
             elif words[0] == "make":

@@ -13,7 +13,7 @@ import eval as evaluate
 import hyperparams
 import prepro
 import train
-from conftest import ENGLISH, corpus_flags, toy_pairs, write_lines
+from conftest import corpus_flags, toy_pairs, write_lines
 from hyperparams import Hyperparams, UserError, parse_args
 from model import build_model
 
@@ -33,8 +33,8 @@ def corpus(tmp_path_factory):
     train_pairs = raw(toy_pairs(2000, seed=1, reverse=True), 0)
     seen = set(train_pairs)
     test_pairs = [p for p in raw(toy_pairs(60, seed=2, reverse=True), 3) if p not in seen]
-    dev = [f"--source_dev", write_lines(directory / "dev.de", [s for s, _ in test_pairs[:30]]),
-           f"--target_dev", write_lines(directory / "dev.en", [t for _, t in test_pairs[:30]])]
+    dev = ["--source_dev", write_lines(directory / "dev.de", [s for s, _ in test_pairs[:30]]),
+           "--target_dev", write_lines(directory / "dev.en", [t for _, t in test_pairs[:30]])]
     flags = corpus_flags(directory, train_pairs, test_pairs) + dev + [
         "--vocab_type", "subword", "--vocab_size", "100", "--maxlen", "32", "--seed", "3"]
     prepro.main(flags)
