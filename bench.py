@@ -18,7 +18,9 @@ import resource
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cli
+
+cli.import_tensorflow()  # before any module that imports TensorFlow: filters its start-up lines
 
 import keras
 import numpy as np
@@ -26,7 +28,8 @@ import tensorflow as tf
 
 import data_load
 from data_load import EOS, PAD
-from hyperparams import Hyperparams, UserError, parse_args, run
+from cli import UserError, run
+from hyperparams import Hyperparams, parse_args
 from decoding import cached_greedy_decoder, greedy_decoder
 from model import build_model
 from train import TOKENS, make_optimizer, make_train_step
@@ -121,6 +124,9 @@ def main(argv):
     unknown = set(measures) - set(MEASURES)
     if unknown:
         raise UserError(f"unknown --measures {', '.join(sorted(unknown))}; choose from {', '.join(MEASURES)}")
+    for name, lowest in (("train_steps", 1), ("untimed_steps", 0), ("sentences", 1), ("decode_len", 1)):
+        if getattr(args, name) < lowest:
+            raise UserError(f"--{name} must be at least {lowest}, got {getattr(args, name)}")
     settings = {k: getattr(hp, k) for k in ("hidden_units", "num_blocks", "num_heads", "maxlen", "batch_size",
                                             "mixed_precision", "jit", "seed")}
     common = {"device": device(), "tf": tf.__version__}

@@ -4,22 +4,95 @@
     logdir/best/model_epoch_EE_gs_N.* and best.json   the model with the highest dev BLEU so far
 
 A checkpoint is written completely before the file that lists it, so a run
-killed mid-write still finds the previous one.
+killed mid-write still finds the previous one; a write that fails (a full disk)
+removes what it wrote. If the list itself is damaged or lost, the checkpoints
+on disk are found by their global step. A damaged checkpoint stops the script
+with one line naming it; logdir/.lock keeps a second train.py out.
 """
+import contextlib
+import fcntl
 import json
 import os
+import re
+import shutil
 
 import tensorflow as tf
 
 import hyperparams
-from hyperparams import UserError, write_atomic
+from cli import UserError, write_atomic
 
 BEST = "best"  # the sub-directory of logdir holding the best checkpoint
+
+
+NAME = re.compile(r"model_epoch_\d+_gs_(\d+)")
 
 
 def checkpoint_name(epoch, step):
     """The original's checkpoint (and results file) name."""
     return f"model_epoch_{epoch:02d}_gs_{step}"
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_warnings():
+    """TensorFlow's Python warnings off inside: its checkpoint-state functions announce their
+    deprecation (they are still the public way to that file) and every parse problem."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _state_names(logdir):
+    """The names logdir/checkpoint lists, oldest first; None if that file is missing or damaged."""
+    if not os.path.exists(os.path.join(logdir, "checkpoint")):
+        return None
+    with quiet_tensorflow_warnings():
+        try:
+            state = tf.train.get_checkpoint_state(logdir)
+        except (ValueError, tf.errors.OpError):  # not text, or not a checkpoint state
+            state = None
+    return [os.path.basename(p) for p in state.all_model_checkpoint_paths] if state else None
+
+
+def listed(logdir):
+    """The checkpoints in logdir, oldest first, as names: those its state file lists.
+
+    If the state file is missing or damaged, or lists none of the checkpoints
+    on disk, those on disk are taken instead, in order of global step, with a
+    note: a logdir that holds checkpoints is never taken for an empty one.
+    """
+    on_disk = sorted((m[0] for m in map(NAME.fullmatch, (n.removesuffix(".index") for n in os.listdir(logdir)
+                                                         if n.endswith(".index"))) if m),
+                     key=lambda n: int(NAME.fullmatch(n)[1])) if os.path.isdir(logdir) else []
+    names = [n for n in _state_names(logdir) or [] if n in on_disk]
+    if on_disk and not names:
+        print(f"note: {os.path.join(logdir, 'checkpoint')} is missing or damaged; using the checkpoints found "
+              f"in {logdir}, the newest being {on_disk[-1]}")
+        return on_disk
+    return names
+
+
+def latest(logdir):
+    """The path of the newest checkpoint in logdir, or None."""
+    names = listed(logdir)
+    return os.path.join(logdir, names[-1]) if names else None
+
+
+def _write(checkpoint, path):
+    """checkpoint.write(path), or, if that fails (a full disk), a UserError and nothing left of it."""
+    existed = tf.io.gfile.exists(path + ".index")
+    try:
+        return checkpoint.write(path)
+    except (tf.errors.OpError, OSError) as e:
+        shutil.rmtree(path + "_temp", ignore_errors=True)  # where TensorFlow writes the parts first
+        if not existed:
+            _remove(os.path.dirname(path), os.path.basename(path))
+        reason = getattr(e, "strerror", None) or _first_line(e).rsplit(";", 1)[-1].strip()
+        raise UserError(f"cannot write the checkpoint {path} ({reason}); the checkpoints written before it "
+                        "are untouched; free some space and run the same command again") from None
 
 
 def save_checkpoint(checkpoint, logdir, name, keep, worker=0):
@@ -33,23 +106,23 @@ def save_checkpoint(checkpoint, logdir, name, keep, worker=0):
     """
     if worker:
         scratch = os.path.join(logdir, f".worker_{worker}")
-        checkpoint.write(os.path.join(scratch, name))
-        tf.io.gfile.rmtree(scratch)
+        try:
+            _write(checkpoint, os.path.join(scratch, name))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return os.path.join(logdir, name)
-    path = checkpoint.write(os.path.join(logdir, name))
-    state = tf.train.get_checkpoint_state(logdir)
-    names = [os.path.basename(p) for p in (state.all_model_checkpoint_paths if state else [])]
-    names = [n for n in names if n != name] + [name]
+    names = [n for n in listed(logdir) if n != name] + [name]
+    path = _write(checkpoint, os.path.join(logdir, name))
     # The state file lists bare names, which latest_checkpoint() joins with logdir, so a
     # moved logdir still finds its checkpoints (given an absolute save_dir, the function
-    # stores names as they are). It is the public writer of that file; its deprecation
-    # notice only points at CheckpointManager, so it is not shown.
-    logger, level = tf.get_logger(), tf.get_logger().level
-    logger.setLevel("ERROR")
+    # stores names as they are). It is the public writer of that file.
     try:
-        tf.compat.v1.train.update_checkpoint_state(os.path.abspath(logdir), name, names[-keep:])
-    finally:
-        logger.setLevel(level)
+        with quiet_tensorflow_warnings():
+            tf.compat.v1.train.update_checkpoint_state(os.path.abspath(logdir), name, names[-keep:])
+    except (tf.errors.OpError, OSError) as e:
+        _remove(logdir, name)  # complete, but never listed
+        raise UserError(f"cannot write {os.path.join(logdir, 'checkpoint')} ({getattr(e, 'strerror', None) or e}); "
+                        "free some space and run the same command again") from None
     for old in names[:-keep]:
         _remove(logdir, old)
     return path
@@ -61,28 +134,68 @@ def _remove(directory, name):
         tf.io.gfile.remove(f)
 
 
+DAMAGED = (tf.errors.OpError, IndexError)  # what reading a truncated or corrupt checkpoint raises
+
+
+def _first_line(e):
+    """The first line of what TensorFlow said (about a damaged or unwritable checkpoint)."""
+    return (str(getattr(e, "message", e)).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+@contextlib.contextmanager
+def exclusive(logdir):
+    """Within `with`, this process alone trains in logdir: a second one stops with one line.
+
+    The lock is an flock on logdir/.lock, which the operating system releases
+    when the process ends however it ends, so a crashed run leaves no lock
+    behind (the file itself stays, empty of meaning).
+    """
+    path = os.path.join(logdir, ".lock")
+    os.makedirs(logdir, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UserError(f"{holder} is training in {logdir} (it holds {path}); wait for it to end, stop it, "
+                            "or use another --logdir") from None
+        f.truncate(0)
+        f.write(f"train.py (process {os.getpid()})")
+        f.flush()
+        yield
+
+
 def resume(checkpoint, logdir):
     """Restores the latest checkpoint in logdir, if there is one; returns its path or None."""
-    latest = tf.train.latest_checkpoint(logdir)
-    if latest:
+    path = latest(logdir)
+    if path:
         try:
-            checkpoint.read(latest).assert_consumed()
+            checkpoint.read(path).assert_consumed()
+        except DAMAGED as e:
+            names = listed(logdir)
+            before = f" to resume from {names[-2]}," if len(names) > 1 else ""
+            raise UserError(f"{path} is damaged ({_first_line(e)});{before} move its files "
+                            f"({os.path.basename(path)}.*) out of {logdir}") from None
         except (ValueError, AssertionError) as e:
-            raise UserError(f"{latest} does not fit this model or vocab ({str(e).splitlines()[0]}); "
+            raise UserError(f"{path} does not fit this model or vocab ({str(e).splitlines()[0]}); "
                             "use another --logdir") from None
-        print(f"resuming from {latest}")
-    return latest
+        print(f"resuming from {path}")
+    return path
 
 
 def restore(model, hp, ckpt=None):
     """Loads the model weights of checkpoint `ckpt` (default: the latest in logdir); returns its path."""
-    path = ckpt or tf.train.latest_checkpoint(hp.logdir)
+    path = ckpt or latest(hp.logdir)
     if path is None:
         raise UserError(f"no checkpoint in {hp.logdir}; run train.py first (or pass --ckpt)")
     if not tf.io.gfile.exists(path + ".index"):
         raise UserError(f"{path}: no such checkpoint; pass a path like {hp.logdir}/model_epoch_01_gs_100")
     try:
         tf.train.Checkpoint(model=model).read(path).expect_partial().assert_existing_objects_matched()
+    except DAMAGED as e:
+        raise UserError(f"{path} is damaged ({_first_line(e)}); pass an earlier checkpoint with --ckpt "
+                        f"(the others are in {os.path.dirname(path) or '.'})") from None
     except (ValueError, AssertionError) as e:
         raise UserError(f"{path} does not fit the vocab in {hp.vocab_dir} or the settings in "
                         f"{hyperparams.hparams_path(hp.logdir)} ({str(e).splitlines()[0]})") from None
@@ -113,7 +226,7 @@ def save_best(model, logdir, name, dev_bleu, step, worker=0):
     if worker:  # takes part in writing, into a scratch directory (see save_checkpoint)
         return save_checkpoint(checkpoint, best_dir, name, keep=1, worker=worker)
     previous = best_record(logdir)
-    path = checkpoint.write(os.path.join(best_dir, name))
+    path = _write(checkpoint, os.path.join(best_dir, name))
     record = {"dev_bleu": dev_bleu, "checkpoint": os.path.join(best_dir, name), "step": step}
     write_atomic(os.path.join(best_dir, "best.json"), json.dumps(record, indent=2) + "\n")
     old = previous and os.path.basename(previous["checkpoint"])
@@ -132,8 +245,7 @@ def best_checkpoint(logdir):
 
 def newest(logdir, count, last=None):
     """The paths of the newest `count` checkpoints in logdir (up to `last`, if given), oldest first."""
-    state = tf.train.get_checkpoint_state(logdir)
-    paths = [os.path.join(logdir, os.path.basename(p)) for p in (state.all_model_checkpoint_paths if state else [])]
+    paths = [os.path.join(logdir, name) for name in listed(logdir)]
     if last:
         names = [os.path.basename(p) for p in paths]
         if os.path.basename(last) not in names:

@@ -6,15 +6,17 @@ SentencePiece subword vocab on the raw text, run in the TensorFlow graph by
 tensorflow-text, so that translations keep punctuation, digits and case.
 """
 import gzip
+import hashlib
 import json
 import os
+import zlib
 
 import numpy as np
 import regex
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from hyperparams import UserError, file_digest
+from cli import UserError, file_digest
 
 SPECIALS = ("<PAD>", "<UNK>", "<S>", "</S>")  # the first four lines of every vocab file
 PAD, UNK, BOS, EOS = range(4)  # their ids
@@ -22,7 +24,7 @@ SRC_VOCAB, TGT_VOCAB = "de.vocab.tsv", "en.vocab.tsv"  # --vocab_type word
 SUBWORD_MODEL = "subword.model"  # --vocab_type subword: the SentencePiece model, shared by both sides
 
 _NOT_KEPT = regex.compile(r"[^\s\p{Latin}']")  # the original's refine rule
-_SEG = regex.compile(r"<seg[^>]*>(.*)</seg>")
+_SEG = regex.compile(r"<seg[^>]*>(.*?)</seg>")
 
 
 def refine(text):
@@ -34,6 +36,21 @@ def refine(text):
     return " ".join(_NOT_KEPT.sub("", text).split())
 
 
+def decode_lines(lines, name):
+    """Yields (line number, text) of binary lines that must be UTF-8; a byte-order mark is dropped.
+
+    name: the file (or <stdin>) the lines come from, for errors.
+    """
+    for lineno, raw in enumerate(lines, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            damaged = " (or, since it is compressed, damaged: fetch it again)" if name.endswith(".gz") else ""
+            raise UserError(f"{name}:{lineno}: not valid UTF-8 (byte {e.start} of the line); convert the text to "
+                            f"UTF-8, e.g. with iconv{damaged}") from None
+        yield lineno, (text.removeprefix("\ufeff") if lineno == 1 else text).rstrip("\r\n")
+
+
 def _read_lines(path, flag):
     """Yields (line number, text) of a UTF-8 file, gunzipped when its name ends in .gz."""
     if not os.path.isfile(path):
@@ -42,13 +59,8 @@ def _read_lines(path, flag):
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    yield lineno, raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as e:
-                    raise UserError(f"{path}:{lineno}: not valid UTF-8 (byte {e.start} of the line); "
-                                    "convert the file to UTF-8, e.g. with iconv") from None
-    except (OSError, EOFError) as e:  # unreadable, or a broken .gz
+            yield from decode_lines(f, path)
+    except (OSError, EOFError, zlib.error) as e:  # unreadable, or a broken .gz
         raise UserError(f"{path}: cannot be read ({e}); check the file or pass another --{flag}") from None
 
 
@@ -69,10 +81,11 @@ def read_sentences(path, flag):
         segs = []
         for n, line in lines:
             if "<seg" in line:
-                if not (m := _SEG.search(line)):
+                found = _SEG.findall(line)  # each <seg> is a sentence, even two on one line
+                if len(found) != line.count("<seg"):
                     raise UserError(f"{path}:{n}: malformed <seg> line (expected <seg id=\"N\"> text </seg> "
                                     "on one line); fix the file or fetch it again")
-                segs.append((n, m[1]))
+                segs += [(n, text) for text in found]
         return segs
     if os.path.basename(path).startswith("train.tags"):
         return [(n, None if line.startswith("<") else line) for n, line in lines]
@@ -116,6 +129,8 @@ def load_vocab(path, min_cnt):
             words.append(word)
     if tuple(words[:4]) != SPECIALS:
         raise UserError(f"{path}: does not start with {', '.join(SPECIALS)}; rebuild the vocab with prepro.py")
+    if len(words) == len(SPECIALS):  # a model that can only write <UNK>
+        raise UserError(f"{path}: no word is seen at least --min_cnt {min_cnt} times; lower --min_cnt")
     return {w: i for i, w in enumerate(words)}, words
 
 
@@ -154,16 +169,18 @@ class SubwordVocab:
 
     clean = staticmethod(str.strip)  # raw text: no refine step
 
-    def __init__(self, path):
-        if not os.path.isfile(path):
-            raise UserError(f"{path} not found; run prepro.py --vocab_type subword first (with the same --vocab_dir)")
-        with open(path, "rb") as f:
-            model = f.read()
+    def __init__(self, model, path):
+        """model: the serialized SentencePiece model (bytes), read from `path` (named in errors)."""
         try:
             self.tokenizer = tf_text.SentencepieceTokenizer(model=model, out_type=tf.int32)
             self.size = int(self.tokenizer.vocab_size())
         except (tf.errors.OpError, ValueError):
             raise UserError(f"{path} is not a SentencePiece model; rebuild it with prepro.py") from None
+
+    @classmethod
+    def load(cls, path):
+        with open(path, "rb") as f:
+            return cls(f.read(), path)
 
     def encode(self, sentences, chunk=4096):
         """Sentences -> piece id lists, each ending in </S> (tokenized in the graph, a chunk at a time)."""
@@ -194,7 +211,9 @@ def _before_eos(row):
     return row[:row.index(EOS)] if EOS in row else row
 
 
-VOCAB_SOURCE = "corpus.json"  # beside the vocab files: which corpus they were built from
+# Beside the vocab files, written after them: the training text they were built from and
+# each file's sha256, so that a reader can tell a complete set from a mixed or damaged one.
+VOCAB_MANIFEST = "corpus.json"
 
 
 def vocab_files(hp):
@@ -208,25 +227,55 @@ def vocab_digest(hp):
     return file_digest(*vocab_files(hp))
 
 
-def vocab_source(hp):
-    """What prepro.py records about the training text a vocab is built from."""
-    return {"source_train": hp.source_train, "target_train": hp.target_train,
-            "sha256": file_digest(hp.source_train, hp.target_train)}
+def vocab_manifest(hp, contents, previous=None):
+    """The manifest for vocab files {path: contents} built from hp's training text.
+
+    Entries of `previous` for the other vocab type stay when they were built
+    from the same text, so one vocab_dir can hold a word and a subword vocab.
+    """
+    corpus = file_digest(hp.source_train, hp.target_train)
+    files = dict(previous["files"]) if previous and previous.get("sha256") == corpus else {}
+    for path, content in contents.items():
+        files[os.path.basename(path)] = hashlib.sha256(content.encode("utf-8") if isinstance(content, str)
+                                                       else content).hexdigest()
+    return {"source_train": hp.source_train, "target_train": hp.target_train, "sha256": corpus, "files": files}
+
+
+def read_manifest(vocab_dir):
+    """vocab_dir's manifest as prepro.py wrote it, or None if there is none."""
+    path = os.path.join(vocab_dir, VOCAB_MANIFEST)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        manifest = None
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("files"), dict)):
+        raise UserError(f"{path} is not the record prepro.py writes; run prepro.py again")
+    return manifest
+
+
+def check_vocab_files(hp):
+    """Refuses vocab files that are missing, or not the complete set prepro.py last wrote."""
+    for path in vocab_files(hp):
+        if not os.path.isfile(path):
+            kind = " --vocab_type subword" if hp.vocab_type == "subword" else ""
+            raise UserError(f"{path} not found; run prepro.py{kind} first (with the same --vocab_dir)")
+    manifest = read_manifest(hp.vocab_dir)
+    manifest_path = os.path.join(hp.vocab_dir, VOCAB_MANIFEST)
+    if manifest is None:
+        raise UserError(f"{manifest_path} not found, so the vocab files beside it cannot be checked (they were "
+                        "written by an older version, or in part); run prepro.py again")
+    for path in vocab_files(hp):
+        if manifest["files"].get(os.path.basename(path)) != file_digest(path):
+            raise UserError(f"{path} is not the file {manifest_path} lists (the vocab was changed, or prepro.py "
+                            "was stopped while writing it); run prepro.py again")
 
 
 def check_vocab_source(hp):
     """Refuses a vocab that prepro.py built from another training text than hp's."""
-    path = os.path.join(hp.vocab_dir, VOCAB_SOURCE)
-    if not os.path.isfile(path):
-        print(f"note: {path} is missing, so the vocab cannot be checked against the training text")
-        return
-    try:
-        with open(path, encoding="utf-8") as f:
-            built = json.load(f)
-    except ValueError:
-        built = None
-    if not isinstance(built, dict):
-        raise UserError(f"{path} is not the record prepro.py writes; run prepro.py again")
+    built = read_manifest(hp.vocab_dir) or {}
     if built.get("sha256") != file_digest(hp.source_train, hp.target_train):
         raise UserError(f"the vocab in {hp.vocab_dir} was built from {built.get('source_train')} and "
                         f"{built.get('target_train')}, not from the --source_train {hp.source_train} and "
@@ -235,9 +284,11 @@ def check_vocab_source(hp):
 
 
 def load_vocabs(hp):
-    """The source and target vocab objects train and eval use (one object for a joint subword vocab)."""
+    """The source and target vocab objects train and eval use (one object for a joint subword vocab),
+    once they are checked to be the complete set prepro.py wrote."""
+    check_vocab_files(hp)
     if hp.vocab_type == "subword":
-        vocab = SubwordVocab(vocab_files(hp)[0])
+        vocab = SubwordVocab.load(vocab_files(hp)[0])
         return vocab, vocab
     src, tgt = vocab_files(hp)
     return WordVocab.load(src, hp.min_cnt), WordVocab.load(tgt, hp.min_cnt)

@@ -22,7 +22,8 @@ import zlib
 
 from tqdm import tqdm
 
-from hyperparams import CORPORA, DATASETS, PRESETS, Hyperparams, Parser, UserError, corpus_paths, file_digest, run
+from cli import Parser, UserError, file_digest, run
+from hyperparams import CORPORA, DATASETS, PRESETS, Hyperparams, corpus_paths
 
 MIRROR_ENV = "CORPUS_MIRROR"
 TIMEOUT = 30  # seconds of silence before a connection counts as failed
@@ -377,9 +378,14 @@ def main(argv):
     if args.source_dir and not os.path.isdir(args.source_dir):
         raise UserError(f"--from {args.source_dir}: no such directory")
     if args.mirror:
+        if urllib.parse.urlsplit(args.mirror).scheme not in ("http", "https", "ftp", "file"):
+            raise UserError(f"--mirror {args.mirror} is not an address; give one like https://example.org/corpora/ "
+                            f"(or file:///path/to/dir/)")
         args.mirror = args.mirror.rstrip("/") + "/"
     if args.retries < 1:
-        raise UserError("--retries must be at least 1")
+        raise UserError(f"--retries must be at least 1, got {args.retries}")
+    if not args.retry_wait >= 0:  # NaN too
+        raise UserError(f"--retry_wait must be 0 or more seconds, got {args.retry_wait}")
     {"multi30k": multi30k, "iwslt2016": iwslt2016}[args.dataset](args)
 
 

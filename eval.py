@@ -10,25 +10,24 @@ import dataclasses
 import json
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
+import cli
+
+cli.import_tensorflow()  # before any module that imports TensorFlow: filters its start-up lines
 
 import sacrebleu
 from nltk.translate.bleu_score import corpus_bleu
 
-import checkpoints
 import data_load
 import hyperparams
+from cli import check_writable, run, write_files
 from data_load import refine
 from decoding import make_decoder, translate
-from hyperparams import parse_args, run, write_atomic
-from model import build_model
+from hyperparams import parse_args
+from inference import add_checkpoint_flags, load_trained
 
 
 def add_eval_flags(parser):
-    parser.add_argument("--ckpt", default=None, metavar="PATH",
-                        help="checkpoint to evaluate, e.g. logdir/model_epoch_20_gs_1000 (default: latest in logdir)")
-    parser.add_argument("--best", action="store_true", default=False,
-                        help="evaluate the checkpoint with the best dev BLEU (logdir/best, kept with --dev_eval)")
+    add_checkpoint_flags(parser, verb="evaluate")
     parser.add_argument("--all", action="store_true", default=False,
                         help="evaluate every test sentence, not only those that fit the training maxlen")
 
@@ -58,21 +57,18 @@ def results_text(sources, references, hypotheses, bleu):
 def main(argv):
     explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_eval_flags)
     hp = hyperparams.for_evaluation(explicit)
-    hyperparams.check_writable(hp.results_dir, "results_dir")
+    check_writable(hp.results_dir, "results_dir")
 
-    src_vocab, tgt_vocab = data_load.load_vocabs(hp)
-    x, sources, references = data_load.load_test_data(hp, src_vocab, tgt_vocab, keep_all=args.all)
-
-    model = build_model(hp, src_vocab.size, tgt_vocab.size)
-    name, used = checkpoints.load_weights(model, hp, ckpt=args.ckpt, best=args.best)
-    name += f"_beam{hp.beam_size}" if hp.beam_size > 1 else ""
-    hypotheses = translate(make_decoder(model, hp.beam_size, hp.length_penalty), x, tgt_vocab, hp)
+    trained = load_trained(hp, ckpt=args.ckpt, best=args.best)
+    x, sources, references = data_load.load_test_data(hp, trained.src_vocab, trained.tgt_vocab, keep_all=args.all)
+    decoder = make_decoder(trained.model, hp.beam_size, hp.length_penalty)
+    hypotheses = translate(decoder, x, trained.tgt_vocab, hp)
 
     bleu, scored = original_bleu(references, hypotheses)
-    path = os.path.join(hp.results_dir, name)
-    write_atomic(path, results_text(sources, references, hypotheses, bleu))
-    scores = score(references, hypotheses, bleu, hp, used)
-    write_atomic(path + ".json", json.dumps(scores, indent=2) + "\n")
+    path = os.path.join(hp.results_dir, trained.name + (f"_beam{hp.beam_size}" if hp.beam_size > 1 else ""))
+    scores = score(references, hypotheses, bleu, hp, trained.checkpoints)
+    write_files({path: results_text(sources, references, hypotheses, bleu),  # both files or neither
+                 path + ".json": json.dumps(scores, indent=2) + "\n"})
     print(f"{path}: {len(hypotheses)} sentences; Bleu Score = {bleu:.2f} "
           f"(nltk, the original's rule: {scored} pairs of more than 3 words)")
     print(f"sacreBLEU = {scores['sacrebleu']:.2f} (lowercased {scores['sacrebleu_lowercase']:.2f}), "

@@ -11,29 +11,40 @@ tokenization, decoding (greedy or --beam_size) and detokenization all run in
 the graph: tf.strings and a lookup table for a word vocab, tensorflow-text's
 SentencePiece ops for a subword vocab (load those with `import tensorflow_text`
 first). The output equals translate.py's.
+
+An existing --out is never deleted: a non-empty directory is refused, and
+--overwrite replaces only a SavedModel that export.py wrote (it leaves
+export.json there, which names the model it came from). --out may not be, or
+contain, the logdir, the vocab_dir or the current directory.
 """
+import dataclasses
+import json
 import os
 import shutil
+import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
+import cli
+
+cli.import_tensorflow()  # before any module that imports TensorFlow: filters its start-up lines
 
 import tensorflow as tf
 
-import checkpoints
-import data_load
 import hyperparams
+from cli import UserError, inside, run
 from data_load import EOS, PAD, UNK
 from decoding import decode_limits, make_decoder
-from hyperparams import UserError, parse_args, run
-from model import build_model
+from hyperparams import parse_args
+from inference import add_checkpoint_flags, load_trained
 
 REFINE = r"[^\s\p{Latin}']"  # data_load.refine's rule, in RE2 syntax for tf.strings
+MARKER = "export.json"  # in every SavedModel export.py writes: what it holds, and that --overwrite may replace it
 
 
 def add_export_flags(parser):
-    parser.add_argument("--out", required=True, metavar="DIR", help="directory to write the SavedModel to")
-    parser.add_argument("--ckpt", default=None, metavar="PATH", help="checkpoint to export (default: latest)")
-    parser.add_argument("--best", action="store_true", default=False, help="export the best dev checkpoint")
+    parser.add_argument("--out", required=True, metavar="DIR", help="new or empty directory to write the SavedModel to")
+    parser.add_argument("--overwrite", action="store_true", default=False,
+                        help="replace --out if it holds a SavedModel written by export.py (nothing else is replaced)")
+    add_checkpoint_flags(parser, verb="export")
 
 
 class Exported(tf.Module):
@@ -85,24 +96,62 @@ class Exported(tf.Module):
         return {"translations": translations}
 
 
+def check_out(out, hp, overwrite):
+    """Refuses an --out whose replacement would lose anything; returns whether a previous export is replaced."""
+    for directory, what in ((hp.logdir, "--logdir"), (hp.vocab_dir, "--vocab_dir"), (os.curdir, "the current directory")):
+        if inside(directory, out):
+            raise UserError(f"--out {out} is or contains {what} ({directory}); pass a new directory to --out")
+    if not os.path.lexists(out) or (os.path.isdir(out) and not os.listdir(out)):
+        return False
+    if not os.path.isdir(out):
+        raise UserError(f"--out {out} exists and is not a directory; pass a new directory to --out")
+    if not overwrite:
+        raise UserError(f"--out {out} exists and is not empty; pass a new directory, or --overwrite to "
+                        "replace a SavedModel that export.py wrote there")
+    if not os.path.isfile(os.path.join(out, MARKER)):
+        raise UserError(f"--overwrite replaces only a SavedModel written by export.py (it holds {MARKER}), and "
+                        f"{out} is not one; pass a new directory to --out")
+    return True
+
+
+def save(exported, out, record, replace):
+    """Writes the SavedModel and its marker to a new directory beside out, then renames it to out.
+
+    The previous export, if replaced, moves aside first and is deleted only
+    once the new one is in place, so a failure at any point leaves one of them.
+    """
+    parent = os.path.dirname(os.path.abspath(out))
+    tmp = old = None
+    try:
+        tmp = tempfile.mkdtemp(prefix=os.path.basename(os.path.abspath(out)) + ".tmp", dir=parent)
+        tf.saved_model.save(exported, tmp, signatures={"serving_default": exported.translate})
+        with open(os.path.join(tmp, MARKER), "w", encoding="utf-8") as f:
+            f.write(json.dumps(record, indent=2) + "\n")
+        if replace:
+            old = tempfile.mkdtemp(prefix=os.path.basename(os.path.abspath(out)) + ".old", dir=parent)
+            os.replace(out, old)  # over the empty directory just made: only export.py's own files move
+        os.replace(tmp, out)  # never a half-written SavedModel under the name asked for
+        tmp = None
+    except (OSError, tf.errors.OpError) as e:
+        if old and not os.path.exists(out):
+            os.replace(old, out)  # the previous export back in place
+        raise UserError(f"cannot write {out} ({getattr(e, 'strerror', None) or getattr(e, 'message', e)}); "
+                        "free some space or choose another --out (nothing was changed)") from None
+    finally:
+        for directory in (tmp, old):  # only what this function created
+            if directory and os.path.isdir(directory):
+                shutil.rmtree(directory, ignore_errors=True)
+
+
 def main(argv):
     explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_export_flags)
     hp = hyperparams.for_evaluation(explicit)
-    src_vocab, tgt_vocab = data_load.load_vocabs(hp)
-    model = build_model(hp, src_vocab.size, tgt_vocab.size)
-    name, _ = checkpoints.load_weights(model, hp, ckpt=args.ckpt, best=args.best)
-    exported = Exported(hp, model, src_vocab, tgt_vocab)
-    tmp = args.out.rstrip("/") + f".tmp{os.getpid()}"
-    try:
-        tf.saved_model.save(exported, tmp, signatures={"serving_default": exported.translate})
-        if os.path.exists(args.out):
-            shutil.rmtree(args.out)
-        os.replace(tmp, args.out)  # never a half-written SavedModel under the name asked for
-    except OSError as e:
-        raise UserError(f"cannot write {args.out} ({e.strerror or e}); choose another --out") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{args.out}: SavedModel of {name}; serving_default: 1-D string tensor of German sentences -> "
+    replace = check_out(args.out, hp, args.overwrite)
+    trained = load_trained(hp, ckpt=args.ckpt, best=args.best)
+    exported = Exported(hp, trained.model, trained.src_vocab, trained.tgt_vocab)
+    save(exported, args.out, {"written_by": "export.py", "checkpoints": trained.checkpoints, "name": trained.name,
+                              "settings": dataclasses.asdict(hp)}, replace)
+    print(f"{args.out}: SavedModel of {trained.name}; serving_default: 1-D string tensor of German sentences -> "
           "{'translations': 1-D string tensor}")
 
 

@@ -9,18 +9,14 @@ the defaults.
 """
 import argparse
 import dataclasses
-import hashlib
 import inspect
 import json
+import math
 import os
 import re
-import sys
 from dataclasses import dataclass, fields
 
-
-class UserError(Exception):
-    """A mistake the user can fix: printed as one line, exit code 2."""
-
+from cli import Parser, UserError, write_atomic
 
 CORPORA = "corpora"  # where download.py puts the preset datasets
 
@@ -59,6 +55,24 @@ STRATEGIES = ("default", "mirrored", "multiworker")  # train.py's tf.distribute 
 VOCAB_TYPES = ("word", "subword")
 LR_SCHEDULES = ("constant", "paper")
 
+# The allowed range of every numeric setting, as (words for the error, test).
+AT_LEAST_1 = ("at least 1", lambda v: v >= 1)
+NOT_NEGATIVE = ("0 or more (0 = off)", lambda v: v >= 0)
+POSITIVE = ("positive", lambda v: v > 0)
+FRACTION = ("in [0, 1)", lambda v: 0 <= v < 1)
+RANGES = {
+    "vocab_size": ("at least 8 (a few hundred pieces or more in practice)", lambda v: v >= 8),
+    "min_cnt": AT_LEAST_1, "maxlen": AT_LEAST_1, "hidden_units": AT_LEAST_1, "num_blocks": AT_LEAST_1,
+    "num_heads": AT_LEAST_1, "dropout_rate": FRACTION, "residual_dropout": FRACTION,
+    "batch_size": AT_LEAST_1, "batch_tokens": NOT_NEGATIVE, "lr": POSITIVE, "lr_scale": POSITIVE,
+    "warmup_steps": AT_LEAST_1, "adam_beta1": FRACTION, "adam_beta2": FRACTION,
+    "adam_epsilon": ("0 or more", lambda v: v >= 0), "label_smoothing": FRACTION, "num_epochs": AT_LEAST_1,
+    "keep_checkpoints": AT_LEAST_1, "save_every": NOT_NEGATIVE, "summary_every": AT_LEAST_1,
+    "eval_every": NOT_NEGATIVE, "seed": ("in [0, 2^32)", lambda v: 0 <= v < 2 ** 32),
+    "decode_extra": ("0 or more", lambda v: v >= 0), "decode_maxlen": NOT_NEGATIVE,
+    "beam_size": AT_LEAST_1, "length_penalty": NOT_NEGATIVE, "average_checkpoints": AT_LEAST_1,
+}
+
 # --preset NAME: settings applied as if given on the command line, before the flags
 # actually given (which win). The figures they reach are in docs/benchmarks.md.
 PRESETS = {
@@ -80,6 +94,11 @@ PRESETS = {
                      "warmup_steps": 4000, "num_epochs": 60, "dev_eval": True, "beam_size": 5,
                      "length_penalty": 0.6, "average_checkpoints": 5},
 }
+
+
+# The settings that name one of a few choices.
+CHOICES = {"vocab_type": VOCAB_TYPES, "lr_schedule": LR_SCHEDULES, "mixed_precision": PRECISIONS,
+           "strategy": STRATEGIES, "preset": PRESETS}
 
 
 @dataclass(frozen=True)
@@ -150,43 +169,32 @@ class Hyperparams:
         for name, value in preset_values(self.dataset, self.test_split).items():
             if not getattr(self, name):
                 object.__setattr__(self, name, value)  # frozen: resolved once, here
-        for name in ("min_cnt", "maxlen", "hidden_units", "num_blocks", "num_heads", "batch_size",
-                     "num_epochs", "keep_checkpoints", "summary_every", "warmup_steps", "beam_size",
-                     "average_checkpoints"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if self.hidden_units % self.num_heads:
-            raise UserError(f"--hidden_units {self.hidden_units} is not divisible by "
-                            f"--num_heads {self.num_heads}; pick a width that splits into the heads")
-        if not all(0 <= rate < 1 for rate in (self.dropout_rate, self.residual_dropout, self.label_smoothing)):
-            raise UserError("--dropout_rate, --residual_dropout and --label_smoothing must lie in [0, 1)")
-        for name, choices in (("vocab_type", VOCAB_TYPES), ("lr_schedule", LR_SCHEDULES), ("preset", PRESETS)):
+        for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise UserError(f"--{name} {getattr(self, name)!r} is unknown; choose one of {', '.join(choices)}")
+        for name, (words, allowed) in RANGES.items():
+            value = getattr(self, name)
+            if not (math.isfinite(value) and allowed(value)):  # NaN and inf fail here too
+                raise UserError(f"--{name} must be {words}, got {value}")
+        for problem in self._conflicts():
+            raise UserError(problem)
+
+    def _conflicts(self):
+        """Settings that are each valid but do not go together, as messages."""
+        if self.hidden_units % self.num_heads:
+            yield (f"--hidden_units {self.hidden_units} is not divisible by --num_heads {self.num_heads}; "
+                   "pick a width that splits into the heads")
         if self.share_embeddings and self.vocab_type != "subword":
-            raise UserError("--share_embeddings needs --vocab_type subword: only the joint subword vocab gives "
-                            "source and target the same ids")
+            yield ("--share_embeddings needs --vocab_type subword: only the joint subword vocab gives "
+                   "source and target the same ids")
         if self.eval_every and not self.dev_eval:
-            raise UserError(f"--eval_every {self.eval_every} needs --dev_eval true, which evaluates on the dev split")
-        if self.vocab_type == "subword" and self.vocab_size < 8:
-            raise UserError(f"--vocab_size {self.vocab_size} is too small; use at least a few hundred pieces")
-        if self.mixed_precision not in PRECISIONS:
-            raise UserError(f"--mixed_precision {self.mixed_precision!r} is unknown; choose one of "
-                            f"{', '.join(PRECISIONS)}")
-        if self.strategy not in STRATEGIES:
-            raise UserError(f"--strategy {self.strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
+            yield f"--eval_every {self.eval_every} needs --dev_eval true, which evaluates on the dev split"
         if self.batch_tokens and self.batch_tokens < self.maxlen:
-            raise UserError(f"--batch_tokens {self.batch_tokens} cannot hold one pair of --maxlen "
-                            f"{self.maxlen}; use at least maxlen (or 0 for fixed batches)")
-        if self.save_every < 0:
-            raise UserError("--save_every must not be negative (0 = at epoch ends only)")
-        if not (self.lr > 0 and self.lr_scale > 0) or min(self.decode_maxlen, self.decode_extra, self.eval_every,
-                                                           self.length_penalty) < 0:  # "not >": NaN too
-            raise UserError("--lr and --lr_scale must be positive; --decode_maxlen, --decode_extra, --eval_every "
-                            "and --length_penalty not negative")
+            yield (f"--batch_tokens {self.batch_tokens} cannot hold one pair of --maxlen {self.maxlen}; "
+                   "use at least maxlen (or 0 for fixed batches)")
         if not self.sinusoid and self.decode_maxlen > self.maxlen:
-            raise UserError(f"--decode_maxlen {self.decode_maxlen} exceeds --maxlen {self.maxlen}: "
-                            "learned positions exist only up to maxlen (sinusoid ones have no limit)")
+            yield (f"--decode_maxlen {self.decode_maxlen} exceeds --maxlen {self.maxlen}: learned positions "
+                   "exist only up to maxlen (sinusoid ones have no limit)")
 
     @property
     def decode_cap(self):
@@ -213,13 +221,6 @@ def _parse_bool(text):
     if value is None:
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
     return value
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with the project's error format: one line, exit code 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def parse_args(argv, *, description, add_arguments=None):
@@ -253,84 +254,46 @@ def hparams_path(logdir):
     return os.path.join(logdir, "hparams.json")
 
 
-def write_atomic(path, content):
-    """Writes text or bytes to `path` through a temporary file, so that no reader ever sees half of it."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(content if isinstance(content, bytes) else content.encode("utf-8"))
-        os.replace(tmp, path)
-    except OSError as e:  # a full disk, a read-only directory, a file where a directory should be
-        raise UserError(f"cannot write {path} ({e.strerror or e}); free some space or choose another "
-                        "directory") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def file_digest(*paths, algorithm="sha256"):
-    """Hex digest of the files' contents, one after the other."""
-    digest = hashlib.new(algorithm)
-    for path in paths:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def check_writable(directory, flag):
-    """Fails early, before hours of work, if `directory` cannot be created or written to.
-
-    Leaves no trace: directories it had to create for the test are removed again.
-    """
-    created, parent = [], os.path.abspath(directory)
-    while not os.path.exists(parent):
-        created.append(parent)
-        parent = os.path.dirname(parent)
-    probe = os.path.join(directory, f".write_test{os.getpid()}")
-    try:
-        os.makedirs(directory, exist_ok=True)
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f"cannot write to --{flag} {directory} ({e.strerror or e}); choose another "
-                        f"--{flag}, or free space or fix permissions there") from None
-    finally:
-        for path in created:  # deepest first
-            if os.path.isdir(path) and not os.listdir(path):
-                os.rmdir(path)
-
-
 def save(hp, command=None, vocab_sha256=None):
     """Writes the resolved settings, the command that produced them and the vocab's digest to hparams.json."""
     record = {"hparams": dataclasses.asdict(hp), "command": command or [], "vocab_sha256": vocab_sha256}
     write_atomic(hparams_path(hp.logdir), json.dumps(record, indent=2) + "\n")
 
 
-def check_same_vocab(hp, vocab_sha256):
-    """Refuses to resume a model in logdir with a vocab other than the one it was trained with."""
-    if os.path.exists(hparams_path(hp.logdir)):
-        with open(hparams_path(hp.logdir), encoding="utf-8") as f:
-            trained_with = json.load(f).get("vocab_sha256")
-        if trained_with and trained_with != vocab_sha256:
-            raise UserError(f"the vocab in {hp.vocab_dir} is not the one the model in {hp.logdir} was trained "
-                            "with (it was rebuilt since); use that vocab or another --logdir")
-
-
-def load(logdir):
-    """Reads the settings a model in `logdir` was trained with."""
+def _record(logdir):
+    """What train.py wrote to logdir/hparams.json, as a dict."""
     path = hparams_path(logdir)
     if not os.path.exists(path):
         raise UserError(f"{path} not found: no model was trained in --logdir {logdir}; run train.py first")
     try:
         with open(path, encoding="utf-8") as f:
-            saved = json.load(f)["hparams"]
-        return Hyperparams(**saved)
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path} is not a settings file written by train.py ({e}); "
-                        "delete it and run train.py again") from None
+            record = json.load(f)
+        if not isinstance(record, dict) or not isinstance(record.get("hparams"), dict):
+            raise ValueError("no settings in it")
+        return record
+    except (OSError, ValueError) as e:  # a directory, unreadable, not JSON, not the record
+        raise UserError(f"{path} is not a settings file written by train.py ({getattr(e, 'strerror', None) or e}); "
+                        "move it away and run train.py again") from None
+
+
+def check_same_vocab(hp, vocab_sha256):
+    """Refuses a vocab other than the one the model in hp.logdir was trained with (if one was)."""
+    if not os.path.exists(hparams_path(hp.logdir)):
+        return
+    trained_with = _record(hp.logdir).get("vocab_sha256")
+    if trained_with and trained_with != vocab_sha256:
+        raise UserError(f"the vocab in {hp.vocab_dir} is not the one the model in {hp.logdir} was trained "
+                        "with (it was rebuilt since); pass the --vocab_dir it was trained with, or use "
+                        "another --logdir")
+
+
+def load(logdir):
+    """Reads the settings a model in `logdir` was trained with."""
+    try:
+        return Hyperparams(**_record(logdir)["hparams"])
+    except TypeError as e:  # a field this version does not know
+        raise UserError(f"{hparams_path(logdir)} is not a settings file written by train.py ({e}); "
+                        "move it away and run train.py again") from None
 
 
 def model_differences(a, b):
@@ -376,12 +339,3 @@ def for_evaluation(explicit):
         raise UserError(f"the model in {logdir} was trained with other settings "
                         f"({'; '.join(differences)}); drop those flags")
     return asked
-
-
-def run(main):
-    """Runs a script's main(); a UserError becomes one line on stderr and exit code 2."""
-    try:
-        main(sys.argv[1:])
-    except UserError as e:
-        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
-        sys.exit(2)

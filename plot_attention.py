@@ -13,7 +13,9 @@ import io
 import os
 import struct
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
+import cli
+
+cli.import_tensorflow()  # before any module that imports TensorFlow: filters its start-up lines
 
 import matplotlib
 
@@ -23,9 +25,10 @@ import numpy as np
 import tensorflow as tf
 
 import hyperparams
-from hyperparams import UserError, parse_args, run, write_atomic
+from cli import UserError, check_writable, run, write_atomic
+from hyperparams import parse_args
 from model import shift_right
-from translate import Translator
+from inference import Translator, add_checkpoint_flags
 
 CELL_INCHES, DPI = 3, 100  # each heatmap is 300 x 300 pixels
 
@@ -35,8 +38,7 @@ def add_plot_flags(parser):
     parser.add_argument("--out", required=True, metavar="FILE.png", help="where to write the PNG")
     parser.add_argument("--layer", type=int, default=None, help="draw this layer only (0 = first)")
     parser.add_argument("--head", type=int, default=None, help="draw this head only (0 = first)")
-    parser.add_argument("--ckpt", default=None, metavar="PATH", help="checkpoint to use (default: latest)")
-    parser.add_argument("--best", action="store_true", default=False, help="use the best dev checkpoint")
+    add_checkpoint_flags(parser)
 
 
 def attention(model, src_vocab, tgt_vocab, src, translation):
@@ -86,12 +88,12 @@ def png_bytes(figure):
 def main(argv):
     explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_plot_flags)
     hp = hyperparams.for_evaluation(explicit)
-    hyperparams.check_writable(os.path.dirname(os.path.abspath(args.out)), "out")
+    check_writable(os.path.dirname(os.path.abspath(args.out)), "out")
     translator = Translator(hp, ckpt=args.ckpt, best=args.best)
     cleaned = translator.src_vocab.clean(args.sentence)
     if not cleaned:
         raise UserError("the sentence is empty once cleaned as the training text was; give a German sentence")
-    translation = translator.encode_translation(cleaned)
+    translation = translator.best_translation_ids(cleaned)
     source, target, maps = attention(translator.model, translator.src_vocab, translator.tgt_vocab,
                                      translator.src_vocab.encode([cleaned])[0], translation)
     png = png_bytes(draw(source, target, maps, args.layer, args.head))

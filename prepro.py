@@ -15,12 +15,17 @@ import io
 import json
 import os
 
+import cli
+
+cli.import_tensorflow()  # before any module that imports TensorFlow: filters its start-up lines
+
 import sentencepiece
 from tqdm import tqdm
 
 import data_load
 from data_load import BOS, EOS, PAD, UNK
-from hyperparams import Hyperparams, UserError, check_writable, parse_args, run, write_atomic
+from cli import UserError, check_writable, run, write_files
+from hyperparams import Hyperparams, parse_args
 
 SPECIAL_COUNT = 1000000000  # the original's marker count for the specials
 # SentencePiece's result depends on its thread count; a constant, not the machine's core
@@ -44,16 +49,22 @@ def vocab_text(counts):
     return "\n".join(lines) + "\n"
 
 
-def build_word_vocabs(hp):
+def word_vocabs(hp):
+    """{path: contents} of the two word vocab files."""
     src, tgt = data_load.read_parallel(hp.source_train, hp.target_train)
-    for sentences, name, side in ((src, data_load.SRC_VOCAB, "source"),
-                                  (tgt, data_load.TGT_VOCAB, "target")):
+    contents = {}
+    for sentences, corpus in ((src, hp.source_train), (tgt, hp.target_train)):
+        if not any(sentences):  # every sentence was only digits and punctuation
+            raise UserError(f"{corpus}: no word is left once the text is refined (only Latin letters and "
+                            "apostrophes are kept); check the file, or use --vocab_type subword")
+    for sentences, name, side in ((src, data_load.SRC_VOCAB, "source"), (tgt, data_load.TGT_VOCAB, "target")):
         counts = count_words(sentences, f"counting {side} words")
         path = os.path.join(hp.vocab_dir, name)
-        write_atomic(path, vocab_text(counts))
+        contents[path] = vocab_text(counts)
         kept = sum(c >= hp.min_cnt for c in counts.values())
         print(f"{path}: {len(counts)} words from {len(sentences)} sentences, "
               f"{kept} seen at least {hp.min_cnt} times (--min_cnt)")
+    return contents
 
 
 def subword_model(sentences, vocab_size):
@@ -70,24 +81,28 @@ def subword_model(sentences, vocab_size):
     return model.getvalue()
 
 
-def build_subword_vocab(hp):
+def subword_vocab(hp):
+    """{path: contents} of the subword model file."""
     src, tgt = data_load.read_parallel(hp.source_train, hp.target_train, clean=str.strip)
     path = os.path.join(hp.vocab_dir, data_load.SUBWORD_MODEL)
     print(f"learning {hp.vocab_size} subword pieces from {len(src)} German and English sentences ...")
-    write_atomic(path, subword_model(src + tgt, hp.vocab_size))
-    vocab = data_load.SubwordVocab(path)
+    model = subword_model(src + tgt, hp.vocab_size)
+    vocab = data_load.SubwordVocab(model, path)
     pieces = sum(map(len, vocab.encode(src[:2000] + tgt[:2000]))) - 2 * min(len(src), 2000)
     words = sum(len(s.split()) for s in src[:2000] + tgt[:2000])
     print(f"{path}: {vocab.size} pieces; {pieces / words:.2f} pieces per word on the first sentences")
+    return {path: model}
 
 
 def main(argv):
     explicit, _ = parse_args(argv, description=__doc__.splitlines()[0])
     hp = Hyperparams(**explicit)
     check_writable(hp.vocab_dir, "vocab_dir")
-    (build_subword_vocab if hp.vocab_type == "subword" else build_word_vocabs)(hp)
-    write_atomic(os.path.join(hp.vocab_dir, data_load.VOCAB_SOURCE),
-                 json.dumps(data_load.vocab_source(hp), indent=2) + "\n")
+    contents = (subword_vocab if hp.vocab_type == "subword" else word_vocabs)(hp)
+    manifest = data_load.vocab_manifest(hp, contents, previous=data_load.read_manifest(hp.vocab_dir))
+    # All files or none: a full disk or a kill leaves the previous vocab whole, and the
+    # manifest, renamed last, tells a reader whether the files beside it belong together.
+    write_files({**contents, os.path.join(hp.vocab_dir, data_load.VOCAB_MANIFEST): json.dumps(manifest, indent=2) + "\n"})
 
 
 if __name__ == "__main__":

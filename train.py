@@ -8,12 +8,13 @@ logdir/best. Run it again on the same logdir to resume from the latest
 checkpoint: the epoch and the global step continue where they stopped.
 """
 import contextlib
-import os
 import signal
 import threading
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
+import cli
+
+cli.import_tensorflow()  # before any module that imports TensorFlow: filters its start-up lines
 
 import keras
 import tensorflow as tf
@@ -21,10 +22,12 @@ from tqdm import tqdm
 
 import data_load
 import hyperparams
+import checkpoints
 from checkpoints import checkpoint_name, resume, save_checkpoint
 from data_load import PAD
 from dev_eval import DevEvaluation
-from hyperparams import UserError, parse_args, run
+from cli import UserError, check_writable, run
+from hyperparams import parse_args
 from model import build_model, shift_right
 from modules import loss_and_accuracy
 
@@ -224,9 +227,16 @@ def main(argv):
     # settings
     explicit, _ = parse_args(argv, description=__doc__.splitlines()[0])
     hp = hyperparams.for_training(explicit)
-    hyperparams.check_writable(hp.logdir, "logdir")
+    check_writable(hp.logdir, "logdir")
     strategy = make_strategy(hp.strategy)  # first: a multiworker process joins its cluster here
     worker = worker_index(strategy)
+    # One training process per logdir (the chief; the other workers write nothing there).
+    with checkpoints.exclusive(hp.logdir) if worker == 0 else contextlib.nullcontext():
+        fit(hp, strategy, worker, argv)
+
+
+def fit(hp, strategy, worker, argv):
+    """Trains in hp.logdir, resuming from its latest checkpoint; argv is recorded in hparams.json."""
     keras.utils.set_random_seed(hp.seed)
 
     # data
@@ -267,7 +277,7 @@ def main(argv):
 
     def save(epoch, done):
         """Checks the loss stayed finite, then checkpoints `done` batches into `epoch`."""
-        check_finite(first_bad_step, tf.train.latest_checkpoint(hp.logdir), hp)
+        check_finite(first_bad_step, checkpoints.latest(hp.logdir), hp)
         last_epoch.assign(epoch - 1 if done < steps_per_epoch else epoch)
         position.assign(done % steps_per_epoch)
         with clock.paused():
@@ -298,7 +308,7 @@ def main(argv):
                     if step % hp.summary_every == 0:
                         mean_loss, acc = report(totals, grad_norm, writer, optimizer, step, clock, reported)
                         reported = clock.now()
-                        check_finite(first_bad_step, tf.train.latest_checkpoint(hp.logdir), hp)
+                        check_finite(first_bad_step, checkpoints.latest(hp.logdir), hp)
                         bar.set_postfix(mean_loss=f"{mean_loss:.3f}", acc=f"{acc:.3f}")
                     if stop.signal or (hp.save_every and step % hp.save_every == 0 and done < steps_per_epoch):
                         path = save(epoch, done)

@@ -15,14 +15,15 @@ import io
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
+import cli
 
-import checkpoints
+cli.import_tensorflow()  # before any module that imports TensorFlow: filters its start-up lines
+
 import data_load
 import hyperparams
-from decoding import decode_limits, make_decoder
-from hyperparams import UserError, parse_args, run, write_atomic
-from model import build_model
+from cli import UserError, run, write_atomic
+from hyperparams import parse_args
+from inference import Translator, add_checkpoint_flags
 
 
 def add_translate_flags(parser):
@@ -31,43 +32,7 @@ def add_translate_flags(parser):
     parser.add_argument("--output", default=None, metavar="FILE", help="write the translations to FILE (with --input)")
     parser.add_argument("--nbest", type=int, default=1, metavar="N",
                         help="print the N best translations of each sentence (a smaller beam is widened to N)")
-    parser.add_argument("--ckpt", default=None, metavar="PATH", help="checkpoint to use (default: latest in logdir)")
-    parser.add_argument("--best", action="store_true", default=False,
-                        help="use the checkpoint with the best dev BLEU (logdir/best)")
-
-
-class Translator:
-    """A trained model with its vocab: German lines -> lists of (English translation, score), best first."""
-
-    def __init__(self, hp, nbest=1, ckpt=None, best=False):
-        self.hp, self.nbest = hp, nbest
-        self.src_vocab, self.tgt_vocab = data_load.load_vocabs(hp)
-        self.model = build_model(hp, self.src_vocab.size, self.tgt_vocab.size)
-        checkpoints.load_weights(self.model, hp, ckpt=ckpt, best=best)
-        self.decode = make_decoder(self.model, max(hp.beam_size, nbest), hp.length_penalty)
-
-    def __call__(self, lines):
-        cleaned = [self.src_vocab.clean(line) for line in lines]
-        todo = [i for i, text in enumerate(cleaned) if text]
-        results = [[("", 0.0)] * self.nbest for _ in lines]  # an empty line translates to an empty line
-        if todo:
-            rows, scores = self.best_ids([cleaned[i] for i in todo])
-            for i, hypotheses, row_scores in zip(todo, rows, scores):
-                results[i] = list(zip(self.tgt_vocab.decode(hypotheses), map(float, row_scores)))
-        return results
-
-    def best_ids(self, cleaned):
-        """Cleaned, non-empty sentences -> the nbest hypotheses' ids (n, nbest, L) and scores (n, nbest)."""
-        ids = self.src_vocab.encode(cleaned)
-        src = data_load.pad(ids, max(map(len, ids)))
-        if not self.hp.sinusoid:
-            src = src[:, :self.hp.maxlen]  # learned positions exist only up to maxlen
-        ids, scores = self.decode(src, decode_limits(src, extra=self.hp.decode_extra, cap=self.hp.decode_cap))
-        return ids[:, :self.nbest].numpy(), scores[:, :self.nbest].numpy()  # best first
-
-    def encode_translation(self, cleaned):
-        """The best translation's ids of one cleaned sentence, ending in </S>."""
-        return data_load.ending_in_eos(self.best_ids([cleaned])[0][0, 0])
+    add_checkpoint_flags(parser)
 
 
 def format_results(results, first_index, nbest):
@@ -117,6 +82,9 @@ def main(argv):
         raise UserError("give sentences as arguments or --input FILE, not both")
     if args.input and not os.path.isfile(args.input):
         raise UserError(f"{args.input} not found; pass an existing file to --input")
+    if args.output and os.path.realpath(args.output) == os.path.realpath(args.input):
+        raise UserError(f"--output is the --input file {args.input}: the translations would replace the German "
+                        "text; pass another --output")
     translate = Translator(hp, nbest=args.nbest, ckpt=args.ckpt, best=args.best)
 
     if args.sentences:
@@ -133,8 +101,9 @@ def main(argv):
             sys.stdout.write(text)
     elif sys.stdin.isatty():
         interactive(translate, args.nbest)
-    else:
-        stream(translate, sys.stdin, sys.stdout, hp.batch_size, args.nbest)
+    else:  # decoded as --input is: UTF-8 or a one-line error
+        stream(translate, (text for _, text in data_load.decode_lines(sys.stdin.buffer, "<stdin>")), sys.stdout,
+               hp.batch_size, args.nbest)
 
 
 if __name__ == "__main__":

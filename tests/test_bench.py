@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
 
@@ -21,6 +22,16 @@ def test_bench_refuses_an_unknown_measure(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "bench.py"), "--measures", "train_fast"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown --measures train_fast" in result.stderr
+
+
+@pytest.mark.parametrize("argv, message", [(["--sentences", "0"], "--sentences must be at least 1, got 0"),
+                                           (["--train_steps", "-3"], "--train_steps must be at least 1, got -3"),
+                                           (["--decode_len", "0"], "--decode_len must be at least 1, got 0")])
+def test_bench_refuses_counts_out_of_range(argv, message):
+    import bench
+    from cli import UserError
+    with pytest.raises(UserError, match=message):
+        bench.main(argv)
 
 
 def test_bench_prints_one_json_line_per_measure(tmp_path):

@@ -1,10 +1,12 @@
+import gzip
+
 import numpy as np
 import pytest
 
 import data_load
 from conftest import SHARED_DATA, write_lines
 from data_load import EOS, PAD, UNK
-from hyperparams import UserError
+from cli import UserError
 
 
 @pytest.mark.parametrize("raw, refined", [
@@ -155,8 +157,31 @@ def test_real_iwslt_xml_has_one_sentence_per_seg():
 @pytest.mark.parametrize("record", ["[1]", "{not json"])
 def test_a_broken_vocab_source_record_says_what_to_run(tmp_path, record):
     from hyperparams import Hyperparams
-    (tmp_path / data_load.VOCAB_SOURCE).write_text(record)
+    (tmp_path / data_load.VOCAB_MANIFEST).write_text(record)
     hp = Hyperparams(vocab_dir=str(tmp_path), source_train=write_lines(tmp_path / "a.de", ["x"]),
                      target_train=write_lines(tmp_path / "a.en", ["y"]))
     with pytest.raises(UserError, match="is not the record prepro.py writes; run prepro.py again"):
         data_load.check_vocab_source(hp)
+
+
+def test_a_byte_order_mark_does_not_turn_metadata_into_a_sentence(tmp_path):
+    path = tmp_path / "train.tags.de-en.de"
+    path.write_bytes("\ufeff<url>http://www.ted.com/talks/x</url>\nEin Satz .\n".encode("utf-8"))
+    assert data_load.read_sentences(str(path), "source_train") == [(1, None), (2, "Ein Satz .")]
+
+
+def test_each_seg_is_a_sentence_even_two_on_one_line(tmp_path):
+    path = write_lines(tmp_path / "t.de.xml", ['<doc docid="1">', '<seg id="1"> eins </seg><seg id="2"> zwei </seg>',
+                                               '<seg id="3">drei</seg>', "</doc>"])
+    assert data_load.read_sentences(path, "source_test") == [(2, " eins "), (2, " zwei "), (3, "drei")]
+    broken = write_lines(tmp_path / "b.de.xml", ['<seg id="1"> eins </seg><seg id="2"> zwei'])
+    with pytest.raises(UserError, match="b.de.xml:1: malformed <seg> line"):
+        data_load.read_sentences(broken, "source_test")
+
+
+def test_a_gzip_file_corrupt_in_the_middle_is_named(tmp_path):
+    data = bytearray(gzip.compress("".join(f"Satz {i} mit Woertern\n" for i in range(20000)).encode("utf-8")))
+    data[len(data) // 2:len(data) // 2 + 16] = b"\x00" * 16
+    (tmp_path / "c.de.gz").write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"c.de.gz: cannot be read \(.*\); check the file or pass another --source_"):
+        data_load.read_parallel(str(tmp_path / "c.de.gz"), str(tmp_path / "c.de.gz"))

@@ -21,8 +21,8 @@ devices = int(sys.argv[1])
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
 sys.argv = ["train.py", *sys.argv[2:]]
-import hyperparams, train
-hyperparams.run(train.main)
+import cli, train
+cli.run(train.main)
 """
 
 

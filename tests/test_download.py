@@ -14,7 +14,8 @@ import pytest
 
 import download
 from conftest import ROOT, SHARED_DATA
-from hyperparams import UserError, corpus_paths
+from cli import UserError
+from hyperparams import corpus_paths
 
 IWSLT_NAMES = [os.path.basename(p) for split in ("train", "dev2010", "tst2010", "tst2011", "tst2012",
                                                   "tst2013", "tst2014")
@@ -312,6 +313,17 @@ def run_cli(cwd, *argv):
     result = subprocess.run([sys.executable, str(ROOT / "download.py"), "--retry_wait", "0", *argv],
                             cwd=cwd, capture_output=True, text=True, timeout=60)
     return result.returncode, result.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--mirror", "foo"], "--mirror foo is not an address; give one like https://"),
+    (["--retry_wait", "-1"], "--retry_wait must be 0 or more seconds, got -1.0"),
+    (["--retries", "0"], "--retries must be at least 1, got 0"),
+])
+def test_bad_download_flags_are_one_line_errors(workdir, argv, message):
+    with pytest.raises(UserError, match=message):
+        download.main(["multi30k", *argv])
+    assert corpora_files(workdir) == []
 
 
 def test_cli_all_mirrors_down(tmp_path, dead_url):

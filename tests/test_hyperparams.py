@@ -4,7 +4,8 @@ import json
 import pytest
 
 import hyperparams
-from hyperparams import Hyperparams, UserError, parse_args
+from cli import UserError
+from hyperparams import Hyperparams, parse_args
 
 
 def test_every_field_is_a_typed_flag_with_help():
@@ -75,15 +76,23 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     ({"maxlen": 0}, "--maxlen must be at least 1"),
     ({"dropout_rate": 1.0}, "[0, 1)"),
     ({"sinusoid": False, "decode_maxlen": 20}, "learned positions"),
-    ({"lr": float("nan")}, "--lr and --lr_scale must be positive"),
+    ({"lr": float("nan")}, "--lr must be positive, got nan"),
     ({"residual_dropout": -0.1}, "--residual_dropout"),
     ({"share_embeddings": True}, "--share_embeddings needs --vocab_type subword"),
     ({"vocab_type": "bpe"}, "--vocab_type 'bpe' is unknown; choose one of word, subword"),
     ({"lr_schedule": "cosine"}, "--lr_schedule 'cosine' is unknown; choose one of constant, paper"),
     ({"beam_size": 0}, "--beam_size must be at least 1"),
-    ({"length_penalty": -1.0}, "--length_penalty not negative"),
+    ({"length_penalty": -1.0}, "--length_penalty must be 0 or more"),
     ({"eval_every": 100}, "--eval_every 100 needs --dev_eval true"),
     ({"dataset": "wmt14"}, "--dataset 'wmt14' is unknown; choose one of iwslt2016, multi30k"),
+    ({"seed": -1}, "--seed must be in "),
+    ({"adam_beta1": 1.0}, "--adam_beta1 must be in [0, 1), got 1.0"),
+    ({"adam_beta2": -0.5}, "--adam_beta2 must be in [0, 1), got -0.5"),
+    ({"adam_epsilon": float("nan")}, "--adam_epsilon must be 0 or more, got nan"),
+    ({"lr_scale": float("inf")}, "--lr_scale must be positive, got inf"),
+    ({"warmup_steps": 0}, "--warmup_steps must be at least 1, got 0"),
+    ({"batch_tokens": -5}, "--batch_tokens must be 0 or more"),
+    ({"vocab_size": 4}, "--vocab_size must be at least 8"),
     ({"dataset": "multi30k", "test_split": "tst2014"}, "not a split of multi30k; choose one of val,"),
 ])
 def test_invalid_settings_are_refused(settings, message):

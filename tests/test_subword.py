@@ -1,5 +1,6 @@
 """The subword path end to end: a joint SentencePiece vocab on raw text, shared embeddings, the paper's
 schedule, dev BLEU with the best checkpoint, beam search and checkpoint averaging."""
+import hashlib
 import json
 import re
 
@@ -14,7 +15,8 @@ import hyperparams
 import prepro
 import train
 from conftest import corpus_flags, toy_pairs, write_lines
-from hyperparams import Hyperparams, UserError, parse_args
+from cli import UserError
+from hyperparams import Hyperparams, parse_args
 from model import build_model
 
 
@@ -140,6 +142,8 @@ def test_a_missing_or_broken_subword_model_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="subword.model not found; run prepro.py --vocab_type subword first"):
         data_load.load_vocabs(hp)
     (tmp_path / data_load.SUBWORD_MODEL).write_bytes(b"no model")
+    manifest = {"files": {data_load.SUBWORD_MODEL: hashlib.sha256(b"no model").hexdigest()}}
+    (tmp_path / data_load.VOCAB_MANIFEST).write_text(json.dumps(manifest))  # as if prepro.py had written it
     with pytest.raises(UserError, match="subword.model is not a SentencePiece model; rebuild it with prepro.py"):
         data_load.load_vocabs(hp)
 

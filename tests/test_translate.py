@@ -10,7 +10,7 @@ import prepro
 import train
 import translate
 from conftest import ROOT, TINY_MODEL, corpus_flags, toy_pairs
-from hyperparams import UserError
+from cli import UserError
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,21 @@ def test_bad_requests_are_one_line_errors(trained, tmp_path):
     with pytest.raises(UserError, match="missing.txt not found; pass an existing file to --input"):
         translate.main(flags + ["--input", str(tmp_path / "missing.txt")])
     assert not (tmp_path / "x").exists()
+    german = tmp_path / "de.txt"
+    german.write_text("eins zwei\n")
+    with pytest.raises(UserError, match="--output is the --input file"):
+        translate.main(flags + ["--input", str(german), "--output", str(tmp_path / "." / "de.txt")])
+    assert german.read_text() == "eins zwei\n"
+
+
+def test_stdin_that_is_not_utf8_is_a_one_line_error(trained):
+    _, flags, _ = trained
+    result = subprocess.run([sys.executable, str(ROOT / "translate.py"), *flags], input=b"eins zwei\nGr\xfc\xdfe\n",
+                            capture_output=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.decode().splitlines() == [
+        "translate.py: error: <stdin>:2: not valid UTF-8 (byte 2 of the line); convert the text to UTF-8, "
+        "e.g. with iconv"]
 
 
 LOAD_AND_TRANSLATE = """
