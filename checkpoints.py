@@ -57,6 +57,16 @@ def _state_names(logdir):
     return [os.path.basename(p) for p in state.all_model_checkpoint_paths] if state else None
 
 
+def _on_disk(logdir):
+    """The checkpoints in logdir that have an .index file, as names, by global step."""
+    names = [n.removesuffix(".index") for n in os.listdir(logdir) if n.endswith(".index")] \
+        if os.path.isdir(logdir) else []
+    return sorted((n for n in names if NAME.fullmatch(n)), key=lambda n: int(NAME.fullmatch(n)[1]))
+
+
+_noted = set()  # logdirs whose damaged state file was reported (once per run is enough)
+
+
 def listed(logdir):
     """The checkpoints in logdir, oldest first, as names: those its state file lists.
 
@@ -64,13 +74,13 @@ def listed(logdir):
     on disk, those on disk are taken instead, in order of global step, with a
     note: a logdir that holds checkpoints is never taken for an empty one.
     """
-    on_disk = sorted((m[0] for m in map(NAME.fullmatch, (n.removesuffix(".index") for n in os.listdir(logdir)
-                                                         if n.endswith(".index"))) if m),
-                     key=lambda n: int(NAME.fullmatch(n)[1])) if os.path.isdir(logdir) else []
+    on_disk = _on_disk(logdir)
     names = [n for n in _state_names(logdir) or [] if n in on_disk]
     if on_disk and not names:
-        print(f"note: {os.path.join(logdir, 'checkpoint')} is missing or damaged; using the checkpoints found "
-              f"in {logdir}, the newest being {on_disk[-1]}")
+        if logdir not in _noted:
+            _noted.add(logdir)
+            print(f"note: {os.path.join(logdir, 'checkpoint')} is missing or damaged; using the checkpoints "
+                  f"found in {logdir}, the newest being {on_disk[-1]}")
         return on_disk
     return names
 
@@ -90,8 +100,7 @@ def _write(checkpoint, path):
         shutil.rmtree(path + "_temp", ignore_errors=True)  # where TensorFlow writes the parts first
         if not existed:
             _remove(os.path.dirname(path), os.path.basename(path))
-        reason = getattr(e, "strerror", None) or _first_line(e).rsplit(";", 1)[-1].strip()
-        raise UserError(f"cannot write the checkpoint {path} ({reason}); the checkpoints written before it "
+        raise UserError(f"cannot write the checkpoint {path} ({_reason(e)}); the checkpoints written before it "
                         "are untouched; free some space and run the same command again") from None
 
 
@@ -137,9 +146,17 @@ def _remove(directory, name):
 DAMAGED = (tf.errors.OpError, IndexError)  # what reading a truncated or corrupt checkpoint raises
 
 
-def _first_line(e):
-    """The first line of what TensorFlow said (about a damaged or unwritable checkpoint)."""
-    return (str(getattr(e, "message", e)).strip().splitlines() or [type(e).__name__])[0][:200]
+def _said(e):
+    """The first line of what TensorFlow said about a checkpoint it could not read or write."""
+    return (str(getattr(e, "message", e)).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _reason(e):
+    """Why a write failed, in a few words: an OSError's, or the last clause of TensorFlow's message
+    ("{{function_node ...}} path; No space left on device [Op:SaveV2]")."""
+    if getattr(e, "strerror", None):
+        return e.strerror
+    return re.sub(r"\s*\[Op:\w+\]$", "", _said(e).rsplit(";", 1)[-1]).strip()[:200]
 
 
 @contextlib.contextmanager
@@ -175,7 +192,7 @@ def resume(checkpoint, logdir):
         except DAMAGED as e:
             names = listed(logdir)
             before = f" to resume from {names[-2]}," if len(names) > 1 else ""
-            raise UserError(f"{path} is damaged ({_first_line(e)});{before} move its files "
+            raise UserError(f"{path} is damaged ({_said(e)[:200]});{before} move its files "
                             f"({os.path.basename(path)}.*) out of {logdir}") from None
         except (ValueError, AssertionError) as e:
             raise UserError(f"{path} does not fit this model or vocab ({str(e).splitlines()[0]}); "
@@ -194,7 +211,7 @@ def restore(model, hp, ckpt=None):
     try:
         tf.train.Checkpoint(model=model).read(path).expect_partial().assert_existing_objects_matched()
     except DAMAGED as e:
-        raise UserError(f"{path} is damaged ({_first_line(e)}); pass an earlier checkpoint with --ckpt "
+        raise UserError(f"{path} is damaged ({_said(e)[:200]}); pass an earlier checkpoint with --ckpt "
                         f"(the others are in {os.path.dirname(path) or '.'})") from None
     except (ValueError, AssertionError) as e:
         raise UserError(f"{path} does not fit the vocab in {hp.vocab_dir} or the settings in "

@@ -104,11 +104,12 @@ def check_writable(directory, flag):
         os.makedirs(directory, exist_ok=True)
         with open(probe, "w") as f:
             f.write("ok")
-        os.remove(probe)
     except OSError as e:
         raise UserError(f"cannot write to --{flag} {directory} ({e.strerror or e}); choose another "
                         f"--{flag}, or free space or fix permissions there") from None
     finally:
+        if os.path.exists(probe):  # also when a full disk let it be created but not written
+            os.remove(probe)
         for path in created:  # deepest first
             if os.path.isdir(path) and not os.listdir(path):
                 os.rmdir(path)

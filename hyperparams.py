@@ -176,7 +176,8 @@ class Hyperparams:
             value = getattr(self, name)
             if not (math.isfinite(value) and allowed(value)):  # NaN and inf fail here too
                 raise UserError(f"--{name} must be {words}, got {value}")
-        for problem in self._conflicts():
+        problem = next(self._conflicts(), None)
+        if problem:
             raise UserError(problem)
 
     def _conflicts(self):

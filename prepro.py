@@ -9,6 +9,11 @@ one vocab serves every min_cnt.
 --vocab_type subword: subword.model, one SentencePiece unigram model of
 vocab_size pieces learned from the raw German and English text together, with
 the specials at ids 0-3.
+
+Beside them, corpus.json names the training text and each vocab file's
+sha256. The files are written under temporary names and renamed together,
+corpus.json last: a full disk or a kill leaves the previous vocab whole, and
+every script checks the files against corpus.json before using them.
 """
 import collections
 import io
@@ -23,8 +28,8 @@ import sentencepiece
 from tqdm import tqdm
 
 import data_load
-from data_load import BOS, EOS, PAD, UNK
 from cli import UserError, check_writable, run, write_files
+from data_load import BOS, EOS, PAD, UNK
 from hyperparams import Hyperparams, parse_args
 
 SPECIAL_COUNT = 1000000000  # the original's marker count for the specials
@@ -100,8 +105,6 @@ def main(argv):
     check_writable(hp.vocab_dir, "vocab_dir")
     contents = (subword_vocab if hp.vocab_type == "subword" else word_vocabs)(hp)
     manifest = data_load.vocab_manifest(hp, contents, previous=data_load.read_manifest(hp.vocab_dir))
-    # All files or none: a full disk or a kill leaves the previous vocab whole, and the
-    # manifest, renamed last, tells a reader whether the files beside it belong together.
     write_files({**contents, os.path.join(hp.vocab_dir, data_load.VOCAB_MANIFEST): json.dumps(manifest, indent=2) + "\n"})
 
 

@@ -20,13 +20,13 @@ import keras
 import tensorflow as tf
 from tqdm import tqdm
 
+import checkpoints
 import data_load
 import hyperparams
-import checkpoints
 from checkpoints import checkpoint_name, resume, save_checkpoint
+from cli import UserError, check_writable, run
 from data_load import PAD
 from dev_eval import DevEvaluation
-from cli import UserError, check_writable, run
 from hyperparams import parse_args
 from model import build_model, shift_right
 from modules import loss_and_accuracy

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import data_load
+from cli import UserError
 from conftest import SHARED_DATA, write_lines
 from data_load import EOS, PAD, UNK
-from cli import UserError
 
 
 @pytest.mark.parametrize("raw, refined", [

@@ -21,7 +21,8 @@ devices = int(sys.argv[1])
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
 sys.argv = ["train.py", *sys.argv[2:]]
-import cli, train
+import cli
+import train
 cli.run(train.main)
 """
 

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import download
-from conftest import ROOT, SHARED_DATA
 from cli import UserError
+from conftest import ROOT, SHARED_DATA
 from hyperparams import corpus_paths
 
 IWSLT_NAMES = [os.path.basename(p) for split in ("train", "dev2010", "tst2010", "tst2011", "tst2012",

@@ -158,6 +158,24 @@ def test_a_vocab_set_mixed_by_a_kill_is_refused(trained, tmp_path):
         data_load.load_vocabs(hp)
 
 
+def test_a_full_disk_at_the_writability_check_leaves_no_probe(tmp_path, monkeypatch):
+    (tmp_path / "results").mkdir()
+    original = open
+
+    def full(path, *args, **kwargs):  # the file is created, and then nothing fits
+        f = original(path, *args, **kwargs)
+        if ".write_test" in str(path):
+            f.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return f
+
+    monkeypatch.setattr("builtins.open", full)
+    with pytest.raises(cli.UserError, match="cannot write to --results_dir .* \\(No space left on device\\)"):
+        cli.check_writable(str(tmp_path / "results"), "results_dir")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path / "results") == []
+
+
 def test_eval_writes_its_results_and_their_json_both_or_neither(copy, capsys, monkeypatch):
     directory, flags = copy
     evaluate.main(flags)

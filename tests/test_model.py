@@ -4,8 +4,8 @@ import pytest
 import tensorflow as tf
 
 from data_load import BOS, EOS, PAD
-from hyperparams import Hyperparams
 from decoding import cached_greedy_decoder, decode_limits, greedy_decoder, only_words
+from hyperparams import Hyperparams
 from model import build_model, shift_right
 
 SMALL = dict(hidden_units=16, num_blocks=2, num_heads=2, dropout_rate=0.0, maxlen=8)

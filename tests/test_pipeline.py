@@ -13,8 +13,8 @@ import eval as evaluate
 import hyperparams
 import prepro
 import train
-from conftest import TINY_MODEL, corpus_flags, decoders_on_test_set, toy_pairs, write_lines
 from cli import UserError
+from conftest import TINY_MODEL, corpus_flags, decoders_on_test_set, toy_pairs, write_lines
 
 BATCH = ["--batch_size", "16"]
 

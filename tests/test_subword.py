@@ -14,8 +14,8 @@ import eval as evaluate
 import hyperparams
 import prepro
 import train
-from conftest import corpus_flags, toy_pairs, write_lines
 from cli import UserError
+from conftest import corpus_flags, toy_pairs, write_lines
 from hyperparams import Hyperparams, parse_args
 from model import build_model
 

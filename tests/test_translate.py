@@ -9,8 +9,8 @@ import eval as evaluate
 import prepro
 import train
 import translate
-from conftest import ROOT, TINY_MODEL, corpus_flags, toy_pairs
 from cli import UserError
+from conftest import ROOT, TINY_MODEL, corpus_flags, toy_pairs
 
 
 @pytest.fixture(scope="module")
