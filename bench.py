@@ -27,12 +27,14 @@ import numpy as np
 import tensorflow as tf
 
 import data_load
-from data_load import EOS, PAD
+import vocab
 from cli import UserError, run
-from hyperparams import Hyperparams, parse_args
 from decoding import cached_greedy_decoder, greedy_decoder
+from hyperparams import Hyperparams, parse_args
 from model import build_model
-from train import TOKENS, make_optimizer, make_train_step
+from training import TrainStep, make_optimizer
+from vocab import EOS, PAD
+
 
 MEASURES = ("train_fixed", "train_bucketed", "decode_full", "decode_cached")
 # The benchmark's own model unless --original_size: small enough for a CPU, big enough to be a Transformer.
@@ -73,7 +75,7 @@ def device():
 
 def corpus_pairs(hp):
     """The training pairs of the settings' corpus as padded ids, and the two vocab sizes."""
-    src_vocab, tgt_vocab = data_load.load_vocabs(hp)
+    src_vocab, tgt_vocab = vocab.load_vocabs(hp)
     x, y = data_load.load_train_data(hp, src_vocab, tgt_vocab)
     return x, y, (src_vocab.size, tgt_vocab.size)
 
@@ -85,16 +87,16 @@ def measure_training(hp, pairs, batch_tokens, args):
     model = build_model(hp, *vocabs)
     optimizer = make_optimizer(hp)
     optimizer.build(model.trainable_variables)
-    train_step, totals, _, _ = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit)
+    train_step = TrainStep(model, optimizer, hp.label_smoothing, jit=hp.jit)
     batches = iter(data_load.train_batches(x, y, batch_size=hp.batch_size, seed=hp.seed,
                                            batch_tokens=batch_tokens).repeat())
     for _ in range(args.untimed_steps):
         train_step(*next(batches))
-    before = totals[0, TOKENS].numpy()  # waits for the device
+    before = train_step.interval.tokens.numpy()  # waits for the device
     start = time.perf_counter()
     for _ in range(args.train_steps):
         train_step(*next(batches))
-    tokens = totals[0, TOKENS].numpy() - before
+    tokens = train_step.interval.tokens.numpy() - before
     seconds = time.perf_counter() - start
     return {"tokens_per_s": tokens / seconds, "steps_per_s": args.train_steps / seconds}
 

@@ -21,6 +21,7 @@ import tensorflow as tf
 import hyperparams
 from cli import UserError, write_atomic
 
+
 BEST = "best"  # the sub-directory of logdir holding the best checkpoint
 
 

@@ -14,7 +14,8 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import data_load
-from data_load import BOS, EOS, PAD
+from vocab import BOS, EOS, PAD
+
 
 DECODER_SIGNATURE = [tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.int32)]
 

@@ -3,12 +3,14 @@ import sacrebleu
 import tensorflow as tf
 
 import data_load
-import plot_attention
+import plotting
+import vocab
 from checkpoints import best_record, checkpoint_name, save_best
-from data_load import PAD
 from decoding import decode_limits, make_decoder, translate
 from model import shift_right
 from modules import loss_and_accuracy
+from vocab import PAD
+
 
 
 class DevEvaluation:
@@ -67,7 +69,7 @@ class DevEvaluation:
         src = [int(i) for i in self.x[0] if i != PAD]
         ids, _ = self.decode(self.x[:1, :len(src)], decode_limits(self.x[:1, :len(src)], extra=self.hp.decode_extra,
                                                                    cap=self.hp.decode_cap))
-        translation = data_load.ending_in_eos(ids[0, 0].numpy())
-        source, target, maps = plot_attention.attention(self.model, self.src_vocab, self.vocab, src, translation)
+        translation = vocab.ending_in_eos(ids[0, 0].numpy())
+        source, target, maps = plotting.attention(self.model, self.src_vocab, self.vocab, src, translation)
         cross = {"cross-attention": maps["cross-attention"]}
-        return plot_attention.png_bytes(plot_attention.draw(source, target, cross, layer=self.hp.num_blocks - 1))
+        return plotting.png_bytes(plotting.draw(source, target, cross, layer=self.hp.num_blocks - 1))

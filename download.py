@@ -25,6 +25,7 @@ from tqdm import tqdm
 from cli import Parser, UserError, file_digest, run
 from hyperparams import CORPORA, DATASETS, PRESETS, Hyperparams, corpus_paths
 
+
 MIRROR_ENV = "CORPUS_MIRROR"
 TIMEOUT = 30  # seconds of silence before a connection counts as failed
 

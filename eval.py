@@ -20,10 +20,11 @@ from nltk.translate.bleu_score import corpus_bleu
 import data_load
 import hyperparams
 from cli import check_writable, run, write_files
-from data_load import refine
 from decoding import make_decoder, translate
 from hyperparams import parse_args
 from inference import add_checkpoint_flags, load_trained
+from readers import refine
+
 
 
 def add_eval_flags(parser):

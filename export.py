@@ -31,12 +31,13 @@ import tensorflow as tf
 
 import hyperparams
 from cli import UserError, inside, run
-from data_load import EOS, PAD, UNK
 from decoding import decode_limits, make_decoder
 from hyperparams import parse_args
 from inference import add_checkpoint_flags, load_trained
+from vocab import EOS, PAD, UNK
 
-REFINE = r"[^\s\p{Latin}']"  # data_load.refine's rule, in RE2 syntax for tf.strings
+
+REFINE = r"[^\s\p{Latin}']"  # readers.refine's rule, in RE2 syntax for tf.strings
 MARKER = "export.json"  # in every SavedModel export.py writes: what it holds, and that --overwrite may replace it
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 
 from cli import Parser, UserError, write_atomic
 
+
 CORPORA = "corpora"  # where download.py puts the preset datasets
 
 # The preset corpora behind --dataset: their dev split, default test split and

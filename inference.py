@@ -10,8 +10,10 @@ from dataclasses import dataclass
 import checkpoints
 import data_load
 import hyperparams
+import vocab
 from decoding import decode_limits, make_decoder
 from model import build_model
+
 
 
 def add_checkpoint_flags(parser, verb="use"):
@@ -35,8 +37,8 @@ class Trained:
 
 def load_trained(hp, ckpt=None, best=False):
     """The model trained in hp.logdir, its vocab (refused if rebuilt since the training) and its weights."""
-    src_vocab, tgt_vocab = data_load.load_vocabs(hp)
-    hyperparams.check_same_vocab(hp, data_load.vocab_digest(hp))
+    src_vocab, tgt_vocab = vocab.load_vocabs(hp)
+    hyperparams.check_same_vocab(hp, vocab.vocab_digest(hp))
     model = build_model(hp, src_vocab.size, tgt_vocab.size)
     name, used = checkpoints.load_weights(model, hp, ckpt=ckpt, best=best)
     return Trained(model, src_vocab, tgt_vocab, name, used)
@@ -72,4 +74,4 @@ class Translator:
 
     def best_translation_ids(self, cleaned):
         """The best translation's ids of one cleaned sentence, ending in </S>."""
-        return data_load.ending_in_eos(self.nbest_ids([cleaned])[0][0, 0])
+        return vocab.ending_in_eos(self.nbest_ids([cleaned])[0][0, 0])

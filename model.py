@@ -9,10 +9,10 @@ with each decoder layer's keys and values of the earlier positions cached.
 import keras
 import tensorflow as tf
 
-from data_load import BOS
 from hyperparams import PRECISIONS
 from modules import (Embedding, FeedForward, MultiHeadAttention, PositionalEncoding,
                      causal_mask, padding_mask, query_mask)
+from vocab import BOS
 
 FF_MULTIPLIER = 4  # inner feed-forward width = 4C, as the original and the paper
 

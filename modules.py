@@ -19,7 +19,8 @@ import math
 import keras
 import tensorflow as tf
 
-from data_load import PAD
+from vocab import PAD
+
 
 LAYER_NORM_EPSILON = 1e-8  # the original's value
 

@@ -13,6 +13,7 @@ import tensorflow as tf
 from cli import UserError
 from model import shift_right
 
+
 CELL_INCHES, DPI = 3, 100  # each heatmap is 300 x 300 pixels
 
 

@@ -27,10 +27,12 @@ cli.import_tensorflow()  # before any module that imports TensorFlow: filters it
 import sentencepiece
 from tqdm import tqdm
 
-import data_load
+import readers
+import vocab
 from cli import UserError, check_writable, run, write_files
-from data_load import BOS, EOS, PAD, UNK
 from hyperparams import Hyperparams, parse_args
+from vocab import BOS, EOS, PAD, UNK
+
 
 SPECIAL_COUNT = 1000000000  # the original's marker count for the specials
 # SentencePiece's result depends on its thread count; a constant, not the machine's core
@@ -49,20 +51,20 @@ def count_words(sentences, desc):
 def vocab_text(counts):
     """The vocab file's text: specials, then word<TAB>count by falling count, ties by word."""
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    lines = [f"{w}\t{SPECIAL_COUNT}" for w in data_load.SPECIALS]
+    lines = [f"{w}\t{SPECIAL_COUNT}" for w in vocab.SPECIALS]
     lines += [f"{w}\t{c}" for w, c in ranked]  # refine deletes '<', so no word equals a special
     return "\n".join(lines) + "\n"
 
 
 def word_vocabs(hp):
     """{path: contents} of the two word vocab files."""
-    src, tgt = data_load.read_parallel(hp.source_train, hp.target_train)
+    src, tgt = readers.read_parallel(hp.source_train, hp.target_train)
     contents = {}
     for sentences, corpus in ((src, hp.source_train), (tgt, hp.target_train)):
         if not any(sentences):  # every sentence was only digits and punctuation
             raise UserError(f"{corpus}: no word is left once the text is refined (only Latin letters and "
                             "apostrophes are kept); check the file, or use --vocab_type subword")
-    for sentences, name, side in ((src, data_load.SRC_VOCAB, "source"), (tgt, data_load.TGT_VOCAB, "target")):
+    for sentences, name, side in ((src, vocab.SRC_VOCAB, "source"), (tgt, vocab.TGT_VOCAB, "target")):
         counts = count_words(sentences, f"counting {side} words")
         path = os.path.join(hp.vocab_dir, name)
         contents[path] = vocab_text(counts)
@@ -88,14 +90,14 @@ def subword_model(sentences, vocab_size):
 
 def subword_vocab(hp):
     """{path: contents} of the subword model file."""
-    src, tgt = data_load.read_parallel(hp.source_train, hp.target_train, clean=str.strip)
-    path = os.path.join(hp.vocab_dir, data_load.SUBWORD_MODEL)
+    src, tgt = readers.read_parallel(hp.source_train, hp.target_train, clean=str.strip)
+    path = os.path.join(hp.vocab_dir, vocab.SUBWORD_MODEL)
     print(f"learning {hp.vocab_size} subword pieces from {len(src)} German and English sentences ...")
     model = subword_model(src + tgt, hp.vocab_size)
-    vocab = data_load.SubwordVocab(model, path)
-    pieces = sum(map(len, vocab.encode(src[:2000] + tgt[:2000]))) - 2 * min(len(src), 2000)
+    subword = vocab.SubwordVocab(model, path)
+    pieces = sum(map(len, subword.encode(src[:2000] + tgt[:2000]))) - 2 * min(len(src), 2000)
     words = sum(len(s.split()) for s in src[:2000] + tgt[:2000])
-    print(f"{path}: {vocab.size} pieces; {pieces / words:.2f} pieces per word on the first sentences")
+    print(f"{path}: {subword.size} pieces; {pieces / words:.2f} pieces per word on the first sentences")
     return {path: model}
 
 
@@ -104,8 +106,8 @@ def main(argv):
     hp = Hyperparams(**explicit)
     check_writable(hp.vocab_dir, "vocab_dir")
     contents = (subword_vocab if hp.vocab_type == "subword" else word_vocabs)(hp)
-    manifest = data_load.vocab_manifest(hp, contents, previous=data_load.read_manifest(hp.vocab_dir))
-    write_files({**contents, os.path.join(hp.vocab_dir, data_load.VOCAB_MANIFEST): json.dumps(manifest, indent=2) + "\n"})
+    manifest = vocab.vocab_manifest(hp, contents, previous=vocab.read_manifest(hp.vocab_dir))
+    write_files({**contents, os.path.join(hp.vocab_dir, vocab.VOCAB_MANIFEST): json.dumps(manifest, indent=2) + "\n"})
 
 
 if __name__ == "__main__":

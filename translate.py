@@ -19,11 +19,12 @@ import cli
 
 cli.import_tensorflow()  # before any module that imports TensorFlow: filters its start-up lines
 
-import data_load
 import hyperparams
+import readers
 from cli import UserError, run, write_atomic
 from hyperparams import parse_args
 from inference import Translator, add_checkpoint_flags
+
 
 
 def add_translate_flags(parser):
@@ -90,7 +91,7 @@ def main(argv):
     if args.sentences:
         print("\n".join(format_results(translate(args.sentences), 0, args.nbest)))
     elif args.input:
-        lines = [text or "" for _, text in data_load.read_sentences(args.input, "input")]
+        lines = [text or "" for _, text in readers.read_sentences(args.input, "input")]
         out = io.StringIO()
         stream(translate, lines, out, hp.batch_size, args.nbest)
         text = out.getvalue()
@@ -102,7 +103,7 @@ def main(argv):
     elif sys.stdin.isatty():
         interactive(translate, args.nbest)
     else:  # decoded as --input is: UTF-8 or a one-line error
-        stream(translate, (text for _, text in data_load.decode_lines(sys.stdin.buffer, "<stdin>")), sys.stdout,
+        stream(translate, (text for _, text in readers.decode_lines(sys.stdin.buffer, "<stdin>")), sys.stdout,
                hp.batch_size, args.nbest)
 
 

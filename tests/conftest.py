@@ -57,14 +57,15 @@ def decoders_on_test_set(flags):
     and of beam search with beam size 1 (its best hypothesis)."""
     import tensorflow as tf
 
-    import data_load
     import checkpoints
+    import data_load
+    import vocab
     import hyperparams
     from decoding import beam_search_decoder, cached_greedy_decoder, decode_limits, greedy_decoder
     from model import build_model
 
     hp = hyperparams.for_evaluation(hyperparams.parse_args(flags, description="")[0])
-    src_vocab, tgt_vocab = data_load.load_vocabs(hp)
+    src_vocab, tgt_vocab = vocab.load_vocabs(hp)
     x, _, _ = data_load.load_test_data(hp, src_vocab, tgt_vocab, keep_all=True)
     model = build_model(hp, src_vocab.size, tgt_vocab.size)
     checkpoints.restore(model, hp)

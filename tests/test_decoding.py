@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_load import BOS, EOS, PAD
+from vocab import BOS, EOS, PAD
 from decoding import beam_search_decoder, cached_greedy_decoder, only_words
 from hyperparams import Hyperparams
 from model import build_model

@@ -19,13 +19,13 @@ import tensorflow as tf
 
 import checkpoints
 import cli
-import data_load
 import eval as evaluate
 import export
 import plot_attention
 import prepro
 import train
 import translate
+import vocab
 from conftest import ROOT, TINY_MODEL, corpus_flags, toy_pairs, write_lines
 from hyperparams import Hyperparams
 
@@ -126,36 +126,36 @@ def fail_on_call(monkeypatch, module, name, number, error):
 
 def test_a_full_disk_while_prepro_writes_keeps_the_whole_old_vocab(trained, tmp_path, capsys, monkeypatch):
     directory, flags = trained
-    vocab = Path(flag(flags, "vocab_dir"))
-    before = snapshot(vocab)
+    vocab_dir = Path(flag(flags, "vocab_dir"))
+    before = snapshot(vocab_dir)
     other = corpus_flags(tmp_path, toy_pairs(64, seed=5), toy_pairs(2, seed=2))[:4]  # another training text
     fail_on_call(monkeypatch, cli.os, "fsync", 2, OSError(errno.ENOSPC, "No space left on device"))
-    line = fails(prepro.main, "prepro.py", other + ["--vocab_dir", vocab], capsys, monkeypatch, after_work=True)
-    assert f"cannot write {vocab / 'en.vocab.tsv'} (No space left on device)" in line
-    assert snapshot(vocab) == before  # the complete old set, and no temporary file
+    line = fails(prepro.main, "prepro.py", other + ["--vocab_dir", vocab_dir], capsys, monkeypatch, after_work=True)
+    assert f"cannot write {vocab_dir / 'en.vocab.tsv'} (No space left on device)" in line
+    assert snapshot(vocab_dir) == before  # the complete old set, and no temporary file
 
 
 def test_a_vocab_set_mixed_by_a_kill_is_refused(trained, tmp_path):
     directory, flags = trained
-    vocab = tmp_path / "vocab"
-    shutil.copytree(flag(flags, "vocab_dir"), vocab)
+    vocab_dir = tmp_path / "vocab"
+    shutil.copytree(flag(flags, "vocab_dir"), vocab_dir)
     other = corpus_flags(tmp_path, toy_pairs(64, seed=5), toy_pairs(2, seed=2))[:4]
     replace = os.replace
 
     def killed_after_the_first_rename(src, dst):
-        if dst.endswith(data_load.TGT_VOCAB):
+        if dst.endswith(vocab.TGT_VOCAB):
             raise SystemExit("killed")
         replace(src, dst)
 
     os.replace = killed_after_the_first_rename
     try:
         with pytest.raises(SystemExit):
-            prepro.main(other + ["--vocab_dir", str(vocab)])
+            prepro.main(other + ["--vocab_dir", str(vocab_dir)])
     finally:
         os.replace = replace
-    hp = Hyperparams(vocab_dir=str(vocab), min_cnt=1)
+    hp = Hyperparams(vocab_dir=str(vocab_dir), min_cnt=1)
     with pytest.raises(cli.UserError, match=r"de.vocab.tsv is not the file .*corpus.json lists .* run prepro.py"):
-        data_load.load_vocabs(hp)
+        vocab.load_vocabs(hp)
 
 
 def test_a_full_disk_at_the_writability_check_leaves_no_probe(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_load import BOS, EOS, PAD
+from vocab import BOS, EOS, PAD
 from decoding import cached_greedy_decoder, decode_limits, greedy_decoder, only_words
 from hyperparams import Hyperparams
 from model import build_model, shift_right

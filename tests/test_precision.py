@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import vocab
 import data_load
 from conftest import toy_pairs
 from hyperparams import Hyperparams
 from model import build_model, shift_right
 from modules import loss_and_accuracy
-from train import LOSS, STEPS, make_optimizer, make_train_step
+from training import TrainStep, make_optimizer
 
 SETTINGS = dict(hidden_units=32, num_blocks=2, num_heads=4, dropout_rate=0.0, maxlen=10, lr=0.003)
 SRC = tf.constant([[5, 6, 7, 3, 0], [8, 9, 3, 0, 0]])
@@ -25,8 +26,8 @@ def float32_afterwards():
 def toy_batches(count=192, batch_size=32):
     """Toy pairs as ids: word ids follow the toy vocabularies' order (4 + index)."""
     from conftest import DICTIONARY, GERMAN, ENGLISH
-    src_vocab = data_load.WordVocab([*data_load.SPECIALS, *GERMAN])
-    tgt_vocab = data_load.WordVocab([*data_load.SPECIALS, *ENGLISH])
+    src_vocab = vocab.WordVocab([*vocab.SPECIALS, *GERMAN])
+    tgt_vocab = vocab.WordVocab([*vocab.SPECIALS, *ENGLISH])
     pairs = toy_pairs(count, seed=0)
     x, y, _, _ = data_load.create_data([s for s, _ in pairs], [t for _, t in pairs], src_vocab, tgt_vocab, 10)
     assert len(DICTIONARY) == 12
@@ -58,13 +59,13 @@ def epoch_losses(epochs=2, **settings):
     model = build_model(hp, 16, 16)
     optimizer = make_optimizer(hp)
     optimizer.build(model.trainable_variables)
-    step, totals, _, _ = make_train_step(model, optimizer, hp.label_smoothing, jit=hp.jit)
+    step = TrainStep(model, optimizer, hp.label_smoothing, jit=hp.jit)
     losses = []
     for _ in range(epochs):
         for src, tgt in toy_batches():
             step(src, tgt)
-        loss_sum, steps = totals[1, LOSS].numpy(), totals[1, STEPS].numpy()
-        totals.assign(tf.zeros_like(totals))
+        loss_sum, steps = step.epoch.loss.numpy(), step.epoch.steps.numpy()
+        step.epoch.reset()
         losses.append(loss_sum / steps)
     return np.array(losses)
 
@@ -100,7 +101,7 @@ def test_the_logged_gradient_norm_is_that_of_the_loss_without_the_loss_scale(pre
     model.set_weights(reference.get_weights())
     optimizer = make_optimizer(hp)
     optimizer.build(model.trainable_variables)
-    step, _, _, grad_norm = make_train_step(model, optimizer, hp.label_smoothing)
+    step = TrainStep(model, optimizer, hp.label_smoothing)
     step(src, tgt, True)
-    assert float(grad_norm) == pytest.approx(expected, rel=tolerance)
+    assert float(step.grad_norm) == pytest.approx(expected, rel=tolerance)
     assert expected > 0.1

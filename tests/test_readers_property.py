@@ -4,7 +4,7 @@ import gzip
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import data_load
+import readers
 from cli import UserError
 
 # Any text on one line: Unicode of every category, stray "<", spaces, tags; no line breaks
@@ -36,9 +36,9 @@ def test_readers_keep_pairs_aligned(tmp_path, pairs, tags, gz, bom):
     def kept(text):  # what the reader must keep: not metadata (in tags files), not blank
         return text.strip() and not (tags and text.startswith("<"))
 
-    expected = [(data_load.refine(s), data_load.refine(t)) for s, t in zip(*sides) if kept(s) and kept(t)]
+    expected = [(readers.refine(s), readers.refine(t)) for s, t in zip(*sides) if kept(s) and kept(t)]
     try:
-        src, tgt = data_load.read_parallel(*paths)
+        src, tgt = readers.read_parallel(*paths)
     except UserError as e:
         assert not expected and "hold no sentence pairs" in str(e)
         return
@@ -58,7 +58,7 @@ def test_xml_segs_stay_aligned_however_they_share_lines(tmp_path, pairs, endings
             lines.append("".join(segs[side][start:start + len(line)]))
             start += len(line)
         paths.append(write(tmp_path / f"t.{suffix}.xml", lines + ["</doc>"], [endings] * (len(lines) + 1), False))
-    texts = [[s for _, s in data_load.read_sentences(path, "source_test")] for path in paths]
+    texts = [[s for _, s in readers.read_sentences(path, "source_test")] for path in paths]
     assert texts == [[s.split(">", 1)[1].rsplit("<", 1)[0] for s in side] for side in segs]
 
 
@@ -75,7 +75,7 @@ def test_a_damaged_gzip_file_is_a_one_line_error_or_read_whole(tmp_path, lines, 
     path = tmp_path / "d.de.gz"
     path.write_bytes(bytes(data))
     try:
-        read = [text for _, text in data_load.read_sentences(str(path), "source_train")]
+        read = [text for _, text in readers.read_sentences(str(path), "source_train")]
     except UserError as e:
         assert str(e).startswith(f"{path}")  # "cannot be read", or a line the damage made invalid UTF-8
         return

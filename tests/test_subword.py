@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import vocab
 import checkpoints
 import data_load
 import eval as evaluate
@@ -46,13 +47,13 @@ def corpus(tmp_path_factory):
 def test_the_vocab_is_reproducible_and_round_trips_raw_text(corpus, tmp_path):
     directory, flags, train_pairs, _ = corpus
     prepro.main(flags + ["--vocab_dir", str(tmp_path)])
-    model = data_load.SUBWORD_MODEL
+    model = vocab.SUBWORD_MODEL
     assert (tmp_path / model).read_bytes() == (directory / "vocab" / model).read_bytes()
-    src, tgt = data_load.load_vocabs(Hyperparams(**parse_args(flags, description="")[0]))
+    src, tgt = vocab.load_vocabs(Hyperparams(**parse_args(flags, description="")[0]))
     assert src is tgt and src.size == 100
     sentences = [s for pair in train_pairs[:200] for s in pair]
     ids = src.encode(sentences)
-    assert all(row[-1] == data_load.EOS and min(row) > data_load.BOS for row in ids)  # no specials inside
+    assert all(row[-1] == vocab.EOS and min(row) > vocab.BOS for row in ids)  # no specials inside
     assert src.decode(data_load.pad(ids, max(map(len, ids)))) == sentences  # punctuation, digits, case kept
 
 
@@ -122,8 +123,8 @@ def test_a_subword_model_learns_and_is_scored_on_raw_text(corpus, capsys):
 def test_averaging_checkpoints_averages_their_weights(corpus):
     directory, flags, _, _ = corpus  # trained by the test above
     hp = hyperparams.for_evaluation(parse_args(flags, description="")[0])
-    vocab = data_load.load_vocabs(hp)[0]
-    model = build_model(hp, vocab.size, vocab.size)
+    subword = vocab.load_vocabs(hp)[0]
+    model = build_model(hp, subword.size, subword.size)
     paths = checkpoints.newest(hp.logdir, 2)
     assert [p.rsplit("_gs_", 1)[0][-2:] for p in paths] == ["05", "06"]  # the epoch 5 and 6 checkpoints
     values = []
@@ -140,12 +141,12 @@ def test_averaging_checkpoints_averages_their_weights(corpus):
 def test_a_missing_or_broken_subword_model_is_a_clear_error(tmp_path):
     hp = Hyperparams(vocab_type="subword", vocab_dir=str(tmp_path))
     with pytest.raises(UserError, match="subword.model not found; run prepro.py --vocab_type subword first"):
-        data_load.load_vocabs(hp)
-    (tmp_path / data_load.SUBWORD_MODEL).write_bytes(b"no model")
-    manifest = {"files": {data_load.SUBWORD_MODEL: hashlib.sha256(b"no model").hexdigest()}}
-    (tmp_path / data_load.VOCAB_MANIFEST).write_text(json.dumps(manifest))  # as if prepro.py had written it
+        vocab.load_vocabs(hp)
+    (tmp_path / vocab.SUBWORD_MODEL).write_bytes(b"no model")
+    manifest = {"files": {vocab.SUBWORD_MODEL: hashlib.sha256(b"no model").hexdigest()}}
+    (tmp_path / vocab.VOCAB_MANIFEST).write_text(json.dumps(manifest))  # as if prepro.py had written it
     with pytest.raises(UserError, match="subword.model is not a SentencePiece model; rebuild it with prepro.py"):
-        data_load.load_vocabs(hp)
+        vocab.load_vocabs(hp)
 
 
 def test_the_best_checkpoint_is_replaced_only_once_the_new_one_is_complete(tmp_path):

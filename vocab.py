@@ -1,0 +1,201 @@
+"""Vocabularies: the four special tokens, the original's word vocab and the joint SentencePiece subword vocab.
+
+prepro.py builds them into vocab_dir with corpus.json, a manifest of each
+file's sha256; load_vocabs() checks the files against it before use.
+"""
+import hashlib
+import json
+import os
+
+import tensorflow as tf
+
+from cli import UserError, file_digest
+from readers import read_lines, refine
+
+
+SPECIALS = ("<PAD>", "<UNK>", "<S>", "</S>")  # the first four lines of every vocab file
+PAD, UNK, BOS, EOS = range(4)  # their ids
+SRC_VOCAB, TGT_VOCAB = "de.vocab.tsv", "en.vocab.tsv"  # --vocab_type word
+SUBWORD_MODEL = "subword.model"  # --vocab_type subword: the SentencePiece model, shared by both sides
+
+
+def load_vocab(path, min_cnt):
+    """Reads a vocab file of prepro.py: returns (word -> id, id -> word) of words seen >= min_cnt times."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found; run prepro.py first (with the same --vocab_dir)")
+    words = []
+    for lineno, line in read_lines(path, "vocab_dir"):
+        word, tab, count = line.partition("\t")
+        if not tab or not count.isdigit():
+            raise UserError(f"{path}:{lineno}: expected word<TAB>count; rebuild the vocab with prepro.py")
+        if int(count) >= min_cnt:
+            words.append(word)
+    if tuple(words[:4]) != SPECIALS:
+        raise UserError(f"{path}: does not start with {', '.join(SPECIALS)}; rebuild the vocab with prepro.py")
+    if len(words) == len(SPECIALS):  # a model that can only write <UNK>
+        raise UserError(f"{path}: no word is seen at least --min_cnt {min_cnt} times; lower --min_cnt")
+    return {w: i for i, w in enumerate(words)}, words
+
+
+class WordVocab:
+    """The original's vocabulary of one language: refined words seen at least min_cnt times."""
+
+    clean = staticmethod(refine)  # what read_parallel applies to each raw sentence
+
+    def __init__(self, words):
+        """words: id -> word, starting with SPECIALS (load() reads them from prepro.py's file)."""
+        self.words, self.word2id, self.size = list(words), {w: i for i, w in enumerate(words)}, len(words)
+
+    @classmethod
+    def load(cls, path, min_cnt):
+        return cls(load_vocab(path, min_cnt)[1])
+
+    def encode(self, sentences):
+        """Sentences -> id lists: words -> ids, unknown words -> <UNK>, then </S>."""
+        return [[self.word2id.get(w, UNK) for w in s.split()] + [EOS] for s in sentences]
+
+    def tokens(self, ids):
+        """Ids -> their words, specials included (for plots)."""
+        return [self.words[i] for i in ids]
+
+    def decode(self, rows):
+        """Id rows (n, T) -> the sentences of their words before the first </S> (pads are skipped)."""
+        return [" ".join(self.words[i] for i in _before_eos(row) if i != PAD) for row in rows]
+
+
+class SubwordVocab:
+    """The joint SentencePiece vocabulary, run by tensorflow-text: raw text <-> pieces, losslessly.
+
+    prepro.py trains the model with the ids of SPECIALS (0-3), so ids mean the
+    same in both kinds of vocab.
+    """
+
+    clean = staticmethod(str.strip)  # raw text: no refine step
+
+    def __init__(self, model, path):
+        """model: the serialized SentencePiece model (bytes), read from `path` (named in errors)."""
+        # Imported here, not at the top: only subword vocabs need its ops, and the layers
+        # import this module for PAD.
+        import tensorflow_text as tf_text
+
+        try:
+            self.tokenizer = tf_text.SentencepieceTokenizer(model=model, out_type=tf.int32)
+            self.size = int(self.tokenizer.vocab_size())
+        except (tf.errors.OpError, ValueError):
+            raise UserError(f"{path} is not a SentencePiece model; rebuild it with prepro.py") from None
+
+    @classmethod
+    def load(cls, path):
+        with open(path, "rb") as f:
+            return cls(f.read(), path)
+
+    def encode(self, sentences, chunk=4096):
+        """Sentences -> piece id lists, each ending in </S> (tokenized in the graph, a chunk at a time)."""
+        ids = []
+        for start in range(0, len(sentences), chunk):
+            ids += self.tokenizer.tokenize(tf.constant(sentences[start:start + chunk])).to_list()
+        return [row + [EOS] for row in ids]
+
+    def tokens(self, ids):
+        """Ids -> their pieces, specials included (for plots)."""
+        return [p.decode("utf-8") for p in self.tokenizer.id_to_string(tf.constant(list(ids), tf.int32)).numpy()]
+
+    def decode(self, rows):
+        """Id rows (n, T) -> detokenized text of the pieces before the first </S>."""
+        pieces = tf.ragged.constant([[i for i in _before_eos(row) if i != PAD] for row in rows],
+                                    dtype=tf.int32, ragged_rank=1) if len(rows) else tf.zeros((0, 0), tf.int32)
+        return [t.decode("utf-8") for t in self.tokenizer.detokenize(pieces).numpy()]
+
+
+def ending_in_eos(row):
+    """A decoder's id row without its pads, ending in </S> (added when the decoder stopped at its limit)."""
+    ids = [int(i) for i in row if i != PAD]
+    return ids if ids and ids[-1] == EOS else ids + [EOS]
+
+
+def _before_eos(row):
+    row = list(row)
+    return row[:row.index(EOS)] if EOS in row else row
+
+
+# Beside the vocab files, written after them: the training text they were built from and
+# each file's sha256, so that a reader can tell a complete set from a mixed or damaged one.
+VOCAB_MANIFEST = "corpus.json"
+
+
+def vocab_files(hp):
+    """The files prepro.py writes into vocab_dir for hp.vocab_type."""
+    names = (SUBWORD_MODEL,) if hp.vocab_type == "subword" else (SRC_VOCAB, TGT_VOCAB)
+    return [os.path.join(hp.vocab_dir, name) for name in names]
+
+
+def vocab_digest(hp):
+    """Identifies the vocab files in vocab_dir, so that a model can tell if they were rebuilt."""
+    return file_digest(*vocab_files(hp))
+
+
+def vocab_manifest(hp, contents, previous=None):
+    """The manifest for vocab files {path: contents} built from hp's training text.
+
+    Entries of `previous` for the other vocab type stay when they were built
+    from the same text, so one vocab_dir can hold a word and a subword vocab.
+    """
+    corpus = file_digest(hp.source_train, hp.target_train)
+    files = dict(previous["files"]) if previous and previous.get("sha256") == corpus else {}
+    for path, content in contents.items():
+        files[os.path.basename(path)] = hashlib.sha256(content.encode("utf-8") if isinstance(content, str)
+                                                       else content).hexdigest()
+    return {"source_train": hp.source_train, "target_train": hp.target_train, "sha256": corpus, "files": files}
+
+
+def read_manifest(vocab_dir):
+    """vocab_dir's manifest as prepro.py wrote it, or None if there is none."""
+    path = os.path.join(vocab_dir, VOCAB_MANIFEST)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        manifest = None
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("files"), dict)):
+        raise UserError(f"{path} is not the record prepro.py writes; run prepro.py again")
+    return manifest
+
+
+def check_vocab_files(hp):
+    """Refuses vocab files that are missing, or not the complete set prepro.py last wrote."""
+    for path in vocab_files(hp):
+        if not os.path.isfile(path):
+            kind = " --vocab_type subword" if hp.vocab_type == "subword" else ""
+            raise UserError(f"{path} not found; run prepro.py{kind} first (with the same --vocab_dir)")
+    manifest = read_manifest(hp.vocab_dir)
+    manifest_path = os.path.join(hp.vocab_dir, VOCAB_MANIFEST)
+    if manifest is None:
+        raise UserError(f"{manifest_path} not found, so the vocab files beside it cannot be checked (they were "
+                        "written by an older version, or in part); run prepro.py again")
+    for path in vocab_files(hp):
+        if manifest["files"].get(os.path.basename(path)) != file_digest(path):
+            raise UserError(f"{path} is not the file {manifest_path} lists (the vocab was changed, or prepro.py "
+                            "was stopped while writing it); run prepro.py again")
+
+
+def check_vocab_source(hp):
+    """Refuses a vocab that prepro.py built from another training text than hp's."""
+    built = read_manifest(hp.vocab_dir) or {}
+    if built.get("sha256") != file_digest(hp.source_train, hp.target_train):
+        raise UserError(f"the vocab in {hp.vocab_dir} was built from {built.get('source_train')} and "
+                        f"{built.get('target_train')}, not from the --source_train {hp.source_train} and "
+                        f"--target_train {hp.target_train} given now (their contents differ); run prepro.py "
+                        "with these settings or pass the --vocab_dir built from them")
+
+
+def load_vocabs(hp):
+    """The source and target vocab objects train and eval use (one object for a joint subword vocab),
+    once they are checked to be the complete set prepro.py wrote."""
+    check_vocab_files(hp)
+    if hp.vocab_type == "subword":
+        vocab = SubwordVocab.load(vocab_files(hp)[0])
+        return vocab, vocab
+    src, tgt = vocab_files(hp)
+    return WordVocab.load(src, hp.min_cnt), WordVocab.load(tgt, hp.min_cnt)
