@@ -90,6 +90,18 @@ def file_digest(*paths, algorithm="sha256"):
     return digest.hexdigest()
 
 
+def discard(path):
+    """Deletes the file at `path` if there is one (a temporary file of the script's own)."""
+    if os.path.exists(path):
+        os.remove(path)
+
+
+def checksum_ok(path, checksum):
+    """Whether the file's digest equals `checksum` ("sha256:<hex>" or "md5:<hex>")."""
+    algorithm, expected = checksum.split(":")
+    return file_digest(path, algorithm=algorithm) == expected
+
+
 def check_writable(directory, flag):
     """Fails early, before hours of work, if `directory` cannot be created or written to.
 

@@ -99,7 +99,8 @@ class Exported(tf.Module):
 
 def check_out(out, hp, overwrite):
     """Refuses an --out whose replacement would lose anything; returns whether a previous export is replaced."""
-    for directory, what in ((hp.logdir, "--logdir"), (hp.vocab_dir, "--vocab_dir"), (os.curdir, "the current directory")):
+    kept = ((hp.logdir, "--logdir"), (hp.vocab_dir, "--vocab_dir"), (os.curdir, "the current directory"))
+    for directory, what in kept:
         if inside(directory, out):
             raise UserError(f"--out {out} is or contains {what} ({directory}); pass a new directory to --out")
     if not os.path.lexists(out) or (os.path.isdir(out) and not os.listdir(out)):

@@ -17,28 +17,7 @@ import re
 from dataclasses import dataclass, fields
 
 from cli import Parser, UserError, write_atomic
-
-
-CORPORA = "corpora"  # where download.py puts the preset datasets
-
-# The preset corpora behind --dataset: their dev split, default test split and
-# every split that can be tested on (corpus_paths() gives the file names).
-DATASETS = {
-    "iwslt2016": {"dev": "tst2013", "test": "tst2014",
-                  "splits": ("dev2010", "tst2010", "tst2011", "tst2012", "tst2013", "tst2014")},
-    "multi30k": {"dev": "val", "test": "test_2016_flickr",
-                 "splits": ("val", "test_2016_flickr", "test_2017_flickr", "test_2018_flickr",
-                            "test_2017_mscoco")},
-}
-
-
-def corpus_paths(dataset, split):
-    """(German, English) paths of one split ("train" or a test split) of a preset dataset."""
-    if dataset == "multi30k":
-        return tuple(os.path.join(CORPORA, "multi30k", f"{split}.{lang}.gz") for lang in ("de", "en"))
-    if split == "train":
-        return tuple(os.path.join(CORPORA, f"train.tags.de-en.{lang}") for lang in ("de", "en"))
-    return tuple(os.path.join(CORPORA, f"IWSLT16.TED.{split}.de-en.{lang}.xml") for lang in ("de", "en"))
+from corpora import DATASETS, corpus_paths
 
 
 def preset_values(dataset, test_split=""):

@@ -12,15 +12,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import corpora
 import download
+import fetch
 from cli import UserError
 from conftest import ROOT, SHARED_DATA
-from hyperparams import corpus_paths
+from corpora import corpus_paths
 
 IWSLT_NAMES = [os.path.basename(p) for split in ("train", "dev2010", "tst2010", "tst2011", "tst2012",
                                                   "tst2013", "tst2014")
                for p in corpus_paths("iwslt2016", split)]
-MULTI30K_NAMES = list(download.MULTI30K_CHECKSUMS)
+MULTI30K_NAMES = list(corpora.MULTI30K_CHECKSUMS)
 
 
 def sha256(data):
@@ -126,13 +128,13 @@ def multi30k_files(monkeypatch):
     """Small gzip files under the real names, with their checksums in place of the real ones."""
     files = {name: gzip.compress(f"Zeile {i} von {name}\n".encode() * (300 + i), mtime=0)
              for i, name in enumerate(MULTI30K_NAMES)}
-    monkeypatch.setattr(download, "MULTI30K_CHECKSUMS", {n: sha256(b) for n, b in files.items()})
+    monkeypatch.setattr(corpora, "MULTI30K_CHECKSUMS", {n: sha256(b) for n, b in files.items()})
     return files
 
 
 def serve_multi30k(server, files, prefix=""):
     for name, body in files.items():
-        server.files[f"{prefix}/{download.MULTI30K_DIR}{name}"] = body
+        server.files[f"{prefix}/{corpora.MULTI30K_DIR}{name}"] = body
 
 
 def run_download(*argv):
@@ -142,7 +144,7 @@ def run_download(*argv):
 def test_multi30k_falls_back_to_the_second_mirror_and_skips_present_files(
         server, dead_url, workdir, multi30k_files, monkeypatch):
     serve_multi30k(server, multi30k_files, prefix="/repo")
-    monkeypatch.setattr(download, "MULTI30K_BASES", (dead_url + "/", server.url + "/repo/"))
+    monkeypatch.setattr(corpora, "MULTI30K_BASES", (dead_url + "/", server.url + "/repo/"))
     run_download("multi30k", "--retries", "2")
     for name, body in multi30k_files.items():
         assert (workdir / "corpora" / "multi30k" / name).read_bytes() == body
@@ -155,7 +157,7 @@ def test_multi30k_falls_back_to_the_second_mirror_and_skips_present_files(
 @pytest.mark.parametrize("no_range", [False, True], ids=["resumed", "server-without-range"])
 def test_a_cut_connection_is_retried_and_resumed(server, workdir, multi30k_files, no_range):
     serve_multi30k(server, multi30k_files)
-    server.cut.add(f"/{download.MULTI30K_DIR}train.de.gz")
+    server.cut.add(f"/{corpora.MULTI30K_DIR}train.de.gz")
     server.no_range = no_range
     run_download("multi30k", "--mirror", server.url)
     body = multi30k_files["train.de.gz"]
@@ -173,7 +175,7 @@ def test_mirror_comes_from_the_environment(server, workdir, multi30k_files, monk
 
 def test_a_wrong_file_is_refused_and_removed(server, workdir, multi30k_files, monkeypatch):
     serve_multi30k(server, multi30k_files)
-    server.files[f"/{download.MULTI30K_DIR}val.en.gz"] = b"an error page served as a file"
+    server.files[f"/{corpora.MULTI30K_DIR}val.en.gz"] = b"an error page served as a file"
     with pytest.raises(UserError, match=r"could not fetch val.en.gz .*checksum mismatch"):
         run_download("multi30k", "--mirror", server.url)
     assert "corpora/multi30k/val.en.gz" not in corpora_files(workdir)
@@ -227,41 +229,41 @@ def iwslt(monkeypatch):
     """A de-en.tgz and a 2016-01.tgz laid out like the real ones, with their checksums patched in."""
     files = {name: f"<seg id=\"1\"> {name} </seg>\n".encode() for name in IWSLT_NAMES}
     pair = tgz({f"de-en/{name}": data for name, data in {**files, "README": b"readme"}.items()})
-    whole = tgz({"2016-01/texts/fr/en/fr-en.tgz": b"other pair", f"2016-01/{download.IWSLT_PAIR}": pair})
-    monkeypatch.setattr(download, "IWSLT_CHECKSUMS",
+    whole = tgz({"2016-01/texts/fr/en/fr-en.tgz": b"other pair", f"2016-01/{corpora.IWSLT_PAIR}": pair})
+    monkeypatch.setattr(corpora, "IWSLT_CHECKSUMS",
                         {n: sha256(d) for n, d in files.items() if n.endswith(".xml")})
-    monkeypatch.setattr(download, "IWSLT_WHOLE_MD5", "md5:" + hashlib.md5(whole).hexdigest())
+    monkeypatch.setattr(corpora, "IWSLT_WHOLE_MD5", "md5:" + hashlib.md5(whole).hexdigest())
     return files, pair, whole
 
 
 def test_iwslt_wrong_archive_then_drive_confirmation_page(server, workdir, iwslt, monkeypatch):
     files, _, whole = iwslt
-    server.files["/wit3/" + download.IWSLT_PAIR] = tgz({"de-en/README": b"not the data"})
+    server.files["/wit3/" + corpora.IWSLT_PAIR] = tgz({"de-en/README": b"not the data"})
     server.files["/2016-01.tgz"] = whole
-    monkeypatch.setattr(download, "IWSLT_SOURCES", (
-        (server.url + "/wit3/" + download.IWSLT_PAIR, None, "de-en.tgz"),
-        (server.url + "/uc?export=download&id=abc", download.IWSLT_WHOLE_MD5, download.IWSLT_WHOLE)))
+    monkeypatch.setattr(corpora, "IWSLT_SOURCES", (
+        (server.url + "/wit3/" + corpora.IWSLT_PAIR, None, "de-en.tgz"),
+        (server.url + "/uc?export=download&id=abc", corpora.IWSLT_WHOLE_MD5, corpora.IWSLT_WHOLE)))
     run_download("iwslt2016", "--retries", "1")
     assert corpora_files(workdir) == sorted(f"corpora/{n}" for n in files)  # the archives are gone
     for name, data in files.items():
         assert (workdir / "corpora" / name).read_bytes() == data
-    assert [path for path, _, _ in server.requests] == ["/wit3/" + download.IWSLT_PAIR, "/uc", "/download"]
+    assert [path for path, _, _ in server.requests] == ["/wit3/" + corpora.IWSLT_PAIR, "/uc", "/download"]
     run_download("iwslt2016")  # present: no request
     assert len(server.requests) == 3
 
 
 def test_iwslt_per_pair_archive_from_a_mirror(server, workdir, iwslt):
     files, pair, _ = iwslt
-    server.files["/wit3/" + download.IWSLT_PAIR] = pair
+    server.files["/wit3/" + corpora.IWSLT_PAIR] = pair
     run_download("iwslt2016", "--mirror", server.url + "/wit3")
     assert corpora_files(workdir) == sorted(f"corpora/{n}" for n in files)
 
 
 def test_iwslt_archive_with_a_wrong_file_leaves_nothing(server, workdir, iwslt, monkeypatch):
     _, pair, _ = iwslt
-    server.files["/" + download.IWSLT_PAIR] = pair
-    checksums = dict(download.IWSLT_CHECKSUMS, **{"IWSLT16.TED.tst2012.de-en.en.xml": sha256(b"other")})
-    monkeypatch.setattr(download, "IWSLT_CHECKSUMS", checksums)
+    server.files["/" + corpora.IWSLT_PAIR] = pair
+    checksums = dict(corpora.IWSLT_CHECKSUMS, **{"IWSLT16.TED.tst2012.de-en.en.xml": sha256(b"other")})
+    monkeypatch.setattr(corpora, "IWSLT_CHECKSUMS", checksums)
     with pytest.raises(UserError, match="tst2012.de-en.en.xml is not the released file"):
         run_download("iwslt2016", "--mirror", server.url)
     assert corpora_files(workdir) == []
@@ -294,7 +296,7 @@ def test_iwslt_from_dir_missing_files(tmp_path, workdir, iwslt):
 
 def test_a_page_without_confirmation_is_an_error(server, workdir, iwslt):
     login = (b"<html><form action='/login'><input name='user'></form></html>", "text/html")
-    server.files["/" + download.IWSLT_PAIR] = server.files["/" + download.IWSLT_WHOLE] = login
+    server.files["/" + corpora.IWSLT_PAIR] = server.files["/" + corpora.IWSLT_WHOLE] = login
     with pytest.raises(UserError, match="could not fetch the IWSLT 2016 archive .*served a web page"):
         run_download("iwslt2016", "--mirror", server.url)
     assert corpora_files(workdir) == []
@@ -302,9 +304,9 @@ def test_a_page_without_confirmation_is_an_error(server, workdir, iwslt):
 
 def test_confirmation_url_from_a_link():
     page = b'<a id="uc-download-link" href="/uc?export=download&amp;confirm=X1y&amp;id=abc">Download</a>'
-    assert download.confirmation_url(page, "https://drive.google.com/uc?id=abc") == \
+    assert fetch.confirmation_url(page, "https://drive.google.com/uc?id=abc") == \
         "https://drive.google.com/uc?export=download&confirm=X1y&id=abc"
-    assert download.confirmation_url(b"<html><p>Sign in</p></html>", "https://x/") is None
+    assert fetch.confirmation_url(b"<html><p>Sign in</p></html>", "https://x/") is None
 
 
 # --- the command line: exit code 2, one line, nothing half-written ---
@@ -336,11 +338,11 @@ def test_cli_all_mirrors_down(tmp_path, dead_url):
 
 
 def test_cli_checksum_mismatch_with_the_real_checksums(tmp_path, server):
-    server.files[f"/{download.MULTI30K_DIR}train.de.gz"] = gzip.compress(b"not multi30k\n")
+    server.files[f"/{corpora.MULTI30K_DIR}train.de.gz"] = gzip.compress(b"not multi30k\n")
     code, err = run_cli(tmp_path, "multi30k", "--mirror", server.url)
     last = err.strip().splitlines()[-1]  # after the progress bar
     assert code == 2 and last.startswith("download.py: error: could not fetch train.de.gz")
-    assert "checksum mismatch" in last and download.MULTI30K_CHECKSUMS["train.de.gz"] in last
+    assert "checksum mismatch" in last and corpora.MULTI30K_CHECKSUMS["train.de.gz"] in last
     assert corpora_files(tmp_path) == []
 
 
