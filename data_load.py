@@ -42,6 +42,12 @@ def load_train_data(hp, src_vocab, tgt_vocab):
     return x, y
 
 
+def within_positions(ids, hp):
+    """Source ids (n, T1) cut to maxlen for a model with learned positions, which exist only up to maxlen
+    (unchanged for sinusoid ones, which exist for any length); NumPy arrays or tensors."""
+    return ids if hp.sinusoid else ids[:, :hp.maxlen]
+
+
 def load_test_data(hp, src_vocab, tgt_vocab, keep_all=False, split="test"):
     """Test (or dev) source ids X (n, T1) with the cleaned source and reference sentences beside them.
 
@@ -55,7 +61,7 @@ def load_test_data(hp, src_vocab, tgt_vocab, keep_all=False, split="test"):
     if not len(x):
         raise UserError(f"no {split} pair in {getattr(hp, flags[0])} fits --maxlen {hp.maxlen}; "
                         "pass --all to evaluate every sentence")
-    return (x if hp.sinusoid else x[:, :hp.maxlen]), src, tgt
+    return within_positions(x, hp), src, tgt
 
 
 def _lengths(ids):

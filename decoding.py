@@ -20,13 +20,11 @@ from vocab import BOS, EOS, PAD
 DECODER_SIGNATURE = [tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.int32)]
 
 
-def decode_limits(src, *, extra, cap):
-    """The longest translation allowed for each source sentence, incl. </S>: its length + extra, at most cap.
-
-    src ids (N, T1) -> (N,) int32.
-    """
+def decode_limits(src, hp):
+    """The longest translation allowed for each source sentence, incl. </S>: its length + hp.decode_extra,
+    at most hp.decode_cap. src ids (N, T1) -> (N,) int32."""
     lengths = tf.reduce_sum(tf.cast(src != PAD, tf.int32), axis=1)  # (N,), incl. </S>
-    return tf.minimum(lengths + extra, cap)
+    return tf.minimum(lengths + hp.decode_extra, hp.decode_cap)
 
 
 def only_words(logits):
@@ -120,7 +118,7 @@ def length_penalty(lengths, alpha):
     return tf.pow((5.0 + tf.cast(lengths, tf.float32)) / 6.0, alpha)
 
 
-def beam_search_decoder(model, beam_size, alpha):
+def beam_search_decoder(model, beam_size, alpha):  # long: its steps share one traced function's state
     """A compiled batched beam search on the cached decoder.
 
     (src (N, T1) int32, limits (N,) int32) -> ids (N, k, max(limits)), best
@@ -187,7 +185,7 @@ def translate(decoder, x, vocab, hp, desc="decoding"):
     hypotheses = []
     batches = data_load.eval_batches(x, hp.batch_size)
     for src in tqdm(batches, total=math.ceil(len(x) / hp.batch_size), desc=desc, unit="batch", leave=False):
-        limits = decode_limits(src, extra=hp.decode_extra, cap=hp.decode_cap)
+        limits = decode_limits(src, hp)
         ids, _ = decoder(src, limits)
         hypotheses += vocab.decode(ids[:, 0].numpy())  # the best hypothesis
     return hypotheses

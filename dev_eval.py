@@ -67,8 +67,8 @@ class DevEvaluation:
     def attention_png(self):
         """The last layer's cross-attention of every head for the first dev sentence and its translation."""
         src = [int(i) for i in self.x[0] if i != PAD]
-        ids, _ = self.decode(self.x[:1, :len(src)], decode_limits(self.x[:1, :len(src)], extra=self.hp.decode_extra,
-                                                                   cap=self.hp.decode_cap))
+        first = self.x[:1, :len(src)]  # (1, T1)
+        ids, _ = self.decode(first, decode_limits(first, self.hp))
         translation = vocab.ending_in_eos(ids[0, 0].numpy())
         source, target, maps = plotting.attention(self.model, self.src_vocab, self.vocab, src, translation)
         cross = {"cross-attention": maps["cross-attention"]}

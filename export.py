@@ -29,6 +29,7 @@ cli.import_tensorflow()  # before any module that imports TensorFlow: filters it
 
 import tensorflow as tf
 
+import data_load
 import hyperparams
 from cli import UserError, inside, run
 from decoding import decode_limits, make_decoder
@@ -78,7 +79,7 @@ class Exported(tf.Module):
                   else self.src_ids.lookup(tf.strings.split(text)))
         ragged = tf.concat([tf.cast(ragged, tf.int32), tf.fill((tf.shape(text)[0], 1), EOS)], axis=1)
         ids = ragged.to_tensor(default_value=PAD)
-        return ids if self.hp.sinusoid else ids[:, :self.hp.maxlen]
+        return data_load.within_positions(ids, self.hp)
 
     def decode_text(self, ids):
         """ids (n, T) -> (n,) detokenized strings of the words before the first </S>."""
@@ -92,7 +93,7 @@ class Exported(tf.Module):
     def translate(self, sentences):
         text = self.clean(sentences)
         src = self.encode(text)
-        ids, _ = self.decoder(src, decode_limits(src, extra=self.hp.decode_extra, cap=self.hp.decode_cap))
+        ids, _ = self.decoder(src, decode_limits(src, self.hp))
         translations = tf.where(text == "", "", self.decode_text(ids[:, 0]))  # an empty line stays empty
         return {"translations": translations}
 

@@ -277,20 +277,21 @@ def load(logdir):
                         "move it away and run train.py again") from None
 
 
-def model_differences(a, b):
-    """The MODEL_FIELDS on which two settings disagree, as 'name: a != b' strings."""
-    return [f"{n}: {getattr(a, n)!r} != {getattr(b, n)!r}"
-            for n in MODEL_FIELDS if getattr(a, n) != getattr(b, n)]
+def refuse_other_model(saved, asked, where, fix):
+    """Refuses settings `asked` that differ from the model's `saved` ones in a MODEL_FIELDS value:
+    '<where> ... trained with other settings (name: saved != asked; ...); <fix>'."""
+    differences = [f"{n}: {getattr(saved, n)!r} != {getattr(asked, n)!r}"
+                   for n in MODEL_FIELDS if getattr(saved, n) != getattr(asked, n)]
+    if differences:
+        raise UserError(f"{where} trained with other settings ({'; '.join(differences)}); {fix}")
 
 
 def for_training(explicit):
     """Settings for train.py: defaults plus flags, checked against a run being resumed."""
     hp = Hyperparams(**explicit)
     if os.path.exists(hparams_path(hp.logdir)):
-        differences = model_differences(load(hp.logdir), hp)
-        if differences:
-            raise UserError(f"{hparams_path(hp.logdir)} holds a model trained with other settings "
-                            f"({'; '.join(differences)}); use another --logdir or the same settings")
+        refuse_other_model(load(hp.logdir), hp, f"{hparams_path(hp.logdir)} holds a model",
+                           "use another --logdir or the same settings")
     return hp
 
 
@@ -315,8 +316,5 @@ def for_evaluation(explicit):
     logdir = explicit.get("logdir", Hyperparams.logdir)
     saved = load(logdir)
     asked = Hyperparams(**{**_unresolved(saved), **explicit, "logdir": logdir})  # the logdir may have moved
-    differences = model_differences(saved, asked)
-    if differences:
-        raise UserError(f"the model in {logdir} was trained with other settings "
-                        f"({'; '.join(differences)}); drop those flags")
+    refuse_other_model(saved, asked, f"the model in {logdir} was", "drop those flags")
     return asked

@@ -66,10 +66,8 @@ class Translator:
     def nbest_ids(self, cleaned):
         """Cleaned, non-empty sentences -> the nbest hypotheses' ids (n, nbest, L) and scores (n, nbest)."""
         ids = self.src_vocab.encode(cleaned)
-        src = data_load.pad(ids, max(map(len, ids)))  # (n, T1)
-        if not self.hp.sinusoid:
-            src = src[:, :self.hp.maxlen]  # learned positions exist only up to maxlen
-        ids, scores = self.decode(src, decode_limits(src, extra=self.hp.decode_extra, cap=self.hp.decode_cap))
+        src = data_load.within_positions(data_load.pad(ids, max(map(len, ids))), self.hp)  # (n, T1)
+        ids, scores = self.decode(src, decode_limits(src, self.hp))
         return ids[:, :self.nbest].numpy(), scores[:, :self.nbest].numpy()  # best first
 
     def best_translation_ids(self, cleaned):

@@ -70,7 +70,7 @@ def decoders_on_test_set(flags):
     model = build_model(hp, src_vocab.size, tgt_vocab.size)
     checkpoints.restore(model, hp)
     src = tf.constant(x)
-    limits = decode_limits(src, extra=hp.decode_extra, cap=hp.decode_cap)
+    limits = decode_limits(src, hp)
     beam_one = beam_search_decoder(model, 1, hp.length_penalty)(src, limits)[0][:, 0]
     return tuple(out.numpy() for out in (greedy_decoder(model)(src, limits), cached_greedy_decoder(model)(src, limits),
                                          beam_one))

@@ -72,7 +72,7 @@ def test_decode_step_equals_the_full_decoder_at_every_position(model):
 
 
 def test_decode_limits():
-    limits = decode_limits(SRC, extra=50, cap=54)  # source lengths incl. </S>: 4 and 3
+    limits = decode_limits(SRC, Hyperparams(decode_extra=50, decode_maxlen=54))  # source lengths incl. </S>: 4 and 3
     np.testing.assert_array_equal(limits, [54, 53])
 
 
