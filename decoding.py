@@ -87,7 +87,7 @@ def _empty_caches(model, enc):
        (per block: empty self-attention (keys, values) (N, h, 0, C/h)), their shape invariants.
     """
     blocks = model.decoder_blocks()
-    enc_kvs = [block.cross_attention.keys_values(enc) for block in blocks]
+    enc_kvs = model.encoder_keys_values(enc)
     heads = blocks[0].self_attention.num_heads
     empty = tf.zeros((tf.shape(enc)[0], heads, 0, enc.shape[-1] // heads), enc.dtype)  # (N, h, 0, C/h)
     growing = tf.TensorShape((None, heads, None, enc.shape[-1] // heads))

@@ -3,8 +3,10 @@
     src (N, T1) ids -> encoder -> enc (N, T1, C)
     <S> + tgt shifted right (N, T2) -> decoder (attends to enc) -> logits (N, T2, V)
 
-decode_step() computes the next word's logits from the newest position only,
-with each decoder layer's keys and values of the earlier positions cached.
+One pass through each stack serves training, attention maps and decoding:
+run_decoder() computes every position at once, or, given each block's cache
+of the earlier positions' keys and values, the newest position only
+(decode_step()).
 """
 import keras
 import tensorflow as tf
@@ -33,7 +35,7 @@ class TiedOutput(keras.layers.Layer):
 
 
 class EncoderBlock(keras.layers.Layer):
-    """Self-attention over the source, then feed-forward."""
+    """Self-attention over the source, then feed-forward (paper 3.1)."""
 
     def __init__(self, *, units, num_heads, dropout_rate, residual_dropout, **kwargs):
         super().__init__(**kwargs)
@@ -42,16 +44,22 @@ class EncoderBlock(keras.layers.Layer):
         self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units,
                                         residual_dropout=residual_dropout, name="feed_forward")
 
-    def call(self, x, src, training=False, return_weights=False):
-        """x (N, T1, C), src ids (N, T1) -> (N, T1, C); with return_weights also the weights (N, h, T1, T1)."""
+    def call(self, x, src, training=False):
+        """x (N, T1, C), src ids (N, T1) -> (N, T1, C) and the attention weights (N, h, T1, T1)."""
         x, weights = self.self_attention(x, x, attention_mask=padding_mask(src), query_mask=query_mask(src),
                                          training=training, return_weights=True)
-        x = self.feed_forward(x, training=training)
-        return (x, weights) if return_weights else x
+        return self.feed_forward(x, training=training), weights
 
 
 class DecoderBlock(keras.layers.Layer):
-    """Causal self-attention, attention over the encoder output, then feed-forward."""
+    """Causal self-attention, attention over the encoder output, then feed-forward (paper 3.1).
+
+    One call() serves training and decoding. Without a cache it computes every
+    position of the target at once, each seeing the positions up to itself.
+    With a cache it computes the newest position only: the cache holds the
+    self-attention keys and values of the earlier positions, and comes back
+    grown by one.
+    """
 
     def __init__(self, *, units, num_heads, dropout_rate, residual_dropout, **kwargs):
         super().__init__(**kwargs)
@@ -62,29 +70,26 @@ class DecoderBlock(keras.layers.Layer):
         self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units,
                                         residual_dropout=residual_dropout, name="feed_forward")
 
-    def call(self, y, enc, tgt_in, src, training=False, return_weights=False):
-        """y (N, T2, C), enc (N, T1, C), ids tgt_in (N, T2) and src (N, T1) -> (N, T2, C); with
-        return_weights also the self- and cross-attention weights (N, h, T2, T2) and (N, h, T2, T1)."""
-        self_mask = padding_mask(tgt_in) & causal_mask(tf.shape(tgt_in)[1])  # (N, 1, T2, T2)
-        y, self_weights = self.self_attention(y, y, attention_mask=self_mask, query_mask=query_mask(tgt_in),
-                                              training=training, return_weights=True)
-        y, cross_weights = self.cross_attention(y, enc, attention_mask=padding_mask(src),
-                                                query_mask=query_mask(tgt_in), training=training, return_weights=True)
-        y = self.feed_forward(y, training=training)
-        return (y, (self_weights, cross_weights)) if return_weights else y
-
-    def step(self, y, tokens, cache, enc_kv, src):
-        """The newest position only: y (N, 1, C), ids so far tokens (N, t), cache (keys, values) of
-        the t - 1 earlier positions, each (N, h, t - 1, C/h), enc_kv from encoder_keys_values()
-        -> y (N, 1, C) and the cache grown to t positions. Equals call() at position t - 1.
+    def call(self, y, tgt_in, src, *, enc=None, enc_kv=None, cache=None, training=False):
+        """y (N, T, C): the positions computed, all T2 of tgt_in ids (N, T2), or with a cache the last one
+        (T = 1) of tgt_in (N, t); src ids (N, T1); the encoder output enc (N, T1, C), or its
+        cross-attention keys and values enc_kv (each (N, h, T1, C/h)); cache: self-attention (keys,
+        values) of the t - 1 earlier positions, each (N, h, t - 1, C/h).
+        -> y (N, T, C), the self- and cross-attention weights (N, h, T, t) and (N, h, T, T1), and the
+        cache grown to t positions (None without one).
         """
-        token = tokens[:, -1:]  # (N, 1)
-        k, v = self.self_attention.keys_values(y)  # (N, h, 1, C/h)
-        cache = (tf.concat([cache[0], k], axis=2), tf.concat([cache[1], v], axis=2))  # (N, h, t, C/h)
-        # The causal mask's last row lets position t - 1 see every position so far.
-        y = self.self_attention.attend(y, *cache, attention_mask=padding_mask(tokens), query_mask=query_mask(token))
-        y = self.cross_attention.attend(y, *enc_kv, attention_mask=padding_mask(src), query_mask=query_mask(token))
-        return self.feed_forward(y), cache
+        if cache is None:
+            queries, mask = tgt_in, padding_mask(tgt_in) & causal_mask(tf.shape(tgt_in)[1])  # (N, 1, T2, T2)
+        else:  # the causal mask's last row: the newest position sees every position so far
+            k, v = self.self_attention.keys_values(y)  # (N, h, 1, C/h)
+            cache = (tf.concat([cache[0], k], axis=2), tf.concat([cache[1], v], axis=2))  # (N, h, t, C/h)
+            queries, mask = tgt_in[:, -1:], padding_mask(tgt_in)
+        y, self_weights = self.self_attention(y, y, keys_values=cache, attention_mask=mask,
+                                              query_mask=query_mask(queries), training=training, return_weights=True)
+        y, cross_weights = self.cross_attention(y, enc, keys_values=enc_kv, attention_mask=padding_mask(src),
+                                                query_mask=query_mask(queries), training=training,
+                                                return_weights=True)
+        return self.feed_forward(y, training=training), (self_weights, cross_weights), cache
 
 
 class Transformer(keras.Model):
@@ -99,8 +104,8 @@ class Transformer(keras.Model):
         self.src_embedding = Embedding(vocab_size=src_vocab_size, units=hidden_units, name="src_embedding")
         self.src_positions = PositionalEncoding(**positions, name="src_positions")
         self.src_dropout = keras.layers.Dropout(dropout_rate)
-        # Blocks are attributes, not a list: Keras 3 keeps lists in a wrapper that
-        # tf.train.Checkpoint does not see, so their weights would not be saved.
+        # Blocks are attributes, not a list: tf.train.Checkpoint does not see the layers in a
+        # Keras 3 list (checked with Keras 3.15: none of their weights would be saved).
         self.num_blocks = num_blocks
         for i in range(num_blocks):
             setattr(self, f"encoder_{i}", EncoderBlock(**blocks, name=f"encoder_{i}"))
@@ -117,19 +122,50 @@ class Transformer(keras.Model):
         self.output_projection = (TiedOutput(vocab_size=tgt_vocab_size, name="tied_output") if share_embeddings
                                   else keras.layers.Dense(tgt_vocab_size, dtype="float32", name="output_projection"))
 
+    def encoder_blocks(self):
+        return [getattr(self, f"encoder_{i}") for i in range(self.num_blocks)]
+
+    def decoder_blocks(self):
+        return [getattr(self, f"decoder_{i}") for i in range(self.num_blocks)]
+
+    def run_encoder(self, src, training=False):
+        """src ids (N, T1) -> enc (N, T1, C) and each block's attention weights (N, h, T1, T1)."""
+        x = self.src_dropout(self.src_positions(self.src_embedding(src)), training=training)  # (N, T1, C)
+        weights = []
+        for block in self.encoder_blocks():
+            x, block_weights = block(x, src, training=training)
+            weights.append(block_weights)
+        return x, weights
+
+    def run_decoder(self, tgt_in, src, *, enc=None, enc_kvs=None, caches=None, training=False):
+        """The decoder on ids tgt_in (N, T2), every position at once, or with caches the last one only.
+
+        enc: the encoder output (N, T1, C), or enc_kvs: per block, its cross-attention (keys, values);
+        caches: per block, self-attention (keys, values) of the earlier positions.
+        -> logits (N, T2 or 1, V), per block (self, cross) attention weights, the caches grown (or None).
+        """
+        start = 0 if caches is None else tf.shape(tgt_in)[1] - 1
+        ids = tgt_in if caches is None else tgt_in[:, -1:]  # the positions computed
+        y = self.tgt_dropout(self.tgt_positions(self.tgt_embedding(ids), start=start), training=training)
+        weights, grown = [], []
+        for i, block in enumerate(self.decoder_blocks()):
+            y, block_weights, cache = block(y, tgt_in, src, enc=enc, enc_kv=None if enc_kvs is None else enc_kvs[i],
+                                            cache=None if caches is None else caches[i], training=training)
+            weights.append(block_weights)
+            grown.append(cache)
+        return self.logits(y), weights, None if caches is None else grown
+
+    def encoder_keys_values(self, enc):
+        """enc (N, T1, C) -> per decoder block, its cross-attention (keys, values), each (N, h, T1, C/h)."""
+        return [block.cross_attention.keys_values(enc) for block in self.decoder_blocks()]
+
     def encode(self, src, training=False):
         """src ids (N, T1) -> (N, T1, C)."""
-        x = self.src_dropout(self.src_positions(self.src_embedding(src)), training=training)
-        for i in range(self.num_blocks):
-            x = getattr(self, f"encoder_{i}")(x, src, training=training)
-        return x
+        return self.run_encoder(src, training=training)[0]
 
     def decode(self, tgt_in, enc, src, training=False):
         """Decoder input ids (N, T2), enc (N, T1, C), src ids (N, T1) -> logits (N, T2, V)."""
-        y = self.tgt_dropout(self.tgt_positions(self.tgt_embedding(tgt_in)), training=training)
-        for block in self.decoder_blocks():
-            y = block(y, enc, tgt_in, src, training=training)
-        return self.logits(y)
+        return self.run_decoder(tgt_in, src, enc=enc, training=training)[0]
 
     def logits(self, y):
         """Decoder output (N, T, C) -> float32 logits (N, T, V)."""
@@ -144,36 +180,21 @@ class Transformer(keras.Model):
     def attention_maps(self, src, tgt_in):
         """Every layer's attention weights for src ids (N, T1) and decoder input ids (N, T2):
         {"encoder self-attention": [(N, h, T1, T1)] per block, "decoder self-attention": [(N, h, T2, T2)],
-        "cross-attention": [(N, h, T2, T1)]}, as call() computes them."""
-        maps = {"encoder self-attention": [], "decoder self-attention": [], "cross-attention": []}
-        x = self.src_positions(self.src_embedding(src))
-        for i in range(self.num_blocks):
-            x, weights = getattr(self, f"encoder_{i}")(x, src, return_weights=True)
-            maps["encoder self-attention"].append(weights)
-        y = self.tgt_positions(self.tgt_embedding(tgt_in))
-        for block in self.decoder_blocks():
-            y, (self_weights, cross_weights) = block(y, x, tgt_in, src, return_weights=True)
-            maps["decoder self-attention"].append(self_weights)
-            maps["cross-attention"].append(cross_weights)
-        return maps
-
-    def decoder_blocks(self):
-        return [getattr(self, f"decoder_{i}") for i in range(self.num_blocks)]
+        "cross-attention": [(N, h, T2, T1)]}, from the same passes call() makes."""
+        enc, encoder_weights = self.run_encoder(src)
+        _, decoder_weights, _ = self.run_decoder(tgt_in, src, enc=enc)
+        return {"encoder self-attention": encoder_weights,
+                "decoder self-attention": [w for w, _ in decoder_weights],
+                "cross-attention": [w for _, w in decoder_weights]}
 
     def decode_step(self, tokens, caches, enc_kvs, src):
         """Logits of the word after tokens (N, t), computing the newest position only.
 
         caches: per decoder block, (keys, values) of the earlier t - 1 positions;
-        enc_kvs: per block, cross-attention (keys, values) of the encoder output.
-        -> logits (N, V) and the caches grown by one position.
+        enc_kvs: from encoder_keys_values(). -> logits (N, V) and the caches grown by one position.
         """
-        position = tf.shape(tokens)[1] - 1
-        y = self.tgt_positions(self.tgt_embedding(tokens[:, -1:]), start=position)  # (N, 1, C)
-        grown = []
-        for block, cache, enc_kv in zip(self.decoder_blocks(), caches, enc_kvs):
-            y, cache = block.step(y, tokens, cache, enc_kv, src)
-            grown.append(cache)
-        return self.logits(y)[:, 0], grown  # (N, V)
+        logits, _, grown = self.run_decoder(tokens, src, enc_kvs=enc_kvs, caches=caches)
+        return logits[:, 0], grown  # (N, V)
 
 
 def build_model(hp, src_vocab_size, tgt_vocab_size):

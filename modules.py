@@ -150,18 +150,22 @@ class MultiHeadAttention(keras.layers.Layer):
         """
         return self._split_heads(self.project_k(keys)), self._split_heads(self.project_v(keys))
 
-    def call(self, queries, keys, *, attention_mask, query_mask=None, training=False, return_weights=False):
+    def call(self, queries, keys=None, *, attention_mask, query_mask=None, keys_values=None, training=False,
+             return_weights=False):
         """queries (N, Tq, C), keys (N, Tk, C) -> (N, Tq, C), and the weights (N, h, Tq, Tk) if asked.
 
         attention_mask: bool, broadcastable to (N, h, Tq, Tk), True where a query may see a key.
         query_mask: bool (N, 1, Tq, 1) or None; rows of padded queries get zero weights.
+        keys_values: instead of keys, keys and values projected before by keys_values() (each
+        (N, h, Tk, C/h)): a decoder's cache, or the encoder output's, computed once per sentence.
         """
-        k, v = self.keys_values(keys)  # 1. project keys and values (N, h, Tk, C/h)
+        # 1. project keys and values (N, h, Tk, C/h), unless given
+        k, v = keys_values if keys_values is not None else self.keys_values(keys)
         return self.attend(queries, k, v, attention_mask=attention_mask, query_mask=query_mask,
                            training=training, return_weights=return_weights)
 
     def attend(self, queries, k, v, *, attention_mask, query_mask=None, training=False, return_weights=False):
-        """call() with keys and values already projected by keys_values()."""
+        """call()'s steps 2 to 5, on keys and values projected by keys_values()."""
         # 1. project queries, split into heads
         q = self._split_heads(self.project_q(queries))  # (N, h, Tq, C/h)
         # 2. scaled scores; masking and softmax in float32, whatever the compute dtype
