@@ -58,7 +58,7 @@ def _greedy_loop(src, limits, first_state, next_logits):
     state, invariants = first_state
     _, out, _, _ = tf.while_loop(not_done, step, (0, out, limits <= 0, state),
                                  shape_invariants=(tf.TensorShape(()), out.shape, limits.shape, invariants))
-    return out[:, 1:]
+    return out[:, 1:]  # (N, max_len), without the <S> column
 
 
 def greedy_decoder(model):
@@ -135,7 +135,7 @@ def beam_search_decoder(model, beam_size, alpha):  # long: its steps share one t
         # 1. Every sentence's rows repeated k times: row n * k + b is beam b of sentence n.
         n, max_len = tf.shape(src)[0], tf.reduce_max(limits)
         src_k, limits_k = tf.repeat(src, k, axis=0), tf.repeat(limits, k)  # (N·k, T1), (N·k,)
-        enc_kvs, caches, invariants = _empty_caches(model, tf.repeat(model.encode(src), k, axis=0))
+        enc_kvs, caches, invariants = _empty_caches(model, tf.repeat(model.encode(src), k, axis=0))  # (N·k, T1, C)
         out = tf.concat([tf.fill((n * k, 1), BOS), tf.fill((n * k, max_len), PAD)], axis=1)  # (N·k, 1 + L)
         columns = tf.range(max_len + 1)[None, :]
         # Only beam 0 is alive at first, so the k first hypotheses are k different words.
@@ -156,12 +156,13 @@ def beam_search_decoder(model, beam_size, alpha):  # long: its steps share one t
             _, best = tf.math.top_k(tf.reshape(ranked, (n, k * vocab)), k)  # (N, k)
             beam, word = best // vocab, best % vocab
             rows = tf.reshape(tf.range(n)[:, None] * k + beam, (-1,))  # (N·k,) the row each extends
-            word = tf.reshape(word, (-1,))
-            scores = tf.gather(tf.reshape(candidates, (-1,)), rows * vocab + word)
+            word = tf.reshape(word, (-1,))  # (N·k,)
+            scores = tf.gather(tf.reshape(candidates, (-1,)), rows * vocab + word)  # (N·k,)
             # 4. Reorder every per-hypothesis state to follow its beam, then write the new word.
-            caches = [(tf.gather(keys, rows), tf.gather(values, rows)) for keys, values in caches]
-            finished = tf.gather(finished, rows) | (word == EOS) | (i + 1 >= limits_k)
-            out = tf.where(columns == i + 1, word[:, None], tf.gather(out, rows))
+            caches = [(tf.gather(keys, rows), tf.gather(values, rows))  # (N·k, h, i + 1, C/h)
+                      for keys, values in caches]
+            finished = tf.gather(finished, rows) | (word == EOS) | (i + 1 >= limits_k)  # (N·k,)
+            out = tf.where(columns == i + 1, word[:, None], tf.gather(out, rows))  # (N·k, 1 + L)
             return i + 1, out, scores, tf.gather(grown, rows), finished, caches
 
         def not_done(i, *state):
@@ -172,7 +173,7 @@ def beam_search_decoder(model, beam_size, alpha):  # long: its steps share one t
         _, out, scores, lengths, _, _ = tf.while_loop(not_done, step, loop, shape_invariants=shapes)
         # The last top_k ranked by these same scores, so the beams are already best first.
         final = scores / length_penalty(lengths, alpha)
-        return tf.reshape(out[:, 1:], (n, k, -1)), tf.reshape(final, (n, k))
+        return tf.reshape(out[:, 1:], (n, k, -1)), tf.reshape(final, (n, k))  # (N, k, L), (N, k)
 
     return decode
 

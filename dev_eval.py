@@ -26,7 +26,7 @@ class DevEvaluation:
 
     def __init__(self, hp, model, src_vocab, tgt_vocab, writer, worker):
         self.hp, self.model, self.writer, self.worker = hp, model, writer, worker
-        self.src_vocab, self.vocab = src_vocab, tgt_vocab
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.x, self.sources, self.references = data_load.load_test_data(hp, src_vocab, tgt_vocab, keep_all=True,
                                                                          split="dev")
         x, y, _, _ = data_load.create_data(self.sources, self.references, src_vocab, tgt_vocab, hp.maxlen)
@@ -47,7 +47,7 @@ class DevEvaluation:
 
     def __call__(self, epoch, step):
         """Returns the dev BLEU of the model now, after logging the scores and keeping the model if it is the best."""
-        hypotheses = translate(self.decode, self.x, self.vocab, self.hp, desc="dev")
+        hypotheses = translate(self.decode, self.x, self.tgt_vocab, self.hp, desc="dev")
         bleu = sacrebleu.corpus_bleu(hypotheses, [self.references]).score
         samples = "\n\n".join(f"**source:** {s}  \n**reference:** {r}  \n**translation:** {h}"
                                for s, r, h in list(zip(self.sources, self.references, hypotheses))[:self.SAMPLES])
@@ -70,6 +70,6 @@ class DevEvaluation:
         first = self.x[:1, :len(src)]  # (1, T1)
         ids, _ = self.decode(first, decode_limits(first, self.hp))
         translation = vocab.ending_in_eos(ids[0, 0].numpy())
-        source, target, maps = plotting.attention(self.model, self.src_vocab, self.vocab, src, translation)
+        source, target, maps = plotting.attention(self.model, self.src_vocab, self.tgt_vocab, src, translation)
         cross = {"cross-attention": maps["cross-attention"]}
         return plotting.png_bytes(plotting.draw(source, target, cross, layer=self.hp.num_blocks - 1))

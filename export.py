@@ -77,17 +77,17 @@ class Exported(tf.Module):
         """(n,) clean strings -> ids (n, T1) ending in </S>, right-padded with <PAD>."""
         ragged = (self.tokenizer.tokenize(text) if self.subword
                   else self.src_ids.lookup(tf.strings.split(text)))
-        ragged = tf.concat([tf.cast(ragged, tf.int32), tf.fill((tf.shape(text)[0], 1), EOS)], axis=1)
-        ids = ragged.to_tensor(default_value=PAD)
+        ragged = tf.concat([tf.cast(ragged, tf.int32), tf.fill((tf.shape(text)[0], 1), EOS)], axis=1)  # (n, None)
+        ids = ragged.to_tensor(default_value=PAD)  # (n, T1)
         return data_load.within_positions(ids, self.hp)
 
     def decode_text(self, ids):
         """ids (n, T) -> (n,) detokenized strings of the words before the first </S>."""
         ended = tf.cumsum(tf.cast(ids == EOS, tf.int32), axis=1) > 0
-        ragged = tf.ragged.boolean_mask(ids, ~ended & (ids != PAD))
+        ragged = tf.ragged.boolean_mask(ids, ~ended & (ids != PAD))  # (n, None): the words
         if self.subword:
             return self.tokenizer.detokenize(ragged)
-        return tf.strings.reduce_join(tf.gather(self.tgt_words, ragged), axis=1, separator=" ")
+        return tf.strings.reduce_join(tf.gather(self.tgt_words, ragged), axis=1, separator=" ")  # (n,)
 
     @tf.function(input_signature=[tf.TensorSpec((None,), tf.string)])
     def translate(self, sentences):

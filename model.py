@@ -30,8 +30,8 @@ class TiedOutput(keras.layers.Layer):
         super().__init__(dtype="float32", **kwargs)
         self.bias = self.add_weight(shape=(vocab_size,), initializer="zeros", name="bias")  # (V,)
 
-    def call(self, y, table):
-        return tf.matmul(tf.cast(y, tf.float32), table, transpose_b=True) + self.bias
+    def call(self, hidden, table):
+        return tf.matmul(tf.cast(hidden, tf.float32), table, transpose_b=True) + self.bias  # (N, T, V)
 
 
 class EncoderBlock(keras.layers.Layer):
@@ -44,11 +44,11 @@ class EncoderBlock(keras.layers.Layer):
         self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units,
                                         residual_dropout=residual_dropout, name="feed_forward")
 
-    def call(self, x, src, training=False):
-        """x (N, T1, C), src ids (N, T1) -> (N, T1, C) and the attention weights (N, h, T1, T1)."""
-        x, weights = self.self_attention(x, x, attention_mask=padding_mask(src), query_mask=query_mask(src),
-                                         training=training, return_weights=True)
-        return self.feed_forward(x, training=training), weights
+    def call(self, hidden, src, training=False):
+        """Hidden states (N, T1, C), src ids (N, T1) -> (N, T1, C) and the attention weights (N, h, T1, T1)."""
+        hidden, weights = self.self_attention(hidden, hidden, attention_mask=padding_mask(src),
+                                              query_mask=query_mask(src), training=training, return_weights=True)
+        return self.feed_forward(hidden, training=training), weights
 
 
 class DecoderBlock(keras.layers.Layer):
@@ -70,26 +70,27 @@ class DecoderBlock(keras.layers.Layer):
         self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units,
                                         residual_dropout=residual_dropout, name="feed_forward")
 
-    def call(self, y, tgt_in, src, *, enc=None, enc_kv=None, cache=None, training=False):
-        """y (N, T, C): the positions computed, all T2 of tgt_in ids (N, T2), or with a cache the last one
-        (T = 1) of tgt_in (N, t); src ids (N, T1); the encoder output enc (N, T1, C), or its
+    def call(self, hidden, tgt_in, src, *, enc=None, enc_kv=None, cache=None, training=False):
+        """Hidden states (N, T, C) of the positions computed: all T2 of tgt_in ids (N, T2), or with a cache
+        the last one (T = 1) of tgt_in (N, t); src ids (N, T1); the encoder output enc (N, T1, C), or its
         cross-attention keys and values enc_kv (each (N, h, T1, C/h)); cache: self-attention (keys,
         values) of the t - 1 earlier positions, each (N, h, t - 1, C/h).
-        -> y (N, T, C), the self- and cross-attention weights (N, h, T, t) and (N, h, T, T1), and the
+        -> hidden (N, T, C), the self- and cross-attention weights (N, h, T, t) and (N, h, T, T1), and the
         cache grown to t positions (None without one).
         """
         if cache is None:
             queries, mask = tgt_in, padding_mask(tgt_in) & causal_mask(tf.shape(tgt_in)[1])  # (N, 1, T2, T2)
         else:  # the causal mask's last row: the newest position sees every position so far
-            k, v = self.self_attention.keys_values(y)  # (N, h, 1, C/h)
+            k, v = self.self_attention.keys_values(hidden)  # (N, h, 1, C/h)
             cache = (tf.concat([cache[0], k], axis=2), tf.concat([cache[1], v], axis=2))  # (N, h, t, C/h)
             queries, mask = tgt_in[:, -1:], padding_mask(tgt_in)
-        y, self_weights = self.self_attention(y, y, keys_values=cache, attention_mask=mask,
-                                              query_mask=query_mask(queries), training=training, return_weights=True)
-        y, cross_weights = self.cross_attention(y, enc, keys_values=enc_kv, attention_mask=padding_mask(src),
-                                                query_mask=query_mask(queries), training=training,
-                                                return_weights=True)
-        return self.feed_forward(y, training=training), (self_weights, cross_weights), cache
+        hidden, self_weights = self.self_attention(hidden, hidden, keys_values=cache, attention_mask=mask,
+                                                   query_mask=query_mask(queries), training=training,
+                                                   return_weights=True)
+        hidden, cross_weights = self.cross_attention(hidden, enc, keys_values=enc_kv,
+                                                     attention_mask=padding_mask(src), query_mask=query_mask(queries),
+                                                     training=training, return_weights=True)
+        return self.feed_forward(hidden, training=training), (self_weights, cross_weights), cache
 
 
 class Transformer(keras.Model):
@@ -100,7 +101,7 @@ class Transformer(keras.Model):
         super().__init__(**kwargs)
         blocks = dict(units=hidden_units, num_heads=num_heads, dropout_rate=dropout_rate,
                       residual_dropout=residual_dropout)
-        positions = dict(units=hidden_units, max_len=maxlen, learned=not sinusoid)
+        positions = dict(units=hidden_units, maxlen=maxlen, learned=not sinusoid)
         self.src_embedding = Embedding(vocab_size=src_vocab_size, units=hidden_units, name="src_embedding")
         self.src_positions = PositionalEncoding(**positions, name="src_positions")
         self.src_dropout = keras.layers.Dropout(dropout_rate)
@@ -130,12 +131,12 @@ class Transformer(keras.Model):
 
     def run_encoder(self, src, training=False):
         """src ids (N, T1) -> enc (N, T1, C) and each block's attention weights (N, h, T1, T1)."""
-        x = self.src_dropout(self.src_positions(self.src_embedding(src)), training=training)  # (N, T1, C)
+        hidden = self.src_dropout(self.src_positions(self.src_embedding(src)), training=training)  # (N, T1, C)
         weights = []
         for block in self.encoder_blocks():
-            x, block_weights = block(x, src, training=training)
+            hidden, block_weights = block(hidden, src, training=training)
             weights.append(block_weights)
-        return x, weights
+        return hidden, weights
 
     def run_decoder(self, tgt_in, src, *, enc=None, enc_kvs=None, caches=None, training=False):
         """The decoder on ids tgt_in (N, T2), every position at once, or with caches the last one only.
@@ -146,14 +147,16 @@ class Transformer(keras.Model):
         """
         start = 0 if caches is None else tf.shape(tgt_in)[1] - 1
         ids = tgt_in if caches is None else tgt_in[:, -1:]  # the positions computed
-        y = self.tgt_dropout(self.tgt_positions(self.tgt_embedding(ids), start=start), training=training)
+        hidden = self.tgt_positions(self.tgt_embedding(ids), start=start)  # (N, T, C)
+        hidden = self.tgt_dropout(hidden, training=training)
         weights, grown = [], []
         for i, block in enumerate(self.decoder_blocks()):
-            y, block_weights, cache = block(y, tgt_in, src, enc=enc, enc_kv=None if enc_kvs is None else enc_kvs[i],
-                                            cache=None if caches is None else caches[i], training=training)
+            hidden, block_weights, cache = block(hidden, tgt_in, src, enc=enc,
+                                                 enc_kv=None if enc_kvs is None else enc_kvs[i],
+                                                 cache=None if caches is None else caches[i], training=training)
             weights.append(block_weights)
             grown.append(cache)
-        return self.logits(y), weights, None if caches is None else grown
+        return self.logits(hidden), weights, None if caches is None else grown
 
     def encoder_keys_values(self, enc):
         """enc (N, T1, C) -> per decoder block, its cross-attention (keys, values), each (N, h, T1, C/h)."""
@@ -167,11 +170,11 @@ class Transformer(keras.Model):
         """Decoder input ids (N, T2), enc (N, T1, C), src ids (N, T1) -> logits (N, T2, V)."""
         return self.run_decoder(tgt_in, src, enc=enc, training=training)[0]
 
-    def logits(self, y):
+    def logits(self, hidden):
         """Decoder output (N, T, C) -> float32 logits (N, T, V)."""
         if self.share_embeddings:
-            return self.output_projection(y, self.tgt_embedding.table)
-        return self.output_projection(y)
+            return self.output_projection(hidden, self.tgt_embedding.table)
+        return self.output_projection(hidden)
 
     def call(self, inputs, training=False):
         src, tgt_in = inputs
@@ -216,4 +219,4 @@ def build_model(hp, src_vocab_size, tgt_vocab_size):
 def shift_right(tgt):
     """Decoder input: <S> followed by the target without its last position, (N, T2) -> (N, T2)."""
     bos = tf.fill((tf.shape(tgt)[0], 1), tf.constant(BOS, tgt.dtype))
-    return tf.concat([bos, tgt[:, :-1]], axis=1)
+    return tf.concat([bos, tgt[:, :-1]], axis=1)  # (N, T2)

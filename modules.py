@@ -93,12 +93,12 @@ class Embedding(keras.layers.Layer):
 
 
 class PositionalEncoding(keras.layers.Layer):
-    """Adds position information: sinusoid, or a learned table of max_len rows (paper 3.5)."""
+    """Adds position information: sinusoid, or a learned table of maxlen rows (paper 3.5)."""
 
-    def __init__(self, *, units, max_len, learned, **kwargs):
+    def __init__(self, *, units, maxlen, learned, **kwargs):
         super().__init__(**kwargs)
         self.units = units
-        self.table = (self.add_weight(shape=(max_len, units), initializer="glorot_uniform", name="table")
+        self.table = (self.add_weight(shape=(maxlen, units), initializer="glorot_uniform", name="table")
                       if learned else None)  # (maxlen, C)
 
     def call(self, x, start=0):

@@ -57,18 +57,15 @@ def decoders_on_test_set(flags):
     and of beam search with beam size 1 (its best hypothesis)."""
     import tensorflow as tf
 
-    import checkpoints
     import data_load
-    import vocab
     import hyperparams
     from decoding import beam_search_decoder, cached_greedy_decoder, decode_limits, greedy_decoder
-    from model import build_model
+    from inference import load_trained
 
     hp = hyperparams.for_evaluation(hyperparams.parse_args(flags, description="")[0])
-    src_vocab, tgt_vocab = vocab.load_vocabs(hp)
-    x, _, _ = data_load.load_test_data(hp, src_vocab, tgt_vocab, keep_all=True)
-    model = build_model(hp, src_vocab.size, tgt_vocab.size)
-    checkpoints.restore(model, hp)
+    trained = load_trained(hp)
+    model = trained.model
+    x, _, _ = data_load.load_test_data(hp, trained.src_vocab, trained.tgt_vocab, keep_all=True)
     src = tf.constant(x)
     limits = decode_limits(src, hp)
     beam_one = beam_search_decoder(model, 1, hp.length_penalty)(src, limits)[0][:, 0]

@@ -41,7 +41,7 @@ def test_sinusoid_matches_the_formula():
 
 @pytest.mark.parametrize("learned", [False, True])
 def test_positional_encoding_adds_one_row_per_position(learned):
-    layer = PositionalEncoding(units=4, max_len=5, learned=learned)
+    layer = PositionalEncoding(units=4, maxlen=5, learned=learned)
     out = layer(tf.zeros((2, 3, 4)))
     table = layer.table.numpy()[:3] if learned else sinusoid(3, 4).numpy()
     np.testing.assert_allclose(out[1], table, rtol=1e-6)
