@@ -166,7 +166,7 @@ def exclusive(logdir):
 
     The lock is an flock on logdir/.lock, which the operating system releases
     when the process ends however it ends, so a crashed run leaves no lock
-    behind (the file itself stays, empty of meaning).
+    behind (the file stays, naming the last process that held it).
     """
     path = os.path.join(logdir, ".lock")
     os.makedirs(logdir, exist_ok=True)
