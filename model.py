@@ -203,16 +203,22 @@ class Transformer(keras.Model):
 def build_model(hp, src_vocab_size, tgt_vocab_size):
     """A Transformer of the settings' shape, with its variables created (so it can be restored).
 
-    Sets the global Keras dtype policy from hp.mixed_precision first, so that
-    every layer computes in it.
+    Its layers compute in hp.mixed_precision's dtype policy. A Keras layer takes
+    its policy from the global one when it is made, so the global policy is
+    set while the model is made and restored afterwards: building a model
+    changes nothing for the code around it.
     """
+    previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(PRECISIONS[hp.mixed_precision])
-    model = Transformer(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
-                        hidden_units=hp.hidden_units, num_blocks=hp.num_blocks, num_heads=hp.num_heads,
-                        dropout_rate=hp.dropout_rate, residual_dropout=hp.residual_dropout, sinusoid=hp.sinusoid,
-                        maxlen=hp.maxlen, share_embeddings=hp.share_embeddings)
-    ids = tf.fill((1, 1), BOS)
-    model((ids, ids))
+    try:
+        model = Transformer(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
+                            hidden_units=hp.hidden_units, num_blocks=hp.num_blocks, num_heads=hp.num_heads,
+                            dropout_rate=hp.dropout_rate, residual_dropout=hp.residual_dropout,
+                            sinusoid=hp.sinusoid, maxlen=hp.maxlen, share_embeddings=hp.share_embeddings)
+        ids = tf.fill((1, 1), BOS)
+        model((ids, ids))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     return model
 
 

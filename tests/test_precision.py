@@ -45,7 +45,8 @@ def test_16_bit_model_computes_what_the_float32_one_does(precision, dtype, toler
     expected = reference((SRC, TGT_IN)).numpy()
     model = build_model(Hyperparams(**settings, mixed_precision=precision), 16, 16)
     model.set_weights(reference.get_weights())
-    assert model.encode(SRC).dtype == dtype  # the blocks compute in 16 bits
+    assert model.encode(SRC).dtype == dtype  # the blocks compute in 16 bits ...
+    assert keras.mixed_precision.global_policy().name == "float32"  # ... and the global policy is left as it was
     assert all(w.dtype == "float32" for w in model.weights)  # weights stay float32
     logits = model((SRC, TGT_IN))
     assert logits.dtype == tf.float32
