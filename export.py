@@ -126,6 +126,7 @@ def save(exported, out, record, replace):
     parent = os.path.dirname(os.path.abspath(out))
     tmp = old = None
     try:
+        os.makedirs(parent, exist_ok=True)  # --out may name a new directory inside new ones
         tmp = tempfile.mkdtemp(prefix=os.path.basename(os.path.abspath(out)) + ".tmp", dir=parent)
         tf.saved_model.save(exported, tmp, signatures={"serving_default": exported.translate})
         with open(os.path.join(tmp, MARKER), "w", encoding="utf-8") as f:

@@ -96,7 +96,7 @@ def test_export_never_replaces_what_it_did_not_write(trained, out, capsys, monke
 
 def test_export_overwrite_replaces_only_its_own_savedmodel(trained, tmp_path, capsys, monkeypatch):
     _, flags = trained
-    out = tmp_path / "exported"
+    out = tmp_path / "exports" / "exported"  # inside a directory that does not exist yet
     export.main(flags + ["--out", str(out)])
     marker = json.loads((out / export.MARKER).read_text())
     assert marker["written_by"] == "export.py" and marker["name"].startswith("model_epoch_01")
@@ -106,7 +106,7 @@ def test_export_overwrite_replaces_only_its_own_savedmodel(trained, tmp_path, ca
     assert snapshot(out) == first
     export.main(flags + ["--out", str(out), "--overwrite"])
     assert (out / export.MARKER).is_file() and (out / "saved_model.pb").is_file()
-    assert sorted(os.listdir(tmp_path)) == ["exported"]  # no temporary or old directory is left
+    assert sorted(os.listdir(out.parent)) == ["exported"]  # no temporary or old directory is left
 
 
 # Files that belong together are written as one
