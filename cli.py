@@ -71,8 +71,7 @@ def write_files(contents):
                         "directory (nothing was changed)") from None
     finally:
         for tmp in temporary.values():
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            discard(tmp)
 
 
 def write_atomic(path, content):
@@ -120,8 +119,7 @@ def check_writable(directory, flag):
         raise UserError(f"cannot write to --{flag} {directory} ({e.strerror or e}); choose another "
                         f"--{flag}, or free space or fix permissions there") from None
     finally:
-        if os.path.exists(probe):  # also when a full disk let it be created but not written
-            os.remove(probe)
+        discard(probe)  # also when a full disk let it be created but not written
         for path in created:  # deepest first
             if os.path.isdir(path) and not os.listdir(path):
                 os.rmdir(path)

@@ -33,12 +33,12 @@ from model import build_model
 from training import TrainStep, make_optimizer, make_strategy, worker_index
 
 
-def check_finite(first_bad_step, latest_checkpoint, hp):
+def check_finite(first_bad_step, hp):
     """Stops training (UserError) once a loss was NaN or Inf; nothing is saved after it."""
     bad = int(first_bad_step.numpy())
     if bad:
-        kept = f"{latest_checkpoint} is the last good checkpoint, untouched" if latest_checkpoint else \
-            "no checkpoint was written"
+        latest = checkpoints.latest(hp.logdir)  # looked up only now: the message names it
+        kept = f"{latest} is the last good checkpoint, untouched" if latest else "no checkpoint was written"
         raise UserError(f"the training loss became NaN or Inf at step {bad}; {kept}; lower --lr "
                         f"(now {hp.lr}) or train without --mixed_precision (now {hp.mixed_precision})")
 
@@ -173,13 +173,13 @@ class Loop:
                 tf.summary.scalar("grad_norm", float(self.step.grad_norm.numpy()))
             tf.summary.scalar("tokens_per_s", tokens_per_s)
         if measured:
-            check_finite(self.step.first_bad_step, checkpoints.latest(self.hp.logdir), self.hp)
+            check_finite(self.step.first_bad_step, self.hp)
         return mean_loss, acc
 
     def save(self):
         """Checks the loss stayed finite, then checkpoints the place reached; returns the checkpoint's path."""
         hp, place = self.hp, self.place
-        check_finite(self.step.first_bad_step, checkpoints.latest(hp.logdir), hp)
+        check_finite(self.step.first_bad_step, hp)
         finished = place.done == self.steps_per_epoch
         self.checkpoint.epoch.assign(place.epoch if finished else place.epoch - 1)
         self.checkpoint.position.assign(place.done % self.steps_per_epoch)
