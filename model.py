@@ -31,7 +31,11 @@ class TiedOutput(keras.layers.Layer):
         self.bias = self.add_weight(shape=(vocab_size,), initializer="zeros", name="bias")  # (V,)
 
     def call(self, hidden, table):
-        return tf.matmul(tf.cast(hidden, tf.float32), table, transpose_b=True) + self.bias  # (N, T, V)
+        # As one (N·T, C) x (C, V) product: a batched (N, T, C) x (V, C)^T one would broadcast the
+        # table over the N sentences, and its gradient would hold one (V, C) table per sentence.
+        flat = tf.reshape(tf.cast(hidden, tf.float32), (-1, tf.shape(hidden)[-1]))  # (N·T, C)
+        logits = tf.matmul(flat, table, transpose_b=True) + self.bias  # (N·T, V)
+        return tf.reshape(logits, tf.concat([tf.shape(hidden)[:-1], tf.shape(table)[:1]], 0))  # (N, T, V)
 
 
 class EncoderBlock(keras.layers.Layer):
