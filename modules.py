@@ -59,6 +59,32 @@ def label_smoothing(labels, depth, epsilon):
     return tf.one_hot(labels, depth) * (1.0 - epsilon) + epsilon / tf.cast(depth, tf.float32)
 
 
+def smoothed_cross_entropy(logits, labels, epsilon):
+    """Cross-entropy against label_smoothing(labels, V, epsilon), without building that (N, T, V) tensor.
+
+    logits (N, T, V) float32, labels (N, T) int -> (N, T). With q the smoothed
+    targets, -sum_v q_v log softmax(logits)_v = logsumexp(logits) - (1 - eps) *
+    logits[label] - eps * mean(logits), and its gradient is softmax(logits) - q.
+    Written out by hand because the library's op needs q as a dense tensor and
+    keeps its own (N, T, V) gradient from the forward pass on: with a vocab of
+    thousands these are the largest tensors of a training step.
+    """
+    @tf.custom_gradient
+    def xent(logits):
+        lse = tf.reduce_logsumexp(logits, axis=-1)  # (N, T)
+        picked = tf.gather(logits, labels, batch_dims=2)  # (N, T): the label's logit
+        loss = lse - (1.0 - epsilon) * picked - epsilon * tf.reduce_mean(logits, axis=-1)
+
+        def gradient(upstream):  # (N, T) -> (N, T, V): upstream * (softmax - q)
+            depth = tf.shape(logits)[-1]
+            hot = tf.one_hot(labels, depth, on_value=1.0 - epsilon, off_value=0.0)
+            return upstream[..., None] * (tf.exp(logits - lse[..., None]) - hot - epsilon / tf.cast(depth, tf.float32))
+
+        return loss, gradient
+
+    return xent(logits)
+
+
 def loss_and_accuracy(logits, tgt, epsilon, count=None):
     """Label-smoothed cross-entropy and accuracy over the non-pad target positions.
 
@@ -69,8 +95,7 @@ def loss_and_accuracy(logits, tgt, epsilon, count=None):
     """
     logits = tf.cast(logits, tf.float32)
     real = tf.cast(tgt != PAD, tf.float32)  # (N, T2)
-    targets = label_smoothing(tgt, tf.shape(logits)[-1], epsilon)  # (N, T2, V)
-    xent = tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)  # (N, T2)
+    xent = smoothed_cross_entropy(logits, tgt, epsilon)  # (N, T2)
     count = tf.maximum(tf.reduce_sum(real) if count is None else count, 1.0)
     hits = tf.cast(tf.argmax(logits, axis=-1, output_type=tgt.dtype) == tgt, tf.float32)
     return tf.reduce_sum(xent * real) / count, tf.reduce_sum(hits * real) / count

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from modules import (Embedding, FeedForward, MultiHeadAttention, PositionalEncoding, causal_mask,
-                     label_smoothing, loss_and_accuracy, padding_mask, query_mask, sinusoid)
+                     label_smoothing, loss_and_accuracy, padding_mask, query_mask, sinusoid,
+                     smoothed_cross_entropy)
 
 
 @pytest.fixture(autouse=True)
@@ -107,3 +108,18 @@ def test_loss_and_accuracy_ignore_pad_positions():
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     other_pad_logits = tf.concat([logits[:, :2], tf.constant([[[0.0, 0.0, 9.0]]])], axis=1)
     assert float(loss_and_accuracy(other_pad_logits, tgt, 0.0)[0]) == pytest.approx(float(loss))
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.5])
+def test_smoothed_cross_entropy_and_its_gradient_match_the_dense_formula(epsilon):
+    logits = tf.random.stateless_normal((3, 4, 11), seed=(1, 2)) * 4.0
+    labels = tf.constant([[1, 2, 0, 10], [3, 3, 3, 3], [0, 0, 7, 9]])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        weights = tf.reshape(tf.range(12, dtype=tf.float32), (3, 4))  # positions weighed unevenly
+        ours = smoothed_cross_entropy(logits, labels, epsilon)
+        dense = tf.nn.softmax_cross_entropy_with_logits(labels=label_smoothing(labels, 11, epsilon), logits=logits)
+        ours_total, dense_total = (tf.reduce_sum(weights * v) for v in (ours, dense))
+    np.testing.assert_allclose(ours, dense, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(ours_total, logits), tape.gradient(dense_total, logits),
+                               rtol=1e-4, atol=1e-6)
