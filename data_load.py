@@ -1,7 +1,7 @@
 """Sentence pairs as ids, and the tf.data batches training and decoding run on.
 
     raw text -> readers.read_parallel -> vocab.encode -> ids + </S> -> drop longer than maxlen -> pad
-    -> train_batches (shuffled; fixed size, or length buckets) / eval_batches (in file order)
+    -> train_batches (shuffled; fixed size, or length buckets of a few shapes) / eval_batches (in file order)
 """
 import numpy as np
 import tensorflow as tf
@@ -9,6 +9,10 @@ import tensorflow as tf
 from cli import UserError
 from readers import read_parallel
 from vocab import PAD
+
+# Decoding pads each batch of source sentences to a multiple of this many ids, not
+# to its own longest: a handful of distinct shapes instead of one per length.
+SHAPE_STEP = 8
 
 
 def pad(seqs, width):
@@ -69,25 +73,30 @@ def _lengths(ids):
     return (ids != PAD).sum(-1) if isinstance(ids, np.ndarray) else tf.reduce_sum(tf.cast(ids != PAD, tf.int32), -1)
 
 
-def bucket_plan(maxlen, batch_tokens):
-    """About 8 length buckets up to maxlen: (boundaries, pairs per batch in each bucket).
+def round_up(length):
+    """length rounded up to a multiple of SHAPE_STEP (ints or integer tensors)."""
+    return -(-length // SHAPE_STEP) * SHAPE_STEP
 
-    Bucket i holds pairs whose longer side has a length in [boundaries[i-1], boundaries[i]);
-    its batches hold batch_tokens // (longest length in the bucket) pairs, so no
-    batch exceeds batch_tokens tokens on either side, padding included.
+
+def bucket_plan(maxlen, batch_tokens):
+    """About 8 length buckets up to maxlen: (widths, pairs per batch in each bucket).
+
+    Bucket i holds the pairs whose longer side has widths[i - 1] < length <= widths[i].
+    Its batches are batch_tokens // widths[i] pairs, both sides padded to widths[i]:
+    no batch exceeds batch_tokens tokens on either side, padding included, and an
+    epoch has only len(widths) batch shapes, whatever the corpus.
     """
     step = max(1, -(-maxlen // 8))
-    boundaries = list(range(step + 1, maxlen + 1, step))
-    longest = [b - 1 for b in boundaries] + [maxlen]
-    return boundaries, [max(1, batch_tokens // n) for n in longest]
+    widths = list(range(step, maxlen, step)) + [maxlen]
+    return widths, [max(1, batch_tokens // width) for width in widths]
 
 
 def count_batches(x, y, *, batch_size, batch_tokens=0):
     """How many batches train_batches() yields per epoch."""
     if not batch_tokens:
         return len(x) // batch_size
-    boundaries, sizes = bucket_plan(x.shape[1], batch_tokens)
-    buckets = np.searchsorted(boundaries, np.maximum(_lengths(x), _lengths(y)), side="right")
+    widths, sizes = bucket_plan(x.shape[1], batch_tokens)
+    buckets = np.searchsorted(widths, np.maximum(_lengths(x), _lengths(y)), side="left")
     counts = np.bincount(buckets, minlength=len(sizes))
     return int(sum(-(-c // s) for c, s in zip(counts, sizes)))
 
@@ -97,23 +106,38 @@ def train_batches(x, y, *, batch_size, seed, batch_tokens=0):
 
     Without batch_tokens: exactly batch_size pairs each, padded to maxlen, the
     last partial batch dropped (as the original). With batch_tokens: pairs of
-    similar length batched together (tf.data bucketing), each batch padded only
-    to its longest sentence and holding at most batch_tokens tokens per side;
-    every pair is used. The order depends only on `seed` (train.py passes seed +
-    epoch), so a run resumed at an epoch boundary sees the batches an
-    uninterrupted run would.
+    similar length batched together (tf.data bucketing, see bucket_plan), and
+    every pair used: each bucket's last batch is filled up with empty rows
+    (all <PAD>, which count for nothing in the loss), so that it has the shape
+    of the bucket's other batches. A compiled step (--jit) then compiles once
+    per bucket, not once per batch. The order depends only on `seed` (train.py
+    passes seed + epoch), so a run resumed at an epoch boundary sees the
+    batches an uninterrupted run would.
     """
     pairs = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=False)
     if not batch_tokens:
         return pairs.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    boundaries, sizes = bucket_plan(x.shape[1], batch_tokens)
+    widths, sizes = bucket_plan(x.shape[1], batch_tokens)
     trimmed = pairs.map(lambda a, b: (a[:_lengths(a)], b[:_lengths(b)]), num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True)
+
+    def fill(a, b):  # (n, width) -> (the bucket's batch size, width), n <= that size
+        missing = [[0, tf.maximum(1, batch_tokens // tf.shape(a)[1]) - tf.shape(a)[0]], [0, 0]]
+        return tf.pad(a, missing, constant_values=PAD), tf.pad(b, missing, constant_values=PAD)
+
+    # pad_to_bucket_boundary pads bucket i to boundaries[i] - 1 = widths[i]; the bucket
+    # past the last boundary stays empty, as no pair is longer than maxlen.
     return (trimmed.bucket_by_sequence_length(lambda a, b: tf.maximum(tf.shape(a)[0], tf.shape(b)[0]),
-                                              boundaries, sizes, padding_values=(PAD, PAD))
+                                              [w + 1 for w in widths], sizes + [1], padding_values=(PAD, PAD),
+                                              pad_to_bucket_boundary=True)
+            .map(fill, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE))
 
 
 def eval_batches(x, batch_size):
-    """Source batches in file order, the last partial batch included."""
-    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    """Source batches in file order, the last partial batch included, each cut to its longest
+    sentence rounded up to a multiple of SHAPE_STEP (so that decoding meets few distinct shapes)."""
+    def trim(src):
+        return src[:, :tf.minimum(round_up(tf.reduce_max(_lengths(src))), tf.shape(src)[1])]
+
+    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).map(trim).prefetch(tf.data.AUTOTUNE)

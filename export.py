@@ -74,11 +74,14 @@ class Exported(tf.Module):
         return tf.strings.strip(text)
 
     def encode(self, text):
-        """(n,) clean strings -> ids (n, T1) ending in </S>, right-padded with <PAD>."""
+        """(n,) clean strings -> ids (n, T1) ending in </S>, right-padded with <PAD> to a multiple of
+        data_load.SHAPE_STEP."""
         ragged = (self.tokenizer.tokenize(text) if self.subword
                   else self.src_ids.lookup(tf.strings.split(text)))
         ragged = tf.concat([tf.cast(ragged, tf.int32), tf.fill((tf.shape(text)[0], 1), EOS)], axis=1)  # (n, None)
-        ids = ragged.to_tensor(default_value=PAD)  # (n, T1)
+        ids = ragged.to_tensor(default_value=PAD)  # (n, longest)
+        width = tf.shape(ids)[1]  # padded on to a multiple of SHAPE_STEP: few distinct shapes to run
+        ids = tf.pad(ids, [[0, 0], [0, data_load.round_up(width) - width]], constant_values=PAD)  # (n, T1)
         return data_load.within_positions(ids, self.hp)
 
     def decode_text(self, ids):

@@ -66,7 +66,8 @@ class Translator:
     def nbest_ids(self, cleaned):
         """Cleaned, non-empty sentences -> the nbest hypotheses' ids (n, nbest, L) and scores (n, nbest)."""
         ids = self.src_vocab.encode(cleaned)
-        src = data_load.within_positions(data_load.pad(ids, max(map(len, ids))), self.hp)  # (n, T1)
+        width = data_load.round_up(max(map(len, ids)))  # few distinct shapes, whatever the lengths
+        src = data_load.within_positions(data_load.pad(ids, width), self.hp)  # (n, T1)
         ids, scores = self.decode(src, decode_limits(src, self.hp))
         return ids[:, :self.nbest].numpy(), scores[:, :self.nbest].numpy()  # best first
 

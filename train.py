@@ -117,11 +117,14 @@ class Loop:
         hp, place = self.hp, self.place
         start, epoch_started = time.time(), self.clock.now()
         self.reported = epoch_started
+        self.shapes = set()  # the batch shapes met this epoch: each is one program to compile (--jit)
         batches = self.strategy.experimental_distribute_dataset(data_load.train_batches(
             x, y, batch_size=hp.batch_size, seed=hp.seed + place.epoch, batch_tokens=hp.batch_tokens).skip(place.done))
         with tqdm(total=self.steps_per_epoch, initial=place.done, desc=f"epoch {place.epoch}/{hp.num_epochs}",
                   unit="step", disable=self.worker > 0) as bar:
             for src, tgt in batches:
+                self.shapes.add(tuple(t.shape for part in (src, tgt)
+                                      for t in self.strategy.experimental_local_results(part)))
                 # the gradient norm is measured on every summary_every-th step; not at an epoch's end,
                 # where the last batches of length buckets are small and their gradients noisier
                 self.step(src, tgt, (place.step + 1) % hp.summary_every == 0)
@@ -150,12 +153,14 @@ class Loop:
         mean_loss, acc = self.step.epoch.means()
         tokens_per_s = self.step.epoch.tokens.numpy() / max(self.clock.now() - epoch_started, 1e-9)
         self.step.epoch.reset()
+        with self.writer.as_default(step=self.place.step):
+            tf.summary.scalar("batch_shapes", len(self.shapes))
         self.writer.flush()
         path = self.save()
         scores = f"dev BLEU {self.evaluate():.2f} (best {self.dev.best:.2f}), " if self.dev else ""
         self.writer.flush()
         print(f"epoch {self.place.epoch}: step {self.place.step}, mean_loss {mean_loss:.3f}, acc {acc:.3f}, {scores}"
-              f"{tokens_per_s:,.0f} tokens/s, {seconds:.0f} s, saved {path}")
+              f"{tokens_per_s:,.0f} tokens/s, {len(self.shapes)} batch shapes, {seconds:.0f} s, saved {path}")
 
     def report(self, measured):
         """Writes the means since the last report to TensorBoard (and grad_norm if this step measured it);

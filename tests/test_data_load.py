@@ -116,33 +116,6 @@ def test_train_batches_are_seeded_full_batches():
     assert first == batches(1) and first != batches(2)
 
 
-def random_padded(count, maxlen, seed):
-    """count pairs of random lengths 1..maxlen; row i holds the value i + 4 on both sides."""
-    rng = np.random.default_rng(seed)
-    x, y = np.zeros((2, count, maxlen), np.int32)
-    for i, (a, b) in enumerate(rng.integers(1, maxlen + 1, (count, 2))):
-        x[i, :a], y[i, :b] = i + 4, i + 4
-    return x, y
-
-
-def test_bucketed_batches_use_every_pair_once_within_the_token_budget():
-    x, y = random_padded(500, 20, seed=0)
-    batches = list(data_load.train_batches(x, y, batch_size=32, seed=1, batch_tokens=120))
-    assert len(batches) == data_load.count_batches(x, y, batch_size=32, batch_tokens=120)
-    seen = np.concatenate([src[:, 0].numpy() for src, _ in batches]) - 4
-    assert sorted(seen) == list(range(500))
-    for src, tgt in batches:
-        assert src.shape[0] * src.shape[1] <= 120 and tgt.shape[0] * tgt.shape[1] <= 120
-        rows = src[:, 0].numpy() - 4  # the pairs keep their sides together, trimmed to the batch's longest
-        np.testing.assert_array_equal(src, x[rows, :src.shape[1]])
-        np.testing.assert_array_equal(tgt, y[rows, :tgt.shape[1]])
-        assert (src[:, -1] != PAD).numpy().any() or (tgt[:, -1] != PAD).numpy().any()
-    padded = sum(int(np.prod(s.shape)) for s, _ in batches)
-    assert padded < 0.75 * x.size  # far less padding than maxlen-wide batches
-    again = [s.numpy().tolist() for s, _ in data_load.train_batches(x, y, batch_size=32, seed=1, batch_tokens=120)]
-    assert again == [s.numpy().tolist() for s, _ in batches]
-
-
 def test_eval_batches_keep_the_last_partial_batch():
     x = np.zeros((10, 3), np.int32)
     assert [len(b) for b in data_load.eval_batches(x, 4)] == [4, 4, 2]

@@ -82,7 +82,8 @@ def test_a_subword_model_learns_and_is_scored_on_raw_text(corpus, capsys):
     train.main(flags + model_flags + ["--summary_every", "25"])
     logdir = directory / "logdir"
     lines = re.findall(r"^epoch (\d+): step (\d+), mean_loss [\d.]+, acc [\d.]+, dev BLEU [\d.]+ \(best [\d.]+\), "
-                       r"[\d,]+ tokens/s, \d+ s, saved .*model_epoch_\d\d_gs_\d+$", capsys.readouterr().out, re.M)
+                       r"[\d,]+ tokens/s, \d+ batch shapes, \d+ s, saved .*model_epoch_\d\d_gs_\d+$",
+                       capsys.readouterr().out, re.M)
     assert lines == [(str(e), str(62 * e)) for e in range(1, 7)]
 
     # TensorBoard: every 25 steps and at each of the 6 epochs' ends (62 steps each) the training scalars;
@@ -91,6 +92,7 @@ def test_a_subword_model_learns_and_is_scored_on_raw_text(corpus, capsys):
     reported = sorted({25 * i for i in range(1, 15)} | {62 * e for e in range(1, 7)})
     for tag in "mean_loss", "acc", "lr", "tokens_per_s":
         assert sorted(logged[tag]) == reported, tag
+    assert {step: int(n) for step, n in logged["batch_shapes"].items()} == {62 * e: 1 for e in range(1, 7)}
     assert sorted(logged["grad_norm"]) == [25 * i for i in range(1, 15)]  # measured on every 25th step
     evaluated = sorted([62 * e for e in range(1, 7)] + [40 * i for i in range(1, 10)])
     for tag in "dev_loss", "dev_acc", "dev_bleu", "dev_samples", "dev_attention":
