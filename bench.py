@@ -1,8 +1,9 @@
-"""Measures training and decoding speed; prints one JSON object per measurement.
+"""Measures training and decoding speed and memory; prints one JSON object per measurement.
 
     python bench.py                               # a small model, a few minutes on two CPU cores
     python bench.py --original_size               # the paper's base model (the original's default)
     python bench.py --measures decode_cached,decode_full --decode_len 50
+    python bench.py --measures train_preset       # train.py --preset multi30k_cpu for one epoch
 
 Inputs are synthetic sentence pairs of random ids with lengths spread evenly
 between 4 and maxlen words, so the figures do not depend on a corpus being
@@ -10,12 +11,22 @@ present; --corpus uses the --dataset's training pairs instead (run download.py
 and prepro.py first). Training figures count real (non-pad) target tokens over steps after
 a warm-up; decoding figures decode every sentence to exactly decode_len words
 (</S> is suppressed) after a warm-up call that compiles the decoder.
+
+Each measurement runs in a process of its own, so that its peak_rss_mb (the
+peak resident memory) is its own. train_preset runs train.py itself, with
+dev evaluation and checkpoints as the preset has them, on the preset's
+corpus (run download.py and prepro.py with the preset first), in a new
+temporary logdir, and reports train.py's own figures and peak memory.
 """
 import contextlib
+import glob
 import json
 import os
+import re
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 
 import cli
@@ -30,20 +41,23 @@ import data_load
 import vocab
 from cli import UserError, run
 from decoding import cached_greedy_decoder, greedy_decoder
-from hyperparams import Hyperparams, parse_args
+from hyperparams import PRESETS, Hyperparams, parse_args
 from model import build_model
 from training import TrainStep, make_optimizer
 from vocab import EOS, PAD
 
 
-MEASURES = ("train_fixed", "train_bucketed", "decode_full", "decode_cached")
+MEASURES = ("train_fixed", "train_bucketed", "decode_full", "decode_cached", "train_preset")
+DEFAULT_MEASURES = MEASURES[:4]  # train_preset takes minutes and needs the preset's corpus: asked for by name
+PRESET = "multi30k_cpu"  # train_preset's preset unless --preset is given
 # The benchmark's own model unless --original_size: small enough for a CPU, big enough to be a Transformer.
 SMALL = dict(hidden_units=256, num_blocks=3, num_heads=4, maxlen=20, batch_size=64, dropout_rate=0.1)
 VOCAB = 4000  # ids per side of the synthetic pairs
 
 
 def add_bench_flags(parser):
-    parser.add_argument("--measures", default=",".join(MEASURES), help=f"comma-separated, of {', '.join(MEASURES)}")
+    parser.add_argument("--measures", default=",".join(DEFAULT_MEASURES),
+                        help=f"comma-separated, of {', '.join(MEASURES)} (default: {','.join(DEFAULT_MEASURES)})")
     parser.add_argument("--original_size", action="store_true", default=False,
                         help="use the settings' defaults (512 wide, 6 blocks) instead of a 256-wide, 3-block model")
     parser.add_argument("--corpus", action="store_true", default=False,
@@ -52,6 +66,8 @@ def add_bench_flags(parser):
     parser.add_argument("--untimed_steps", type=int, default=5, help="steps run before timing starts (default: 5)")
     parser.add_argument("--sentences", type=int, default=64, help="sentences decoded (default: 64)")
     parser.add_argument("--decode_len", type=int, default=50, help="words decoded per sentence (default: 50)")
+    parser.add_argument("--preset_epochs", type=int, default=1,
+                        help=f"train_preset: epochs of --preset (default {PRESET}) to train (default: 1)")
 
 
 def synthetic_pairs(count, maxlen, seed):
@@ -81,7 +97,8 @@ def corpus_pairs(hp):
 
 
 def measure_training(hp, pairs, batch_tokens, args):
-    """Target tokens per second over timed steps, after warm-up steps."""
+    """Target tokens per second over timed steps, after warm-up steps; the share of real (non-pad)
+    tokens among the batches' positions, and the number of distinct batch shapes met."""
     x, y, vocabs = pairs
     keras.utils.set_random_seed(hp.seed)
     model = build_model(hp, *vocabs)
@@ -90,15 +107,69 @@ def measure_training(hp, pairs, batch_tokens, args):
     train_step = TrainStep(model, optimizer, hp.label_smoothing, jit=hp.jit)
     batches = iter(data_load.train_batches(x, y, batch_size=hp.batch_size, seed=hp.seed,
                                            batch_tokens=batch_tokens).repeat())
+    shapes, real, padded = set(), 0, 0
+
+    def step():
+        nonlocal real, padded
+        src, tgt = next(batches)
+        shapes.add((tuple(src.shape), tuple(tgt.shape)))
+        real += int(tf.reduce_sum(tf.cast(src != PAD, tf.int32)) + tf.reduce_sum(tf.cast(tgt != PAD, tf.int32)))
+        padded += int(tf.size(src) + tf.size(tgt))
+        train_step(src, tgt)
+
     for _ in range(args.untimed_steps):
-        train_step(*next(batches))
+        step()
     before = train_step.interval.tokens.numpy()  # waits for the device
     start = time.perf_counter()
     for _ in range(args.train_steps):
-        train_step(*next(batches))
+        step()
     tokens = train_step.interval.tokens.numpy() - before
     seconds = time.perf_counter() - start
-    return {"tokens_per_s": tokens / seconds, "steps_per_s": args.train_steps / seconds}
+    return {"tokens_per_s": tokens / seconds, "steps_per_s": args.train_steps / seconds,
+            "real_token_share": real / padded, "batch_shapes": len(shapes)}
+
+
+def xla_compilations(dump_dir):
+    """How many programs XLA compiled into dump_dir (XLA_FLAGS --xla_dump_to): one module file each."""
+    return len(glob.glob(os.path.join(dump_dir, "*.before_optimizations.txt")))
+
+
+def hyperparams_flags(values):
+    """{setting: value} -> the flags that give them: ["--maxlen", "64", "--jit", "true", ...]."""
+    return [text for name, value in values.items()
+            for text in (f"--{name}", str(value).lower() if isinstance(value, bool) else str(value))]
+
+
+EPOCH_LINE = re.compile(r"^epoch (\d+): .*?(?:dev BLEU ([\d.]+) .*?)?([\d,]+) tokens/s, (\d+) batch shapes, (\d+) s,",
+                        re.M)
+
+
+def measure_preset(explicit, args):
+    """train.py --preset (multi30k_cpu by default) for --preset_epochs epochs in a new temporary logdir:
+    its epoch lines' figures, and its peak resident memory."""
+    values = {"preset": PRESET, **PRESETS[PRESET], **explicit} if "preset" not in explicit else explicit
+    with tempfile.TemporaryDirectory(prefix="bench_preset_") as scratch:
+        flags = hyperparams_flags({**values, "logdir": os.path.join(scratch, "logdir"),
+                                   "num_epochs": args.preset_epochs})
+        env = dict(os.environ)
+        if values.get("jit"):
+            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_dump_to={os.path.join(scratch, 'xla')}".strip()
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
+                                 *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        seconds = time.perf_counter() - start
+        if result.returncode:
+            raise UserError(f"train.py failed (exit {result.returncode}): {result.stderr.strip().splitlines()[-1:]}")
+        compiled = xla_compilations(os.path.join(scratch, "xla")) if values.get("jit") else None
+    epochs = [{"epoch": int(e), "dev_bleu": float(b) if b else None, "tokens_per_s": float(t.replace(",", "")),
+               "batch_shapes": int(n), "seconds": int(s)} for e, b, t, n, s in EPOCH_LINE.findall(result.stdout)]
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # train.py's: the only child
+    record = {"measure": "train_preset", "tokens_per_s": epochs[-1]["tokens_per_s"],
+              "batch_shapes": epochs[-1]["batch_shapes"], "epochs": epochs, "seconds": round(seconds, 1),
+              "peak_rss_mb": round(peak, 1), "settings": values}
+    if compiled is not None:
+        record["xla_compilations"] = compiled
+    return record
 
 
 def decoding_model(hp, vocabs):
@@ -119,6 +190,17 @@ def measure_decoding(decoder, src, decode_len):
     return src.shape[0] / (time.perf_counter() - start), out
 
 
+def run_each_alone(argv, measures):
+    """Runs bench.py once per measure, each in a process of its own, and passes its JSON line on."""
+    for name in measures:
+        result = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--measures", name],
+                                stdout=subprocess.PIPE, text=True)  # the last --measures wins
+        sys.stdout.write(result.stdout)
+        sys.stdout.flush()
+        if result.returncode:  # its error is on stderr already
+            sys.exit(result.returncode)
+
+
 def main(argv):
     explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_bench_flags)
     hp = Hyperparams(**{**({} if args.original_size else SMALL), **explicit})  # flags win
@@ -129,10 +211,17 @@ def main(argv):
     for name, lowest in (("train_steps", 1), ("untimed_steps", 0), ("sentences", 1), ("decode_len", 1)):
         if getattr(args, name) < lowest:
             raise UserError(f"--{name} must be at least {lowest}, got {getattr(args, name)}")
+    if args.preset_epochs < 1:
+        raise UserError(f"--preset_epochs must be at least 1, got {args.preset_epochs}")
+    if len(measures) > 1:
+        return run_each_alone(argv, measures)
+    name, = measures
+    common = {"device": device(), "tf": tf.__version__}
+    if name == "train_preset":
+        print(json.dumps({**measure_preset(explicit, args), **common}), flush=True)
+        return
     settings = {k: getattr(hp, k) for k in ("hidden_units", "num_blocks", "num_heads", "maxlen", "batch_size",
                                             "mixed_precision", "jit", "seed")}
-    common = {"device": device(), "tf": tf.__version__}
-
     if args.corpus:
         with contextlib.redirect_stdout(sys.stderr):  # the readers' summaries; stdout is for JSON only
             pairs = corpus_pairs(hp)
@@ -141,26 +230,27 @@ def main(argv):
         pairs = (*synthetic_pairs(needed, hp.maxlen, hp.seed), (VOCAB, VOCAB))
     settings.update(data=hp.source_train if args.corpus else "synthetic", pairs=len(pairs[0]))
     src = tf.constant(pairs[0][:args.sentences])
-    outputs = {}
-    for name in measures:
-        if name.startswith("train"):
-            # the same padded size per batch as fixed batches, unless --batch_tokens says otherwise
-            tokens = (hp.batch_tokens or hp.batch_size * hp.maxlen) if name == "train_bucketed" else 0
+    if name.startswith("train"):
+        # the same padded size per batch as fixed batches, unless --batch_tokens says otherwise
+        tokens = (hp.batch_tokens or hp.batch_size * hp.maxlen) if name == "train_bucketed" else 0
+        with tempfile.TemporaryDirectory(prefix="bench_xla_") as dump:
+            if hp.jit:  # read by XLA at its first compilation
+                os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump}".strip()
             record = {"measure": name, **measure_training(hp, pairs, tokens, args),
                       "settings": {**settings, "batch_tokens": tokens, "steps": args.train_steps}}
-        else:
-            model = decoding_model(hp, pairs[2])
-            make = cached_greedy_decoder if name == "decode_cached" else greedy_decoder
-            per_s, outputs[name] = measure_decoding(make(model), src, args.decode_len)
-            record = {"measure": name, "sentences_per_s": per_s,
-                      "settings": {**settings, "sentences": args.sentences, "decode_len": args.decode_len}}
-            if name == "decode_cached":
-                full = outputs.get("decode_full")
-                if full is None:  # not measured: computed untimed, for the comparison only
-                    full = greedy_decoder(model)(src, tf.fill((src.shape[0],), args.decode_len)).numpy()
-                record["identical_to_full"] = bool(np.array_equal(outputs[name], full))
-        record.update(common, peak_rss_mb=round(peak_rss_mb(), 1))
-        print(json.dumps(record), flush=True)
+            if hp.jit:
+                record["xla_compilations"] = xla_compilations(dump)
+        record["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    else:
+        model = decoding_model(hp, pairs[2])
+        make = cached_greedy_decoder if name == "decode_cached" else greedy_decoder
+        per_s, out = measure_decoding(make(model), src, args.decode_len)
+        record = {"measure": name, "sentences_per_s": per_s, "peak_rss_mb": round(peak_rss_mb(), 1),
+                  "settings": {**settings, "sentences": args.sentences, "decode_len": args.decode_len}}
+        if name == "decode_cached":  # after peak_rss_mb: the full decoder runs for the comparison only
+            full = greedy_decoder(model)(src, tf.fill((src.shape[0],), args.decode_len)).numpy()
+            record["identical_to_full"] = bool(np.array_equal(out, full))
+    print(json.dumps({**record, **common}), flush=True)
 
 
 if __name__ == "__main__":
