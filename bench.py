@@ -158,8 +158,9 @@ def measure_preset(explicit, args):
         result = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
                                  *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         seconds = time.perf_counter() - start
-        if result.returncode:
-            raise UserError(f"train.py failed (exit {result.returncode}): {result.stderr.strip().splitlines()[-1:]}")
+        if result.returncode:  # train.py's last line says why (a missing vocab: run prepro.py, ...)
+            last = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+            raise UserError(f"train_preset: train.py --preset {values['preset']} failed: {last}")
         compiled = xla_compilations(os.path.join(scratch, "xla")) if values.get("jit") else None
     epochs = [{"epoch": int(e), "dev_bleu": float(b) if b else None, "tokens_per_s": float(t.replace(",", "")),
                "batch_shapes": int(n), "seconds": int(s)} for e, b, t, n, s in EPOCH_LINE.findall(result.stdout)]

@@ -53,3 +53,29 @@ def test_bench_prints_one_json_line_per_measure(tmp_path):
         assert r["settings"]["data"].endswith("train.de") and r["settings"]["pairs"] == 100
     assert records[1]["settings"]["batch_tokens"] == 40
     assert records[3]["identical_to_full"] is True
+
+
+def test_train_preset_runs_train_py_and_reports_its_epochs_and_memory(tmp_path):
+    import prepro
+    from conftest import corpus_flags, toy_pairs
+    flags = corpus_flags(tmp_path, toy_pairs(120, seed=1), toy_pairs(5, seed=2))
+    # the preset's settings, made tiny and pointed at the toy corpus by the flags given after it
+    tiny = ["--vocab_type", "word", "--share_embeddings", "false", "--hidden_units", "16", "--num_blocks", "1",
+            "--num_heads", "2", "--maxlen", "10", "--batch_tokens", "60", "--mixed_precision", "none",
+            "--dev_eval", "false"]
+    argv = [sys.executable, str(ROOT / "bench.py"), "--measures", "train_preset", "--preset", "multi30k_cpu",
+            *flags, *tiny, "--preset_epochs", "2"]
+    result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stdout == ""  # no vocab yet: train.py's own one-line error
+    assert result.stderr.startswith("bench.py: error: train_preset: train.py --preset multi30k_cpu failed: ")
+    assert "prepro.py" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+    prepro.main(flags)
+    result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout)
+    assert record["measure"] == "train_preset" and record["settings"]["hidden_units"] == 16
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2]
+    assert all(e["tokens_per_s"] > 0 and 1 <= e["batch_shapes"] <= 5 for e in record["epochs"])
+    assert record["peak_rss_mb"] > 100  # train.py's own peak: TensorFlow alone takes more
+    assert not (tmp_path / "logdir").exists()  # trained in a temporary logdir
