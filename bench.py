@@ -107,15 +107,11 @@ def measure_training(hp, pairs, batch_tokens, args):
     train_step = TrainStep(model, optimizer, hp.label_smoothing, jit=hp.jit)
     batches = iter(data_load.train_batches(x, y, batch_size=hp.batch_size, seed=hp.seed,
                                            batch_tokens=batch_tokens).repeat())
-    shapes, real, padded = set(), 0, 0
+    seen = []  # the batches run; counted after timing, not inside it
 
     def step():
-        nonlocal real, padded
-        src, tgt = next(batches)
-        shapes.add((tuple(src.shape), tuple(tgt.shape)))
-        real += int(tf.reduce_sum(tf.cast(src != PAD, tf.int32)) + tf.reduce_sum(tf.cast(tgt != PAD, tf.int32)))
-        padded += int(tf.size(src) + tf.size(tgt))
-        train_step(src, tgt)
+        seen.append(next(batches))
+        train_step(*seen[-1])
 
     for _ in range(args.untimed_steps):
         step()
@@ -125,8 +121,15 @@ def measure_training(hp, pairs, batch_tokens, args):
         step()
     tokens = train_step.interval.tokens.numpy() - before
     seconds = time.perf_counter() - start
+    sides = [side.numpy() for batch in seen for side in batch]
     return {"tokens_per_s": tokens / seconds, "steps_per_s": args.train_steps / seconds,
-            "real_token_share": real / padded, "batch_shapes": len(shapes)}
+            "real_token_share": sum(int((ids != PAD).sum()) for ids in sides) / sum(ids.size for ids in sides),
+            "batch_shapes": len({(src.shape, tgt.shape) for src, tgt in seen})}
+
+
+def with_xla_dump(environment, dump_dir):
+    """environment's XLA_FLAGS plus --xla_dump_to=dump_dir, for xla_compilations() to count."""
+    return f"{environment.get('XLA_FLAGS', '')} --xla_dump_to={dump_dir}".strip()
 
 
 def xla_compilations(dump_dir):
@@ -153,7 +156,7 @@ def measure_preset(explicit, args):
                                    "num_epochs": args.preset_epochs})
         env = dict(os.environ)
         if values.get("jit"):
-            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_dump_to={os.path.join(scratch, 'xla')}".strip()
+            env["XLA_FLAGS"] = with_xla_dump(env, os.path.join(scratch, "xla"))
         start = time.perf_counter()
         result = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
                                  *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -236,7 +239,7 @@ def main(argv):
         tokens = (hp.batch_tokens or hp.batch_size * hp.maxlen) if name == "train_bucketed" else 0
         with tempfile.TemporaryDirectory(prefix="bench_xla_") as dump:
             if hp.jit:  # read by XLA at its first compilation
-                os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump}".strip()
+                os.environ["XLA_FLAGS"] = with_xla_dump(os.environ, dump)
             record = {"measure": name, **measure_training(hp, pairs, tokens, args),
                       "settings": {**settings, "batch_tokens": tokens, "steps": args.train_steps}}
             if hp.jit:
