@@ -43,6 +43,7 @@ from cli import UserError, run
 from decoding import cached_greedy_decoder, greedy_decoder
 from hyperparams import PRESETS, Hyperparams, parse_args
 from model import build_model
+from readers import read_parallel
 from training import TrainStep, make_optimizer
 from vocab import EOS, PAD
 
@@ -90,9 +91,10 @@ def device():
 
 
 def corpus_pairs(hp):
-    """The training pairs of the settings' corpus as padded ids, and the two vocab sizes."""
+    """The training pairs of the settings' corpus that fit maxlen as padded ids, and the two vocab sizes."""
     src_vocab, tgt_vocab = vocab.load_vocabs(hp)
-    x, y = data_load.load_train_data(hp, src_vocab, tgt_vocab)
+    src, tgt = read_parallel(hp.source_train, hp.target_train, clean=src_vocab.clean)
+    x, y, _, _ = data_load.create_data(src, tgt, src_vocab, tgt_vocab, hp.maxlen)
     return x, y, (src_vocab.size, tgt_vocab.size)
 
 
@@ -105,8 +107,8 @@ def measure_training(hp, pairs, batch_tokens, args):
     optimizer = make_optimizer(hp)
     optimizer.build(model.trainable_variables)
     train_step = TrainStep(model, optimizer, hp.label_smoothing, jit=hp.jit)
-    batches = iter(data_load.train_batches(x, y, batch_size=hp.batch_size, seed=hp.seed,
-                                           batch_tokens=batch_tokens).repeat())
+    batches = iter(data_load.train_batches(data_load.array_pairs(x, y)[0], maxlen=x.shape[1],
+                                           batch_size=hp.batch_size, seed=hp.seed, batch_tokens=batch_tokens).repeat())
     seen = []  # the batches run; counted after timing, not inside it
 
     def step():

@@ -46,16 +46,18 @@ def run(main):
         sys.exit(1)
 
 
-def write_files(contents):
+def write_files(contents, written=None):
     """Writes {path: text or bytes} so that a reader sees either every new file or every old one.
 
     Each file is written in full to a temporary name beside it first; that is
     where a full disk or a kill strikes, and it leaves the old files untouched.
     Only when all are complete are they renamed into place, in the order given
-    (so a manifest that vouches for the others goes last). A failure removes
-    the temporary files and becomes a UserError naming the file.
+    (so a manifest that vouches for the others goes last), after the files of
+    `written` ({path: its complete temporary file}, for files too large to hold
+    in memory). A failure removes the temporary files and becomes a UserError
+    naming the file.
     """
-    temporary, path = {}, None
+    temporary, path = dict(written or {}), None
     try:
         for path, content in contents.items():
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

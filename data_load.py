@@ -1,11 +1,18 @@
 """Sentence pairs as ids, and the tf.data batches training and decoding run on.
 
-    raw text -> readers.read_parallel -> vocab.encode -> ids + </S> -> drop longer than maxlen -> pad
-    -> train_batches (shuffled; fixed size, or length buckets of a few shapes) / eval_batches (in file order)
+    training: id shards (prepro.py) -> shard_pairs -> drop longer than maxlen -> shuffle buffer
+              -> train_batches (fixed size, or length buckets of a few shapes); Epochs splits the shards
+              among workers
+    dev, test: raw text -> readers.read_parallel -> vocab.encode -> ids + </S> -> create_data (padded)
+              -> eval_batches (in file order)
 """
+import collections
+import os
+
 import numpy as np
 import tensorflow as tf
 
+import shards
 from cli import UserError
 from readers import read_parallel
 from vocab import PAD
@@ -36,14 +43,6 @@ def create_data(src_sents, tgt_sents, src_vocab, tgt_vocab, maxlen):
     width2 = maxlen or max(map(len, y), default=1)
     return (pad([x[i] for i in keep], width1), pad([y[i] for i in keep], width2),
             [src_sents[i] for i in keep], [tgt_sents[i] for i in keep])
-
-
-def load_train_data(hp, src_vocab, tgt_vocab):
-    """Training ids X, Y (n, maxlen), read from source_train/target_train."""
-    src, tgt = read_parallel(hp.source_train, hp.target_train, clean=src_vocab.clean)
-    x, y, _, _ = create_data(src, tgt, src_vocab, tgt_vocab, hp.maxlen)
-    print(f"{len(x)} of {len(src)} training pairs fit --maxlen {hp.maxlen}; {len(src) - len(x)} longer ones dropped")
-    return x, y
 
 
 def within_positions(ids, hp):
@@ -91,47 +90,120 @@ def bucket_plan(maxlen, batch_tokens):
     return widths, [max(1, batch_tokens // width) for width in widths]
 
 
-def count_batches(x, y, *, batch_size, batch_tokens=0):
-    """How many batches train_batches() yields per epoch."""
+def pair_length(src, tgt):
+    """A pair's length as batching sees it: its longer side's ids, </S> included."""
+    return tf.maximum(tf.shape(src)[0], tf.shape(tgt)[0])
+
+
+def count_batches(lengths, *, maxlen, batch_size, batch_tokens=0):
+    """How many batches train_batches() makes of pairs with these lengths ({length: pairs})."""
+    kept = {length: count for length, count in lengths.items() if length <= maxlen}
     if not batch_tokens:
-        return len(x) // batch_size
-    widths, sizes = bucket_plan(x.shape[1], batch_tokens)
-    buckets = np.searchsorted(widths, np.maximum(_lengths(x), _lengths(y)), side="left")
-    counts = np.bincount(buckets, minlength=len(sizes))
-    return int(sum(-(-c // s) for c, s in zip(counts, sizes)))
+        return sum(kept.values()) // batch_size
+    widths, sizes = bucket_plan(maxlen, batch_tokens)
+    counts = np.zeros(len(widths), dtype=np.int64)
+    for length, count in kept.items():
+        counts[np.searchsorted(widths, length, side="left")] += count
+    return int(sum(-(-int(c) // s) for c, s in zip(counts, sizes)))
 
 
-def train_batches(x, y, *, batch_size, seed, batch_tokens=0):
-    """One epoch of shuffled (src, tgt) batches.
+def array_pairs(x, y):
+    """Padded id arrays X, Y (n, T) as a dataset of pairs without padding, and their {length: pairs}."""
+    lengths = np.maximum(_lengths(x), _lengths(y))
+    pairs = tf.data.Dataset.from_tensor_slices((x, y)).map(lambda a, b: (a[:_lengths(a)], b[:_lengths(b)]))
+    return pairs, collections.Counter(lengths.tolist())
 
-    Without batch_tokens: exactly batch_size pairs each, padded to maxlen, the
-    last partial batch dropped (as the original). With batch_tokens: pairs of
-    similar length batched together (tf.data bucketing, see bucket_plan), and
-    every pair used: each bucket's last batch is filled up with empty rows
-    (all <PAD>, which count for nothing in the loss), so that it has the shape
-    of the bucket's other batches. A compiled step (--jit) then compiles once
-    per bucket, not once per batch. The order depends only on `seed` (train.py
-    passes seed + epoch), so a run resumed at an epoch boundary sees the
-    batches an uninterrupted run would.
+
+def shard_pairs(paths, *, seed, vocab_sizes):
+    """The pairs of id shard files (shards.py) as a dataset: the files in an order drawn from `seed`,
+    four read at a time, their records interleaved."""
+    files = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string, shape=(len(paths),)))
+    files = files.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=False)
+    records = files.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(4, len(paths))),
+                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    pairs = records.batch(1024).map(lambda r: shards.parse(r, vocab_sizes), num_parallel_calls=tf.data.AUTOTUNE,
+                                    deterministic=True).unbatch()
+    return pairs.map(lambda a, b: (tf.identity(a), tf.identity(b)))  # unbatched ragged rows -> plain tensors
+
+
+def train_batches(pairs, *, maxlen, batch_size, seed, batch_tokens=0, shuffle_pairs=100000, total=None):
+    """One epoch of shuffled (src, tgt) batches of `pairs` (unpadded id pairs) up to maxlen ids.
+
+    Pairs longer than maxlen are dropped; the rest pass through a shuffle
+    buffer of shuffle_pairs pairs (all of a small corpus). Without batch_tokens:
+    exactly batch_size pairs each, padded to maxlen, the last partial batch
+    dropped (as the original). With batch_tokens: pairs of similar length
+    batched together (tf.data bucketing, see bucket_plan), and every pair used:
+    each bucket's last batch is filled up with empty rows (all <PAD>, which
+    count for nothing in the loss), so that it has the shape of the bucket's
+    other batches. A compiled step (--jit) then compiles once per bucket, not
+    once per batch. `total`: empty batches are added up to this many (an input
+    pipeline with fewer pairs than another keeps step with it). The order
+    depends only on `seed` (train.py passes seed + epoch), so a run resumed
+    mid-epoch can skip to the batch it stopped at.
     """
-    pairs = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=False)
+    pairs = (pairs.filter(lambda a, b: pair_length(a, b) <= maxlen)
+             .shuffle(shuffle_pairs, seed=seed, reshuffle_each_iteration=False))
     if not batch_tokens:
-        return pairs.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    widths, sizes = bucket_plan(x.shape[1], batch_tokens)
-    trimmed = pairs.map(lambda a, b: (a[:_lengths(a)], b[:_lengths(b)]), num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=True)
+        batches = pairs.padded_batch(batch_size, padded_shapes=([maxlen], [maxlen]), padding_values=(PAD, PAD),
+                                     drop_remainder=True)
+        empty_shape = (batch_size, maxlen)
+    else:
+        widths, sizes = bucket_plan(maxlen, batch_tokens)
 
-    def fill(a, b):  # (n, width) -> (the bucket's batch size, width), n <= that size
-        missing = [[0, tf.maximum(1, batch_tokens // tf.shape(a)[1]) - tf.shape(a)[0]], [0, 0]]
-        return tf.pad(a, missing, constant_values=PAD), tf.pad(b, missing, constant_values=PAD)
+        def fill(a, b):  # (n, width) -> (the bucket's batch size, width), n <= that size
+            missing = [[0, tf.maximum(1, batch_tokens // tf.shape(a)[1]) - tf.shape(a)[0]], [0, 0]]
+            return tf.pad(a, missing, constant_values=PAD), tf.pad(b, missing, constant_values=PAD)
 
-    # pad_to_bucket_boundary pads bucket i to boundaries[i] - 1 = widths[i]; the bucket
-    # past the last boundary stays empty, as no pair is longer than maxlen.
-    return (trimmed.bucket_by_sequence_length(lambda a, b: tf.maximum(tf.shape(a)[0], tf.shape(b)[0]),
-                                              [w + 1 for w in widths], sizes + [1], padding_values=(PAD, PAD),
-                                              pad_to_bucket_boundary=True)
-            .map(fill, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+        # pad_to_bucket_boundary pads bucket i to boundaries[i] - 1 = widths[i]; the bucket
+        # past the last boundary stays empty, as no pair is longer than maxlen.
+        batches = (pairs.bucket_by_sequence_length(pair_length, [w + 1 for w in widths], sizes + [1],
+                                                   padding_values=(PAD, PAD), pad_to_bucket_boundary=True)
+                   .map(fill, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+        empty_shape = (sizes[0], widths[0])
+    if total is not None:
+        empty = tf.fill(empty_shape, PAD)
+        batches = batches.concatenate(tf.data.Dataset.from_tensors((empty, empty)).repeat()).take(total)
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+class Epochs:
+    """The id shards of prepro.py split among input pipelines (one per worker): each pipeline reads only
+    its own shards, and every pipeline yields the same number of batches per epoch.
+
+    With R replicas in sync (devices over all workers), each replica's batch is
+    1/R of the global batch --batch_size or --batch_tokens, so that a step
+    sees as many pairs (or tokens) as on one device. A pipeline feeding L local
+    replicas hands them its batches in turn; one with fewer pairs than another
+    ends its epoch with empty batches (no tokens: no loss, no gradient), so
+    that all take `steps` steps and every pair is used once.
+    """
+
+    def __init__(self, hp, manifest, vocab_sizes, pipelines=1, replicas=1):
+        self.hp, self.vocab_sizes, self.local = hp, vocab_sizes, max(1, replicas // pipelines)
+        self.batch_size = max(1, hp.batch_size // replicas)
+        self.batch_tokens = hp.batch_tokens // replicas
+        if hp.batch_tokens and self.batch_tokens < hp.maxlen:
+            raise UserError(f"--batch_tokens {hp.batch_tokens} split over {replicas} replicas cannot hold one pair "
+                            f"of --maxlen {hp.maxlen}; raise it to at least {hp.maxlen * replicas}")
+        directory = shards.shard_dir(hp)
+        self.parts = [[os.path.join(directory, e["name"]) for e in manifest["shards"][p::pipelines]]
+                      for p in range(pipelines)]
+        lengths = [shards.histogram(manifest["shards"][p::pipelines]) for p in range(pipelines)]
+        counts = [count_batches(part, maxlen=hp.maxlen, batch_size=self.batch_size, batch_tokens=self.batch_tokens)
+                  for part in lengths]
+        self.steps = max(-(-count // self.local) for count in counts)
+        everything = sum(lengths, collections.Counter())
+        self.pairs = sum(count for length, count in everything.items() if length <= hp.maxlen)
+        self.dropped = sum(everything.values()) - self.pairs
+
+    def batches(self, seed, pipeline=0, done=0):
+        """The batches of `pipeline` in the epoch drawn from `seed`, from step `done` on."""
+        pairs = shard_pairs(self.parts[pipeline], seed=seed, vocab_sizes=self.vocab_sizes)
+        batches = train_batches(pairs, maxlen=self.hp.maxlen, batch_size=self.batch_size, seed=seed,
+                                batch_tokens=self.batch_tokens, shuffle_pairs=self.hp.shuffle_pairs,
+                                total=self.steps * self.local)
+        return batches.skip(done * self.local)
 
 
 def eval_batches(x, batch_size):

@@ -42,7 +42,8 @@ POSITIVE = ("positive", lambda v: v > 0)
 FRACTION = ("in [0, 1)", lambda v: 0 <= v < 1)
 RANGES = {
     "vocab_size": ("at least 8 (a few hundred pieces or more in practice)", lambda v: v >= 8),
-    "min_cnt": AT_LEAST_1, "maxlen": AT_LEAST_1, "hidden_units": AT_LEAST_1, "num_blocks": AT_LEAST_1,
+    "min_cnt": AT_LEAST_1, "vocab_sample": AT_LEAST_1, "shard_pairs": AT_LEAST_1,
+    "shuffle_pairs": AT_LEAST_1, "maxlen": AT_LEAST_1, "hidden_units": AT_LEAST_1, "num_blocks": AT_LEAST_1,
     "num_heads": AT_LEAST_1, "dropout_rate": FRACTION, "residual_dropout": FRACTION,
     "batch_size": AT_LEAST_1, "batch_tokens": NOT_NEGATIVE, "lr": POSITIVE, "lr_scale": POSITIVE,
     "warmup_steps": AT_LEAST_1, "adam_beta1": FRACTION, "adam_beta2": FRACTION,
@@ -96,6 +97,8 @@ class Hyperparams:
     vocab_type: str = "word"  # word: refined words, one vocab per side (the original); subword: raw text, joint
     vocab_size: int = 8000  # subword only: pieces in the joint German-English SentencePiece vocab, specials included
     min_cnt: int = 20  # word only: words seen fewer times become <UNK> (the original: 20)
+    vocab_sample: int = 500000  # subword only: SentencePiece learns from a seeded random sample of this many sentences
+    shard_pairs: int = 100000  # prepro writes the training ids in shards of this many pairs; workers split the shards
     maxlen: int = 10  # T: max tokens per sentence incl. </S>; longer pairs are dropped (original: 10)
 
     # model
@@ -110,6 +113,7 @@ class Hyperparams:
     # training
     batch_size: int = 32  # N: sentence pairs per step
     batch_tokens: int = 0  # instead: batches of similar-length pairs, up to this many tokens per side; 0 = off
+    shuffle_pairs: int = 100000  # pairs shuffled at a time, after the shards' order (a whole small corpus)
     lr: float = 0.0001  # Adam learning rate of --lr_schedule constant (the original's)
     lr_schedule: str = "constant"  # constant (--lr) or paper: warm-up, then inverse square root (paper 5.3)
     lr_scale: float = 1.0  # paper: lr = lr_scale * C^-0.5 * min(step^-0.5, step * warmup_steps^-1.5)

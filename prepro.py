@@ -1,4 +1,4 @@
-"""Builds the vocabulary from the training text, into vocab_dir.
+"""Builds the vocabulary from the training text, and writes the training pairs as id shards, into vocab_dir.
 
 --vocab_type word (the original's): de.vocab.tsv and en.vocab.tsv. Each lists
 the four specials (count 1000000000, so they come first with ids 0-3) and then
@@ -7,18 +7,24 @@ code-point order of the word. min_cnt is applied when loading, not here, so
 one vocab serves every min_cnt.
 
 --vocab_type subword: subword.model, one SentencePiece unigram model of
-vocab_size pieces learned from the raw German and English text together, with
-the specials at ids 0-3.
+vocab_size pieces learned from the raw German and English text together (from
+a seeded random sample of --vocab_sample sentences when the corpus has more).
 
-Beside them, corpus.json names the training text and each vocab file's
+Then every training pair is encoded into ids_<vocab_type>/ shards (shards.py),
+a chunk at a time: memory stays flat however large the corpus.
+
+Beside the vocab, corpus.json names the training text and each vocab file's
 sha256. The files are written under temporary names and renamed together,
 corpus.json last: a full disk or a kill leaves the previous vocab whole, and
-every script checks the files against corpus.json before using them.
+every script checks the files against corpus.json before using them. Run
+again on unchanged text with unchanged settings, prepro.py does nothing and
+says so; a vocab still current is reused while only the shards are rewritten.
 """
 import collections
 import io
 import json
 import os
+import random
 
 import cli
 
@@ -28,6 +34,7 @@ import sentencepiece
 from tqdm import tqdm
 
 import readers
+import shards
 import vocab
 from cli import UserError, check_writable, run, write_files
 from hyperparams import Hyperparams, parse_args
@@ -40,14 +47,6 @@ SPECIAL_COUNT = 1000000000  # the original's marker count for the specials
 SUBWORD_THREADS = 4
 
 
-def count_words(sentences, desc):
-    """Counter of the whitespace-separated words in `sentences`, with a progress bar."""
-    counts = collections.Counter()
-    for sentence in tqdm(sentences, desc=desc, unit=" sentences", mininterval=1.0):
-        counts.update(sentence.split())
-    return counts
-
-
 def vocab_text(counts):
     """The vocab file's text: specials, then word<TAB>count by falling count, ties by word."""
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
@@ -57,21 +56,30 @@ def vocab_text(counts):
 
 
 def word_vocabs(hp):
-    """{path: contents} of the two word vocab files."""
-    src, tgt = readers.read_parallel(hp.source_train, hp.target_train)
+    """{path: contents} of the two word vocab files, counted in one pass over the training text."""
+    counts, sentences = (collections.Counter(), collections.Counter()), 0
+    pairs = readers.iter_parallel(hp.source_train, hp.target_train)
+    for src, tgt in tqdm(pairs, desc="counting words", unit=" pairs", mininterval=1.0):
+        counts[0].update(src.split())
+        counts[1].update(tgt.split())
+        sentences += 1
     contents = {}
-    for sentences, corpus in ((src, hp.source_train), (tgt, hp.target_train)):
-        if not any(sentences):  # every sentence was only digits and punctuation
+    for side, name, corpus in zip(counts, (vocab.SRC_VOCAB, vocab.TGT_VOCAB), (hp.source_train, hp.target_train)):
+        if not side:  # every sentence was only digits and punctuation
             raise UserError(f"{corpus}: no word is left once the text is refined (only Latin letters and "
                             "apostrophes are kept); check the file, or use --vocab_type subword")
-    for sentences, name, side in ((src, vocab.SRC_VOCAB, "source"), (tgt, vocab.TGT_VOCAB, "target")):
-        counts = count_words(sentences, f"counting {side} words")
         path = os.path.join(hp.vocab_dir, name)
-        contents[path] = vocab_text(counts)
-        kept = sum(c >= hp.min_cnt for c in counts.values())
-        print(f"{path}: {len(counts)} words from {len(sentences)} sentences, "
+        contents[path] = vocab_text(side)
+        kept = sum(c >= hp.min_cnt for c in side.values())
+        print(f"{path}: {len(side)} words from {sentences} sentences, "
               f"{kept} seen at least {hp.min_cnt} times (--min_cnt)")
     return contents
+
+
+def word_encoders(contents):
+    """The two vocab files' contents as WordVocabs of every word they list (min_cnt 1): the ids of the shards."""
+    return tuple(vocab.WordVocab([line.partition("\t")[0] for line in text.splitlines()])
+                 for text in contents.values())
 
 
 def subword_model(sentences, vocab_size):
@@ -88,9 +96,33 @@ def subword_model(sentences, vocab_size):
     return model.getvalue()
 
 
+def sample(items, size, rng):
+    """A uniform random sample of `size` of the items (all of them, in order, if there are no more),
+    drawn in one pass (reservoir sampling): memory holds the sample, not the items."""
+    kept = []
+    for i, item in enumerate(items):
+        if i < size:
+            kept.append(item)
+        else:
+            j = rng.randrange(i + 1)
+            if j < size:
+                kept[j] = item
+    return kept
+
+
+def subword_encoders(contents):
+    """The subword model's contents as the (source, target) encoders: one joint vocab."""
+    (path, model), = contents.items()
+    subword = vocab.SubwordVocab(model, path)
+    return subword, subword
+
+
 def subword_vocab(hp):
-    """{path: contents} of the subword model file."""
-    src, tgt = readers.read_parallel(hp.source_train, hp.target_train, clean=str.strip)
+    """{path: contents} of the subword model file, learned from a sample of the training text: the same
+    number of German and English sentences, all of them when the corpus has at most --vocab_sample."""
+    pairs = list(sample(readers.iter_parallel(hp.source_train, hp.target_train, clean=str.strip),
+                        max(1, hp.vocab_sample // 2), random.Random(hp.seed)))
+    src, tgt = [s for s, _ in pairs], [t for _, t in pairs]
     path = os.path.join(hp.vocab_dir, vocab.SUBWORD_MODEL)
     print(f"learning {hp.vocab_size} subword pieces from {len(src)} German and English sentences ...")
     model = subword_model(src + tgt, hp.vocab_size)
@@ -101,13 +133,67 @@ def subword_vocab(hp):
     return {path: model}
 
 
+def id_pairs(hp, src_vocab, tgt_vocab):
+    """Yields the training pairs as (source ids, target ids), each ending in </S>, a chunk at a time."""
+    counts = readers.Counts()
+    pairs = readers.iter_parallel(hp.source_train, hp.target_train, clean=src_vocab.clean, counts=counts)
+    with tqdm(desc="writing id shards", unit=" pairs", mininterval=1.0) as bar:
+        for chunk in shards.chunks(pairs, shards.PAIRS_PER_CHUNK):
+            yield from zip(src_vocab.encode([s for s, _ in chunk]), tgt_vocab.encode([t for _, t in chunk]))
+            bar.update(len(chunk))
+    print(f"{hp.source_train}: {counts.pairs} sentence pairs; skipped {counts.metadata} metadata and "
+          f"{counts.blank} blank lines")
+
+
+def vocab_settings(hp):
+    """The settings besides the training text that shape hp.vocab_type's vocab files."""
+    return {"vocab_size": hp.vocab_size, "vocab_sample": hp.vocab_sample} if hp.vocab_type == "subword" else {}
+
+
+def current_vocab(hp, corpus_sha256):
+    """The source and target encoders of the vocab in vocab_dir if it is whole and was built from this
+    training text with these settings (then it is reused), else None."""
+    built = vocab.read_manifest(hp.vocab_dir) or {}
+    if built.get("sha256") != corpus_sha256 or built.get("settings", {}).get(hp.vocab_type) != vocab_settings(hp):
+        return None
+    try:
+        vocab.check_vocab_files(hp)
+    except UserError:
+        return None
+    if hp.vocab_type == "subword":
+        subword = vocab.SubwordVocab.load(vocab.vocab_files(hp)[0])
+        return subword, subword
+    return tuple(vocab.WordVocab.load(path, 1) for path in vocab.vocab_files(hp))
+
+
 def main(argv):
     explicit, _ = parse_args(argv, description=__doc__.splitlines()[0])
     hp = Hyperparams(**explicit)
     check_writable(hp.vocab_dir, "vocab_dir")
-    contents = (subword_vocab if hp.vocab_type == "subword" else word_vocabs)(hp)
-    manifest = vocab.vocab_manifest(hp, contents, previous=vocab.read_manifest(hp.vocab_dir))
-    write_files({**contents, os.path.join(hp.vocab_dir, vocab.VOCAB_MANIFEST): json.dumps(manifest, indent=2) + "\n"})
+    text_files = shards.text_files(hp)  # before the digest: a change while it is read shows at the next start
+    corpus_sha256 = readers.corpus_digest(hp.source_train, hp.target_train)
+    encoders, contents = current_vocab(hp, corpus_sha256), {}
+    if encoders is None:
+        contents = (subword_vocab if hp.vocab_type == "subword" else word_vocabs)(hp)
+        encoders = word_encoders(contents) if hp.vocab_type == "word" else subword_encoders(contents)
+    provenance = {"corpus_sha256": corpus_sha256,
+                  "vocab_sha256": shards.digest_of(contents.values()) if contents else vocab.vocab_digest(hp),
+                  "vocab_type": hp.vocab_type, "shard_pairs": hp.shard_pairs}
+    if not contents and shards.current(hp, provenance):
+        print(f"{hp.vocab_dir}: the vocab and the id shards are up to date with {hp.source_train} and "
+              f"{hp.target_train} and these settings; nothing to do")
+        return
+    if not contents:
+        print(f"{hp.vocab_dir}: the vocab is up to date with {hp.source_train} and {hp.target_train}; "
+              "writing the id shards")
+    manifest, shard_files = shards.write_shards(hp, id_pairs(hp, *encoders), {**provenance, "text_files": text_files})
+    files = {**contents, shards.manifest_path(hp): json.dumps(manifest, indent=1) + "\n"}
+    if contents:  # corpus.json last: it vouches for the vocab files
+        files[os.path.join(hp.vocab_dir, vocab.VOCAB_MANIFEST)] = json.dumps(vocab.vocab_manifest(
+            hp, contents, vocab.read_manifest(hp.vocab_dir), corpus_sha256, vocab_settings(hp)), indent=2) + "\n"
+    write_files(files, written=shard_files)  # the shards first, the manifests last
+    shards.remove_stale_shards(hp, manifest)
+    print(f"{shards.shard_dir(hp)}: {manifest['pairs']} pairs in {len(manifest['shards'])} shards")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,14 @@ not UTF-8, a damaged .gz, a malformed <seg> line, sides of different length)
 is a UserError naming the file and, where there is one, the line.
 """
 import gzip
+import itertools
 import os
 import zlib
+from dataclasses import dataclass
 
 import regex
 
-from cli import UserError
+from cli import UserError, file_digest
 
 
 _NOT_KEPT = regex.compile(r"[^\s\p{Latin}']")  # the original's refine rule
@@ -41,11 +43,26 @@ def decode_lines(lines, name):
         yield lineno, (text.removeprefix("\ufeff") if lineno == 1 else text).rstrip("\r\n")
 
 
-def read_lines(path, flag):
-    """Yields (line number, text) of a UTF-8 file, gunzipped when its name ends in .gz."""
+def check_file(path, flag):
+    """Refuses a corpus file that is not there, naming the flag that gave its path."""
     if not os.path.isfile(path):
         raise UserError(f"{path} not found; fetch the --dataset corpus with download.py (python download.py "
                         f"iwslt2016 or multi30k) or pass the file's path with --{flag}")
+
+
+def corpus_digest(src_path, tgt_path, flags=("source_train", "target_train")):
+    """sha256 of a parallel corpus' two files, one after the other: what a vocab and shards were made from."""
+    for path, flag in zip((src_path, tgt_path), flags):
+        check_file(path, flag)
+    try:
+        return file_digest(src_path, tgt_path)
+    except OSError as e:
+        raise UserError(f"cannot read {e.filename} ({e.strerror}); check the file or pass another path") from None
+
+
+def read_lines(path, flag):
+    """Yields (line number, text) of a UTF-8 file, gunzipped when its name ends in .gz."""
+    check_file(path, flag)
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
@@ -58,8 +75,8 @@ def _is_xml(path):
     return os.path.basename(path).removesuffix(".gz").endswith(".xml")
 
 
-def read_sentences(path, flag):
-    """Reads one side of a corpus as [(line number, sentence or None)].
+def iter_sentences(path, flag):
+    """Yields one side of a corpus as (line number, sentence or None), reading the file as it goes.
 
     The format follows the file name. IWSLT XML (`*.xml`): only `<seg>` lines
     are sentences, tags stripped. IWSLT `train.tags.*`: lines starting with `<`
@@ -68,39 +85,67 @@ def read_sentences(path, flag):
     """
     lines = read_lines(path, flag)
     if _is_xml(path):
-        segs = []
         for n, line in lines:
             if "<seg" in line:
                 found = _SEG.findall(line)  # each <seg> is a sentence, even two on one line
                 if len(found) != line.count("<seg"):
                     raise UserError(f"{path}:{n}: malformed <seg> line (expected <seg id=\"N\"> text </seg> "
                                     "on one line); fix the file or fetch it again")
-                segs += [(n, text) for text in found]
-        return segs
-    if os.path.basename(path).startswith("train.tags"):
-        return [(n, None if line.startswith("<") else line) for n, line in lines]
-    return list(lines)
+                yield from ((n, text) for text in found)
+    elif os.path.basename(path).startswith("train.tags"):
+        yield from ((n, None if line.startswith("<") else line) for n, line in lines)
+    else:
+        yield from lines
 
 
-def read_parallel(src_path, tgt_path, flags=("source_train", "target_train"), clean=refine):
-    """Reads a parallel corpus in lockstep: returns (source sentences, target sentences), cleaned.
+def read_sentences(path, flag):
+    """iter_sentences() as a list."""
+    return list(iter_sentences(path, flag))
+
+
+@dataclass
+class Counts:
+    """What iter_parallel() kept and skipped so far."""
+    pairs: int = 0
+    metadata: int = 0
+    blank: int = 0
+
+
+def iter_parallel(src_path, tgt_path, flags=("source_train", "target_train"), clean=refine, counts=None):
+    """Yields the (source, target) sentence pairs of a parallel corpus, cleaned, reading both files in
+    lockstep, so that memory does not grow with the corpus; `counts` (a Counts) is kept up to date.
 
     clean: refine (word vocab) or str.strip (subword vocab, which reads raw text).
     A pair is skipped when either side is a metadata line or blank. Files with
-    different numbers of lines (of <seg> lines for XML) are an error: zipping
-    them would silently pair each sentence with the wrong translation.
+    different numbers of lines (of <seg> lines for XML) are an error, raised
+    when the shorter one ends: zipping them would silently pair each sentence
+    with the wrong translation.
     """
-    src, tgt = read_sentences(src_path, flags[0]), read_sentences(tgt_path, flags[1])
-    if len(src) != len(tgt):
-        unit = "<seg> lines" if _is_xml(src_path) else "lines"
-        raise UserError(f"{src_path} has {len(src)} {unit} but {tgt_path} has {len(tgt)}; "
-                        "the two files must be line-aligned translations of each other")
-    metadata = sum(s is None or t is None for (_, s), (_, t) in zip(src, tgt))
-    pairs = [(clean(s), clean(t)) for (_, s), (_, t) in zip(src, tgt)
-             if s and t and s.strip() and t.strip()]
-    if not pairs:
+    counts = Counts() if counts is None else counts
+    src, tgt, end = iter_sentences(src_path, flags[0]), iter_sentences(tgt_path, flags[1]), object()
+    for number, ((_, s), (_, t)) in enumerate(itertools.zip_longest(src, tgt, fillvalue=(0, end)), 1):
+        if s is end or t is end:
+            rest = sum(1 for _ in (tgt if s is end else src))
+            lengths = (number - 1, number + rest) if s is end else (number + rest, number - 1)
+            unit = "<seg> lines" if _is_xml(src_path) else "lines"
+            raise UserError(f"{src_path} has {lengths[0]} {unit} but {tgt_path} has {lengths[1]}; "
+                            "the two files must be line-aligned translations of each other")
+        if s is None or t is None:
+            counts.metadata += 1
+        elif s.strip() and t.strip():
+            counts.pairs += 1
+            yield clean(s), clean(t)
+        else:
+            counts.blank += 1
+    if not counts.pairs:
         raise UserError(f"{src_path} and {tgt_path} hold no sentence pairs; "
                         f"check --{flags[0]} and --{flags[1]}")
-    print(f"{src_path}: {len(pairs)} sentence pairs; skipped {metadata} metadata and "
-          f"{len(src) - len(pairs) - metadata} blank lines")
+
+
+def read_parallel(src_path, tgt_path, flags=("source_train", "target_train"), clean=refine):
+    """iter_parallel() as two lists (source sentences, target sentences), with a line saying what was read."""
+    counts = Counts()
+    pairs = list(iter_parallel(src_path, tgt_path, flags, clean, counts))
+    print(f"{src_path}: {counts.pairs} sentence pairs; skipped {counts.metadata} metadata and "
+          f"{counts.blank} blank lines")
     return [s for s, _ in pairs], [t for _, t in pairs]

@@ -24,13 +24,14 @@ from tqdm import tqdm
 import checkpoints
 import data_load
 import hyperparams
+import shards
 import vocab
 from checkpoints import checkpoint_name
 from cli import UserError, check_writable, run
 from dev_eval import DevEvaluation
 from hyperparams import parse_args
 from model import build_model
-from training import TrainStep, make_optimizer, make_strategy, worker_index
+from training import TrainStep, make_optimizer, make_strategy, worker_count, worker_index
 
 
 def check_finite(first_bad_step, hp):
@@ -103,23 +104,29 @@ class Loop:
                            step=int(step.optimizer.iterations.numpy()))
         self.reported = 0.0  # the clock's reading at the last report
 
-    def run(self, x, y):
+    def run(self, epochs):
         """Trains the epochs left; returns early, with a checkpoint, on SIGINT or SIGTERM."""
         with StopOnSignal() as stop:
             for epoch in range(self.place.epoch, self.hp.num_epochs + 1):
                 self.place.epoch = epoch
-                if not self.run_epoch(x, y, stop):
+                try:
+                    finished = self.run_epoch(epochs, stop)
+                except tf.errors.DataLossError as e:  # a record's checksum failed as it was read
+                    raise UserError(f"an id shard in {shards.shard_dir(self.hp)} is damaged ({e.message}); run "
+                                    "prepro.py with the same settings again (the last checkpoint is kept)") from None
+                if not finished:
                     return
                 self.place.done = 0
 
-    def run_epoch(self, x, y, stop):
+    def run_epoch(self, epochs, stop):
         """One epoch from place.done on; False if a signal stopped it."""
         hp, place = self.hp, self.place
         start, epoch_started = time.time(), self.clock.now()
         self.reported = epoch_started
         self.shapes = set()  # the batch shapes met this epoch: each is one program to compile (--jit)
-        batches = self.strategy.experimental_distribute_dataset(data_load.train_batches(
-            x, y, batch_size=hp.batch_size, seed=hp.seed + place.epoch, batch_tokens=hp.batch_tokens).skip(place.done))
+        # each input pipeline (one per worker) reads its own shards; the same seed orders them everywhere
+        batches = self.strategy.distribute_datasets_from_function(
+            lambda context: epochs.batches(hp.seed + place.epoch, context.input_pipeline_id, place.done))
         with tqdm(total=self.steps_per_epoch, initial=place.done, desc=f"epoch {place.epoch}/{hp.num_epochs}",
                   unit="step", disable=self.worker > 0) as bar:
             for src, tgt in batches:
@@ -198,15 +205,19 @@ class Loop:
             return self.dev(self.place.epoch, self.place.step)
 
 
-def load_data(hp):
-    """The vocabs and the training ids X, Y (n, maxlen), once the vocab is checked against the training
-    text and against a model being resumed; the vocab's digest for hparams.json."""
+def load_data(hp, strategy):
+    """The vocabs, once checked against the training text and against a model being resumed, and the
+    training pairs' id shards as Epochs for this strategy's workers; the vocab's digest for hparams.json."""
     src_vocab, tgt_vocab = vocab.load_vocabs(hp)
-    x, y = data_load.load_train_data(hp, src_vocab, tgt_vocab)
-    vocab.check_vocab_source(hp)  # the vocab was built from this training text ...
+    corpus_sha256 = shards.corpus_digest(hp)
+    vocab.check_vocab_source(hp, corpus_sha256)  # the vocab was built from this training text ...
     vocab_sha256 = vocab.vocab_digest(hp)
     hyperparams.check_same_vocab(hp, vocab_sha256)  # ... and a resumed model was trained with it
-    return src_vocab, tgt_vocab, x, y, vocab_sha256
+    manifest = shards.checked_shards(hp, {"corpus_sha256": corpus_sha256, "vocab_sha256": vocab_sha256,
+                                          "vocab_type": hp.vocab_type})  # ... and so were the shards
+    epochs = data_load.Epochs(hp, manifest, (src_vocab.size, tgt_vocab.size), worker_count(strategy),
+                              strategy.num_replicas_in_sync)
+    return src_vocab, tgt_vocab, epochs, vocab_sha256
 
 
 def make_checkpoint(model, optimizer):
@@ -238,10 +249,10 @@ def main(argv):
 def fit(hp, strategy, worker, argv):
     """settings -> data -> model -> restore -> epochs, in hp.logdir; argv is recorded in hparams.json."""
     keras.utils.set_random_seed(hp.seed)
-    src_vocab, tgt_vocab, x, y, vocab_sha256 = load_data(hp)
-    steps_per_epoch = data_load.count_batches(x, y, batch_size=hp.batch_size, batch_tokens=hp.batch_tokens)
+    src_vocab, tgt_vocab, epochs, vocab_sha256 = load_data(hp, strategy)
+    steps_per_epoch = epochs.steps
     if steps_per_epoch == 0:
-        raise UserError(f"only {len(x)} training pairs fit --maxlen {hp.maxlen}, fewer than one "
+        raise UserError(f"only {epochs.pairs} training pairs fit --maxlen {hp.maxlen}, fewer than one "
                         f"batch of --batch_size {hp.batch_size}; lower the batch size or raise maxlen")
 
     with strategy.scope():  # variables made under the strategy live on every replica
@@ -252,8 +263,11 @@ def fit(hp, strategy, worker, argv):
     latest = checkpoints.resume(checkpoint, hp.logdir)
     if worker == 0:  # the chief writes the files; other workers only compute
         hyperparams.save(hp, command=["train.py", *argv], vocab_sha256=vocab_sha256)
-    print(f"{len(x)} training pairs, {steps_per_epoch} steps per epoch, {model.count_params():,} parameters, "
+    print(f"{epochs.pairs} training pairs fit --maxlen {hp.maxlen} ({epochs.dropped} longer ones are left out), "
+          f"{steps_per_epoch} steps per epoch, {model.count_params():,} parameters, "
           f"vocab {src_vocab.size} -> {tgt_vocab.size}, {strategy.num_replicas_in_sync} replica(s)")
+    if len(epochs.parts) > 1:
+        print(f"worker {worker} reads {len(epochs.parts[worker])} of {sum(map(len, epochs.parts))} id shards")
 
     step = TrainStep(model, optimizer, hp.label_smoothing, jit=hp.jit, strategy=strategy)
     writer = tf.summary.create_file_writer(hp.logdir) if worker == 0 else tf.summary.create_noop_writer()
@@ -261,7 +275,7 @@ def fit(hp, strategy, worker, argv):
     loop = Loop(hp, strategy, worker, step, checkpoint, steps_per_epoch, writer, dev)
     if loop.place.epoch > hp.num_epochs:
         print(f"{latest} has finished all {hp.num_epochs} epochs; raise --num_epochs to train on")
-    loop.run(x, y)
+    loop.run(epochs)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,12 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
+def worker_count(strategy):
+    """How many worker processes train together (1 without multiworker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return len(resolver.cluster_spec().as_dict().get("worker", [])) or 1 if resolver else 1
+
+
 def worker_index(strategy):
     """This process's index among the workers; 0 is the chief, which alone writes files."""
     resolver = getattr(strategy, "cluster_resolver", None)

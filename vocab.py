@@ -134,18 +134,22 @@ def vocab_digest(hp):
     return file_digest(*vocab_files(hp))
 
 
-def vocab_manifest(hp, contents, previous=None):
-    """The manifest for vocab files {path: contents} built from hp's training text.
+def vocab_manifest(hp, contents, previous, corpus_sha256, settings):
+    """The manifest for vocab files {path: contents} built from hp's training text (digest corpus_sha256)
+    with `settings` (those of prepro.vocab_settings).
 
     Entries of `previous` for the other vocab type stay when they were built
     from the same text, so one vocab_dir can hold a word and a subword vocab.
     """
-    corpus = file_digest(hp.source_train, hp.target_train)
-    files = dict(previous["files"]) if previous and previous.get("sha256") == corpus else {}
+    same_text = previous and previous.get("sha256") == corpus_sha256
+    files = dict(previous["files"]) if same_text else {}
+    built_with = dict(previous.get("settings", {})) if same_text else {}
     for path, content in contents.items():
         files[os.path.basename(path)] = hashlib.sha256(content.encode("utf-8") if isinstance(content, str)
                                                        else content).hexdigest()
-    return {"source_train": hp.source_train, "target_train": hp.target_train, "sha256": corpus, "files": files}
+    built_with[hp.vocab_type] = settings
+    return {"source_train": hp.source_train, "target_train": hp.target_train, "sha256": corpus_sha256,
+            "files": files, "settings": built_with}
 
 
 def read_manifest(vocab_dir):
@@ -180,10 +184,10 @@ def check_vocab_files(hp):
                             "was stopped while writing it); run prepro.py again")
 
 
-def check_vocab_source(hp):
-    """Refuses a vocab that prepro.py built from another training text than hp's."""
+def check_vocab_source(hp, corpus_sha256):
+    """Refuses a vocab that prepro.py built from another training text than hp's (whose digest is given)."""
     built = read_manifest(hp.vocab_dir) or {}
-    if built.get("sha256") != file_digest(hp.source_train, hp.target_train):
+    if built.get("sha256") != corpus_sha256:
         raise UserError(f"the vocab in {hp.vocab_dir} was built from {built.get('source_train')} and "
                         f"{built.get('target_train')}, not from the --source_train {hp.source_train} and "
                         f"--target_train {hp.target_train} given now (their contents differ); run prepro.py "

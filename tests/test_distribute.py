@@ -54,7 +54,7 @@ def losses(logdir, tag="mean_loss"):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("distribute")
-    flags = corpus_flags(tmp, toy_pairs(160, seed=1), toy_pairs(8, seed=2)) + ["--maxlen", "10"]
+    flags = corpus_flags(tmp, toy_pairs(160, seed=1), toy_pairs(8, seed=2)) + ["--maxlen", "10", "--shard_pairs", "40"]
     prepro.main(flags)
     return tmp, flags + TINY_MODEL + ["--batch_size", "16", "--num_epochs", "1", "--summary_every", "1"]
 
@@ -92,6 +92,7 @@ def test_two_workers_train_and_only_the_chief_writes(corpus):
                for i in range(2)]
     outputs = [finish(w) for w in workers]
     assert all("2 replica(s)" in out for out in outputs)
+    assert [f"worker {i} reads 2 of 4 id shards" in out for i, out in enumerate(outputs)] == [True, True]
     names = sorted(os.listdir(logdir))
     assert [n for n in names if n.endswith(".index")] == [f"model_epoch_01_gs_{160 // 16}.index"]
     assert not [n for n in names if n.startswith(".worker")]  # the other worker's scratch copy is gone

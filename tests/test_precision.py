@@ -31,7 +31,7 @@ def toy_batches(count=192, batch_size=32):
     pairs = toy_pairs(count, seed=0)
     x, y, _, _ = data_load.create_data([s for s, _ in pairs], [t for _, t in pairs], src_vocab, tgt_vocab, 10)
     assert len(DICTIONARY) == 12
-    return list(data_load.train_batches(x, y, batch_size=batch_size, seed=0))
+    return list(data_load.train_batches(data_load.array_pairs(x, y)[0], maxlen=10, batch_size=batch_size, seed=0))
 
 
 @pytest.mark.parametrize("precision, dtype, tolerance, shared", [

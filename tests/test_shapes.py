@@ -41,9 +41,10 @@ def test_the_bucket_plan_covers_every_length_with_a_few_buckets(maxlen, batch_to
 @pytest.mark.parametrize("count, maxlen, batch_tokens", [(500, 20, 120), (3000, 64, 2048), (7, 10, 40)])
 def test_bucketed_batches_come_in_one_shape_per_bucket_and_use_every_pair_once(count, maxlen, batch_tokens):
     x, y = random_pairs(count, maxlen, seed=count)
+    pairs, lengths = data_load.array_pairs(x, y)
     batches = [(s.numpy(), t.numpy()) for s, t in
-               data_load.train_batches(x, y, batch_size=32, seed=1, batch_tokens=batch_tokens)]
-    assert len(batches) == data_load.count_batches(x, y, batch_size=32, batch_tokens=batch_tokens)
+               data_load.train_batches(pairs, maxlen=maxlen, batch_size=32, seed=1, batch_tokens=batch_tokens)]
+    assert len(batches) == data_load.count_batches(lengths, maxlen=maxlen, batch_size=32, batch_tokens=batch_tokens)
     widths, sizes = data_load.bucket_plan(maxlen, batch_tokens)
     shapes = {s.shape for s, _ in batches} | {t.shape for _, t in batches}
     assert shapes <= set(zip(sizes, widths))  # whatever the corpus: at most one shape per bucket
@@ -60,7 +61,7 @@ def test_bucketed_batches_come_in_one_shape_per_bucket_and_use_every_pair_once(c
         assert (longer <= widths[bucket]).all() and (bucket == 0 or (longer > widths[bucket - 1]).all())
         seen += rows.tolist()
     assert sorted(seen) == list(range(count))
-    again = [s.numpy().tolist() for s, _ in data_load.train_batches(x, y, batch_size=32, seed=1,
+    again = [s.numpy().tolist() for s, _ in data_load.train_batches(pairs, maxlen=maxlen, batch_size=32, seed=1,
                                                                     batch_tokens=batch_tokens)]
     assert again == [s.tolist() for s, _ in batches]  # seeded
 
@@ -68,7 +69,8 @@ def test_bucketed_batches_come_in_one_shape_per_bucket_and_use_every_pair_once(c
 def test_bucket_padding_costs_little_against_padding_each_batch_to_its_longest():
     x, y = random_pairs(3000, 64, seed=0, shortest=4)
     real = padded = own = 0
-    for src, tgt in data_load.train_batches(x, y, batch_size=32, seed=1, batch_tokens=2048):
+    pairs, _ = data_load.array_pairs(x, y)
+    for src, tgt in data_load.train_batches(pairs, maxlen=64, batch_size=32, seed=1, batch_tokens=2048):
         for ids in src.numpy(), tgt.numpy():
             filled = ids[(ids != PAD).any(1)]
             real += (ids != PAD).sum()

@@ -21,7 +21,8 @@ def imported(path):
 
 
 def test_the_scripts_are_the_entry_points_the_readme_names():
-    assert SCRIPTS == {"prepro", "train", "eval", "translate", "export", "plot_attention", "download", "bench"}
+    assert SCRIPTS == {"prepro", "train", "eval", "translate", "export", "plot_attention", "download", "bench",
+                       "bench_corpus"}
 
 
 def test_no_module_imports_a_script():
