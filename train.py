@@ -112,7 +112,7 @@ class Loop:
                 try:
                     finished = self.run_epoch(epochs, stop)
                 except tf.errors.DataLossError as e:  # a record's checksum failed as it was read
-                    raise UserError(f"an id shard in {shards.shard_dir(self.hp)} is damaged ({e.message}); run "
+                    raise UserError(f"an id shard in {shards.shard_dir(self.hp)} is damaged ({e.message.splitlines()[0]}); run "
                                     "prepro.py with the same settings again (the last checkpoint is kept)") from None
                 if not finished:
                     return
