@@ -20,6 +20,7 @@ import tensorflow as tf
 
 import hyperparams
 from cli import UserError, write_atomic
+from training import make_optimizer
 
 
 BEST = "best"  # the sub-directory of logdir holding the best checkpoint
@@ -202,15 +203,32 @@ def resume(checkpoint, logdir):
     return path
 
 
-def restore(model, hp, ckpt=None):
-    """Loads the model weights of checkpoint `ckpt` (default: the latest in logdir); returns its path."""
+def _holds_optimizer(path):
+    """Whether a checkpoint holds the optimizer (train.py's do; the best one holds the model alone)."""
+    return any(name.startswith("optimizer/") for name, _ in tf.train.list_variables(path))
+
+
+def restore(model, hp, ckpt=None, raw=False):
+    """Loads the model weights of checkpoint `ckpt` (default: the latest in logdir); returns its path.
+
+    A model trained with --ema_decay gets the moving average of its weights,
+    kept by the optimizer in the checkpoint, unless `raw`. (A best checkpoint
+    holds the weights that were scored, the average if one was kept.)
+    """
     path = ckpt or latest(hp.logdir)
     if path is None:
         raise UserError(f"no checkpoint in {hp.logdir}; run train.py first (or pass --ckpt)")
     if not tf.io.gfile.exists(path + ".index"):
         raise UserError(f"{path}: no such checkpoint; pass a path like {hp.logdir}/model_epoch_01_gs_100")
     try:
-        tf.train.Checkpoint(model=model).read(path).expect_partial().assert_existing_objects_matched()
+        optimizer = None
+        if hp.ema_decay and not raw and _holds_optimizer(path):
+            optimizer = make_optimizer(hp)  # its variables as train.py made them, the averages among them
+            optimizer.build(model.trainable_variables)
+        parts = {"model": model} if optimizer is None else {"model": model, "optimizer": optimizer}
+        tf.train.Checkpoint(**parts).read(path).expect_partial().assert_existing_objects_matched()
+        if optimizer is not None:
+            optimizer.finalize_variable_values(model.trainable_variables)  # Keras: copies the averages in
     except DAMAGED as e:
         raise UserError(f"{path} is damaged ({_said(e)[:200]}); pass an earlier checkpoint with --ckpt "
                         f"(the others are in {os.path.dirname(path) or '.'})") from None
@@ -221,7 +239,8 @@ def restore(model, hp, ckpt=None):
 
 
 def best_record(logdir):
-    """What logdir/best/best.json says ({"dev_bleu", "checkpoint", "step"}), or None before the first."""
+    """What logdir/best/best.json says ({"dev_bleu", "checkpoint", "step"}, and "stale": the evaluations since
+    that did not beat it, if any), or None before the first."""
     path = os.path.join(logdir, BEST, "best.json")
     if not os.path.isfile(path):
         return None
@@ -253,6 +272,12 @@ def save_best(model, logdir, name, dev_bleu, step, worker=0):
     return path
 
 
+def note_stale(logdir, stale):
+    """Records in best.json how many dev evaluations since the best did not beat it ("stale", for --patience)."""
+    record = best_record(logdir)
+    write_atomic(os.path.join(logdir, BEST, "best.json"), json.dumps({**record, "stale": stale}, indent=2) + "\n")
+
+
 def best_checkpoint(logdir):
     """The path of the best checkpoint in logdir, for eval.py --best."""
     record = best_record(logdir)
@@ -273,36 +298,44 @@ def newest(logdir, count, last=None):
     return paths[-count:]
 
 
-def average(model, hp, paths):
+def average(model, hp, paths, raw=False):
     """Loads into `model` the mean of the weights of the checkpoints at `paths` (Vaswani et al. 2017, 6.1)."""
     total = None
     for path in paths:
-        restore(model, hp, path)
+        restore(model, hp, path, raw)
         values = [w.numpy() for w in model.weights]
         total = values if total is None else [a + b for a, b in zip(total, values)]
     for weight, value in zip(model.weights, total):
         weight.assign(value / len(paths))
 
 
-def load_weights(model, hp, ckpt=None, best=False):
+def load_weights(model, hp, ckpt=None, best=False, raw=False):
     """Loads the weights asked for: the latest checkpoint, `ckpt`, the best one, or the average of the
-    newest hp.average_checkpoints. Returns a name for them (for results files) and the checkpoints used."""
+    newest hp.average_checkpoints; with --ema_decay their moving average, unless `raw`. Returns a name for
+    them (for results files) and the checkpoints used."""
+    if raw and not hp.ema_decay:
+        print(f"note: --raw_weights changes nothing: the model in {hp.logdir} was trained without --ema_decay")
+    raw = raw and bool(hp.ema_decay)
     if best:
         if ckpt:
             raise UserError("--best and --ckpt each choose the checkpoint; pass only one of them")
+        if raw:
+            raise UserError("--best holds the weights dev BLEU was measured on, the moving average; "
+                            "drop --raw_weights, or pass --ckpt to use a checkpoint's raw weights")
         if hp.average_checkpoints > 1:
             print(f"note: --best translates with the best checkpoint alone, not an average of "
                   f"--average_checkpoints {hp.average_checkpoints}")
         path = restore(model, hp, best_checkpoint(hp.logdir))
         return os.path.basename(path) + "_best", [path]
+    suffix = "_raw" if raw else ""
     if hp.average_checkpoints == 1:
-        path = restore(model, hp, ckpt)
-        return os.path.basename(path), [path]
+        path = restore(model, hp, ckpt, raw)
+        return os.path.basename(path) + suffix, [path]
     paths = newest(hp.logdir, hp.average_checkpoints, last=ckpt)
     if not paths:
         raise UserError(f"no checkpoint in {hp.logdir}; run train.py first")
     if len(paths) < hp.average_checkpoints:
         print(f"note: averaging the {len(paths)} checkpoints in {hp.logdir}, fewer than "
               f"--average_checkpoints {hp.average_checkpoints}")
-    average(model, hp, paths)
-    return f"{os.path.basename(paths[-1])}_avg{len(paths)}", paths
+    average(model, hp, paths, raw)
+    return f"{os.path.basename(paths[-1])}_avg{len(paths)}{suffix}", paths

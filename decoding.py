@@ -3,10 +3,15 @@
     greedy_decoder         reruns the decoder on the whole prefix each step (the plain reference)
     cached_greedy_decoder  computes the newest position only, with cached keys and values
     beam_search_decoder    keeps the beam_size best hypotheses per sentence, on the cached decoder
+    sampling_decoder       the cached greedy loop, drawing each word at random among the K likeliest
 
-All three take (src ids (N, T1) int32, limits (N,) int32), where limits come
-from decode_limits(), and stop once every sentence has emitted </S> or reached
-its limit. translate() runs one of them over batches and returns text.
+All take (src ids (N, T1) int32, limits (N,) int32), where limits come from
+decode_limits(), and stop once every sentence has emitted </S> or reached its
+limit. translate() runs one of them over batches and returns text.
+
+Each takes one model or a list of models (an ensemble) that share a vocab:
+an ensemble's next-word scores are the mean of its models' log-probabilities
+(fairseq's and OpenNMT's ensembles); one model's are its logits.
 """
 import math
 
@@ -33,7 +38,20 @@ def only_words(logits):
     return tf.where(not_words, tf.constant(-math.inf, logits.dtype), logits)
 
 
-def _greedy_loop(src, limits, first_state, next_logits):
+def as_models(model):
+    """A model or an ensemble, as a list of models."""
+    return list(model) if isinstance(model, (list, tuple)) else [model]
+
+
+def combine(logits):
+    """One model's logits (N, ..., V) as they are; several models': the mean of their log-probabilities,
+    float32."""
+    if len(logits) == 1:
+        return logits[0]
+    return tf.add_n([tf.nn.log_softmax(tf.cast(x, tf.float32)) for x in logits]) / len(logits)
+
+
+def _greedy_loop(src, limits, first_state, next_logits, pick=None):
     """The loop both greedy decoders share: (N, T1) src, (N,) limits -> ids (N, max(limits)).
 
     first_state: (the decoder's state before the first step, its tf.while_loop shape
@@ -41,14 +59,16 @@ def _greedy_loop(src, limits, first_state, next_logits):
     out, new state). A sentence is finished once it emits </S> or reaches its limit (the longest
     translation allowed, incl. </S>); it gets <PAD> from then on. The tf.while_loop
     stops when every sentence is finished. <PAD> and <S> are never chosen as words.
+    pick(logits (N, V)) -> words (N,) int32 chooses each word; default: the likeliest.
     """
+    pick = pick or (lambda logits: tf.argmax(logits, axis=-1, output_type=tf.int32))
     batch, max_len = tf.shape(src)[0], tf.reduce_max(limits)
     out = tf.concat([tf.fill((batch, 1), BOS), tf.fill((batch, max_len), PAD)], axis=1)  # (N, 1 + max_len)
     columns = tf.range(max_len + 1)[None, :]  # (1, 1 + max_len)
 
     def step(i, out, finished, state):
         logits, state = next_logits(out, i, state)
-        word = tf.where(finished, PAD, tf.argmax(only_words(logits), axis=-1, output_type=tf.int32))  # (N,)
+        word = tf.where(finished, PAD, pick(only_words(logits)))  # (N,)
         out = tf.where(columns == i + 1, word[:, None], out)  # write column i + 1
         return i + 1, out, finished | (word == EOS) | (i + 1 >= limits), state
 
@@ -68,12 +88,14 @@ def greedy_decoder(model):
     the length, but plain: the reference for cached_greedy_decoder().
     """
 
+    models = as_models(model)
+
     @tf.function(input_signature=DECODER_SIGNATURE)
     def decode(src, limits):
-        enc = model.encode(src)  # (N, T1, C)
+        encs = [m.encode(src) for m in models]  # each (N, T1, C)
 
         def next_logits(out, i, state):
-            return model.decode(out[:, :i + 1], enc, src)[:, -1], state  # (N, V)
+            return combine([m.decode(out[:, :i + 1], enc, src)[:, -1] for m, enc in zip(models, encs)]), state
 
         return _greedy_loop(src, limits, (tf.zeros(()), tf.TensorShape(())), next_logits)
 
@@ -94,23 +116,58 @@ def _empty_caches(model, enc):
     return enc_kvs, [(empty, empty) for _ in blocks], [(growing, growing) for _ in blocks]
 
 
-def cached_greedy_decoder(model):
+def _ensemble_start(models, src, repeat=1):
+    """_empty_caches() of every model for src (N, T1), each encoder output repeated `repeat` times per
+    sentence (beam search): per model lists of enc_kvs, caches and invariants."""
+    started = [_empty_caches(m, tf.repeat(m.encode(src), repeat, axis=0)) for m in models]
+    return tuple(list(part) for part in zip(*started))
+
+
+def _ensemble_step(models, tokens, caches, enc_kvs, src):
+    """Every model's decode_step() on tokens (N, t) -> the combined logits (N, V) and each model's caches."""
+    stepped = [m.decode_step(tokens, c, e, src) for m, c, e in zip(models, caches, enc_kvs)]
+    return combine([logits for logits, _ in stepped]), [grown for _, grown in stepped]
+
+
+def cached_greedy_decoder(model, pick=None):
     """A compiled greedy decoder that computes only the newest position at each step.
 
     Same signature and output as greedy_decoder(); each step's work no longer
-    grows with the prefix, except the attention over the cached keys.
+    grows with the prefix, except the attention over the cached keys. pick: see
+    _greedy_loop().
     """
+    models = as_models(model)
 
     @tf.function(input_signature=DECODER_SIGNATURE)
     def decode(src, limits):
-        enc_kvs, caches, invariants = _empty_caches(model, model.encode(src))
+        enc_kvs, caches, invariants = _ensemble_start(models, src)
 
         def next_logits(out, i, caches):
-            return model.decode_step(out[:, :i + 1], caches, enc_kvs, src)
+            return _ensemble_step(models, out[:, :i + 1], caches, enc_kvs, src)
 
-        return _greedy_loop(src, limits, (caches, invariants), next_logits)
+        return _greedy_loop(src, limits, (caches, invariants), next_logits, pick)
 
     return decode
+
+
+def sampling_decoder(model, topk, temperature, seed):
+    """cached_greedy_decoder() drawing each word from the model's distribution restricted to its topk
+    likeliest words, logits divided by temperature (Edunov et al., 2018, for back-translation).
+
+    Seeded: the same seed, sentences and batches give the same translations.
+    (A stateful generator: each batch continues its random stream.)
+    """
+    generator = tf.random.Generator.from_seed(seed)
+
+    def pick(logits):  # (N, V) with -inf for non-words -> (N,)
+        logits = tf.cast(logits, tf.float32)
+        kth = tf.math.top_k(logits, min(topk, logits.shape[-1] or topk)).values[:, -1:]  # (N, 1)
+        logits = tf.where(logits < kth, -math.inf, logits / temperature)
+        # Gumbel-max: the argmax of logits plus Gumbel noise is a draw from softmax(logits)
+        uniform = generator.uniform(tf.shape(logits), minval=1e-20, maxval=1.0)
+        return tf.argmax(logits - tf.math.log(-tf.math.log(uniform)), axis=-1, output_type=tf.int32)
+
+    return cached_greedy_decoder(model, pick)
 
 
 def length_penalty(lengths, alpha):
@@ -128,14 +185,14 @@ def beam_search_decoder(model, beam_size, alpha):  # long: its steps share one t
     best, and a sentence is done when all k are finished. With k = 1 this is
     greedy decoding: the same words as cached_greedy_decoder().
     """
-    k = beam_size
+    k, models = beam_size, as_models(model)
 
     @tf.function(input_signature=DECODER_SIGNATURE)
     def decode(src, limits):
         # 1. Every sentence's rows repeated k times: row n * k + b is beam b of sentence n.
         n, max_len = tf.shape(src)[0], tf.reduce_max(limits)
         src_k, limits_k = tf.repeat(src, k, axis=0), tf.repeat(limits, k)  # (N·k, T1), (N·k,)
-        enc_kvs, caches, invariants = _empty_caches(model, tf.repeat(model.encode(src), k, axis=0))  # (N·k, T1, C)
+        enc_kvs, caches, invariants = _ensemble_start(models, src, k)  # on encoder outputs (N·k, T1, C)
         out = tf.concat([tf.fill((n * k, 1), BOS), tf.fill((n * k, max_len), PAD)], axis=1)  # (N·k, 1 + L)
         columns = tf.range(max_len + 1)[None, :]
         # Only beam 0 is alive at first, so the k first hypotheses are k different words.
@@ -144,7 +201,7 @@ def beam_search_decoder(model, beam_size, alpha):  # long: its steps share one t
 
         def step(i, out, scores, lengths, finished, caches):
             # 2. Log-probabilities of every next word; a finished hypothesis can only add <PAD>, at no cost.
-            logits, caches = model.decode_step(out[:, :i + 1], caches, enc_kvs, src_k)  # (N·k, V)
+            logits, caches = _ensemble_step(models, out[:, :i + 1], caches, enc_kvs, src_k)  # (N·k, V)
             vocab = tf.shape(logits)[1]
             pad_only = tf.where(tf.range(vocab) == PAD, 0.0, -math.inf)  # (V,)
             logp = tf.nn.log_softmax(only_words(tf.cast(logits, tf.float32)))  # (N·k, V)
@@ -159,8 +216,7 @@ def beam_search_decoder(model, beam_size, alpha):  # long: its steps share one t
             word = tf.reshape(word, (-1,))  # (N·k,)
             scores = tf.gather(tf.reshape(candidates, (-1,)), rows * vocab + word)  # (N·k,)
             # 4. Reorder every per-hypothesis state to follow its beam, then write the new word.
-            caches = [(tf.gather(keys, rows), tf.gather(values, rows))  # (N·k, h, i + 1, C/h)
-                      for keys, values in caches]
+            caches = tf.nest.map_structure(lambda t: tf.gather(t, rows), caches)  # each (N·k, h, i + 1, C/h)
             finished = tf.gather(finished, rows) | (word == EOS) | (i + 1 >= limits_k)  # (N·k,)
             out = tf.where(columns == i + 1, word[:, None], tf.gather(out, rows))  # (N·k, 1 + L)
             return i + 1, out, scores, tf.gather(grown, rows), finished, caches
@@ -192,12 +248,13 @@ def translate(decoder, x, vocab, hp, desc="decoding"):
     return hypotheses
 
 
-def make_decoder(model, beam_size, alpha):
+def make_decoder(model, beam_size, alpha, sampling=None):
     """(src, limits) -> (ids (N, k, L) best first, scores (N, k)) whatever the beam size: beam search,
-    or for beam_size 1 the cached greedy decoder's output as one hypothesis of score 0."""
+    or for beam_size 1 the cached greedy decoder's output as one hypothesis of score 0; with sampling
+    (topk, temperature, seed), sampling_decoder()'s. model: one model or a list (an ensemble)."""
     if beam_size > 1:
         return beam_search_decoder(model, beam_size, alpha)
-    greedy = cached_greedy_decoder(model)
+    greedy = sampling_decoder(model, *sampling) if sampling else cached_greedy_decoder(model)
 
     def decode(src, limits):
         ids = greedy(src, limits)  # (N, L)

@@ -5,7 +5,7 @@ import tensorflow as tf
 import data_load
 import plotting
 import vocab
-from checkpoints import best_record, checkpoint_name, save_best
+from checkpoints import best_record, checkpoint_name, note_stale, save_best
 from decoding import decode_limits, make_decoder, translate
 from model import shift_right
 from modules import loss_and_accuracy
@@ -36,6 +36,7 @@ class DevEvaluation:
         self.decode = make_decoder(model, 1, hp.length_penalty)  # greedy: fast enough to repeat
         record = best_record(hp.logdir)
         self.best = record["dev_bleu"] if record else -1.0
+        self.stale = record.get("stale", 0) if record else 0  # evaluations since the best, for --patience
 
         @tf.function(reduce_retracing=True)
         def sums(src, tgt):
@@ -60,8 +61,12 @@ class DevEvaluation:
             tf.summary.text("dev_samples", samples)
             tf.summary.image("dev_attention", tf.image.decode_png(self.attention_png())[None])
         if bleu > self.best:
-            self.best = bleu
+            self.best, self.stale = bleu, 0
             save_best(self.model, self.hp.logdir, checkpoint_name(epoch, step), bleu, step, self.worker)
+        else:
+            self.stale += 1
+            if not self.worker:  # the chief alone writes files
+                note_stale(self.hp.logdir, self.stale)
         return bleu
 
     def attention_png(self):

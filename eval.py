@@ -20,15 +20,15 @@ from nltk.translate.bleu_score import corpus_bleu
 import data_load
 import hyperparams
 from cli import check_writable, run, write_files
-from decoding import make_decoder, translate
+from decoding import translate
 from hyperparams import parse_args
-from inference import add_checkpoint_flags, load_trained
+from inference import add_checkpoint_flags, decoder_for, load_trained
 from readers import refine
 
 
 
 def add_eval_flags(parser):
-    add_checkpoint_flags(parser, verb="evaluate")
+    add_checkpoint_flags(parser, verb="evaluate", ensemble=True)
     parser.add_argument("--all", action="store_true", default=False,
                         help="evaluate every test sentence, not only those that fit the training maxlen")
 
@@ -60,13 +60,13 @@ def main(argv):
     hp = hyperparams.for_evaluation(explicit)
     check_writable(hp.results_dir, "results_dir")
 
-    trained = load_trained(hp, ckpt=args.ckpt, best=args.best)
+    trained = load_trained(hp, args)
     x, sources, references = data_load.load_test_data(hp, trained.src_vocab, trained.tgt_vocab, keep_all=args.all)
-    decoder = make_decoder(trained.model, hp.beam_size, hp.length_penalty)
-    hypotheses = translate(decoder, x, trained.tgt_vocab, hp)
+    hypotheses = translate(decoder_for(trained.models, hp), x, trained.tgt_vocab, hp)
 
     bleu, scored = original_bleu(references, hypotheses)
-    path = os.path.join(hp.results_dir, trained.name + (f"_beam{hp.beam_size}" if hp.beam_size > 1 else ""))
+    path = os.path.join(hp.results_dir, trained.name + (f"_beam{hp.beam_size}" if hp.beam_size > 1 else "")
+                        + (f"_sample{hp.sampling_topk}" if hp.sampling_topk else ""))
     scores = score(references, hypotheses, bleu, hp, trained.checkpoints)
     write_files({path: results_text(sources, references, hypotheses, bleu),  # both files or neither
                  path + ".json": json.dumps(scores, indent=2) + "\n"})

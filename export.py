@@ -154,7 +154,7 @@ def main(argv):
     explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_export_flags)
     hp = hyperparams.for_evaluation(explicit)
     replace = check_out(args.out, hp, args.overwrite)
-    trained = load_trained(hp, ckpt=args.ckpt, best=args.best)
+    trained = load_trained(hp, args)
     exported = Exported(hp, trained.model, trained.src_vocab, trained.tgt_vocab)
     save(exported, args.out, {"written_by": "export.py", "checkpoints": trained.checkpoints, "name": trained.name,
                               "settings": dataclasses.asdict(hp)}, replace)

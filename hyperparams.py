@@ -33,7 +33,8 @@ def preset_values(dataset, test_split=""):
 PRECISIONS = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 STRATEGIES = ("default", "mirrored", "multiworker")  # train.py's tf.distribute choices
 VOCAB_TYPES = ("word", "subword")
-LR_SCHEDULES = ("constant", "paper")
+LR_SCHEDULES = ("constant", "paper", "paper_decay", "cosine")
+NORM_POSITIONS = ("post", "pre")
 
 # The allowed range of every numeric setting, as (words for the error, test).
 AT_LEAST_1 = ("at least 1", lambda v: v >= 1)
@@ -44,14 +45,17 @@ RANGES = {
     "vocab_size": ("at least 8 (a few hundred pieces or more in practice)", lambda v: v >= 8),
     "min_cnt": AT_LEAST_1, "vocab_sample": AT_LEAST_1, "shard_pairs": AT_LEAST_1,
     "shuffle_pairs": AT_LEAST_1, "maxlen": AT_LEAST_1, "hidden_units": AT_LEAST_1, "num_blocks": AT_LEAST_1,
-    "num_heads": AT_LEAST_1, "dropout_rate": FRACTION, "residual_dropout": FRACTION,
+    "num_heads": AT_LEAST_1, "dropout_rate": FRACTION, "residual_dropout": FRACTION, "ff_dropout": FRACTION,
     "batch_size": AT_LEAST_1, "batch_tokens": NOT_NEGATIVE, "lr": POSITIVE, "lr_scale": POSITIVE,
-    "warmup_steps": AT_LEAST_1, "adam_beta1": FRACTION, "adam_beta2": FRACTION,
+    "warmup_steps": AT_LEAST_1, "decay_fraction": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "max_steps": NOT_NEGATIVE, "accumulate": AT_LEAST_1, "ema_decay": FRACTION, "patience": NOT_NEGATIVE,
+    "rdrop_alpha": ("0 or more (0 = off)", lambda v: v >= 0), "adam_beta1": FRACTION, "adam_beta2": FRACTION,
     "adam_epsilon": ("0 or more", lambda v: v >= 0), "label_smoothing": FRACTION, "num_epochs": AT_LEAST_1,
     "keep_checkpoints": AT_LEAST_1, "save_every": NOT_NEGATIVE, "summary_every": AT_LEAST_1,
     "eval_every": NOT_NEGATIVE, "seed": ("in [0, 2^32)", lambda v: 0 <= v < 2 ** 32),
     "decode_extra": ("0 or more", lambda v: v >= 0), "decode_maxlen": NOT_NEGATIVE,
     "beam_size": AT_LEAST_1, "length_penalty": NOT_NEGATIVE, "average_checkpoints": AT_LEAST_1,
+    "sampling_topk": NOT_NEGATIVE, "sampling_temperature": POSITIVE,
 }
 
 # --preset NAME: settings applied as if given on the command line, before the flags
@@ -78,8 +82,8 @@ PRESETS = {
 
 
 # The settings that name one of a few choices.
-CHOICES = {"vocab_type": VOCAB_TYPES, "lr_schedule": LR_SCHEDULES, "mixed_precision": PRECISIONS,
-           "strategy": STRATEGIES, "preset": PRESETS}
+CHOICES = {"vocab_type": VOCAB_TYPES, "norm_position": NORM_POSITIONS, "lr_schedule": LR_SCHEDULES,
+           "mixed_precision": PRECISIONS, "strategy": STRATEGIES, "preset": PRESETS}
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ class Hyperparams:
     num_heads: int = 8  # h: attention heads; must divide hidden_units
     dropout_rate: float = 0.1  # on embeddings and attention weights
     residual_dropout: float = 0.0  # on each sublayer's output before the residual sum (paper 5.4); 0 = original
+    ff_dropout: float = 0.0  # on the feed-forward's inner ReLU activations; 0 = off
+    norm_position: str = "post"  # post: layer norm after each residual sum (the paper); pre: before each sublayer
     sinusoid: bool = True  # sinusoid positions (any length); false = learned, maxlen positions only
     share_embeddings: bool = False  # subword only: one table for source and target embeddings and output layer
 
@@ -115,9 +121,14 @@ class Hyperparams:
     batch_tokens: int = 0  # instead: batches of similar-length pairs, up to this many tokens per side; 0 = off
     shuffle_pairs: int = 100000  # pairs shuffled at a time, after the shards' order (a whole small corpus)
     lr: float = 0.0001  # Adam learning rate of --lr_schedule constant (the original's)
-    lr_schedule: str = "constant"  # constant (--lr) or paper: warm-up, then inverse square root (paper 5.3)
+    lr_schedule: str = "constant"  # constant (--lr), paper (warm-up, then 1/sqrt(step)), paper_decay, cosine
     lr_scale: float = 1.0  # paper: lr = lr_scale * C^-0.5 * min(step^-0.5, step * warmup_steps^-1.5)
-    warmup_steps: int = 4000  # paper: steps of linear warm-up to the peak rate (the paper: 4000)
+    warmup_steps: int = 4000  # steps of linear warm-up to the peak rate (the paper: 4000), in every schedule
+    decay_fraction: float = 0.2  # paper_decay: paper's rate, then linear to 0 over this last part of the steps
+    max_steps: int = 0  # stop after this many optimizer steps (schedules end there); 0 = after num_epochs
+    accumulate: int = 1  # batches per optimizer step; the loss is normalised by the target tokens of all of them
+    ema_decay: float = 0.0  # keep an exponential moving average of the weights (e.g. 0.999), used to evaluate; 0 = off
+    rdrop_alpha: float = 0.0  # R-Drop: each batch runs twice, plus alpha x the KL between the two passes; 0 = off
     adam_beta1: float = 0.9  # Adam's first-moment decay (paper 5.3)
     adam_beta2: float = 0.98  # Adam's second-moment decay (paper 5.3)
     adam_epsilon: float = 1e-8  # Adam's denominator guard (paper 5.3)
@@ -132,6 +143,7 @@ class Hyperparams:
     summary_every: int = 100  # steps between TensorBoard points and progress-bar updates
     dev_eval: bool = False  # after each epoch: dev-set BLEU and samples to TensorBoard, keep the best checkpoint
     eval_every: int = 0  # with dev_eval, also every this many steps inside an epoch; 0 = at epoch ends only
+    patience: int = 0  # with dev_eval, stop after this many evaluations without a better dev BLEU; 0 = never
     seed: int = 42  # seeds Python, NumPy, TensorFlow and the shuffling
 
     # evaluation
@@ -141,6 +153,8 @@ class Hyperparams:
     beam_size: int = 1  # hypotheses kept per sentence while decoding; 1 = greedy (the original)
     length_penalty: float = 0.6  # beam search: GNMT alpha, scores divided by ((5 + length) / 6)^alpha; 0 = none
     average_checkpoints: int = 1  # eval.py: average the weights of the newest this many checkpoints
+    sampling_topk: int = 0  # sample each word among the K most likely instead of searching (back-translation); 0 = off
+    sampling_temperature: float = 1.0  # with sampling_topk: logits divided by T before sampling (<1 sharper)
     preset: str = "original"  # named settings (PRESETS), applied under the flags given: original = the defaults
 
     def __post_init__(self):
@@ -177,6 +191,14 @@ class Hyperparams:
         if self.batch_tokens and self.batch_tokens < self.maxlen:
             yield (f"--batch_tokens {self.batch_tokens} cannot hold one pair of --maxlen {self.maxlen}; "
                    "use at least maxlen (or 0 for fixed batches)")
+        if self.patience and not self.dev_eval:
+            yield f"--patience {self.patience} needs --dev_eval true: it counts dev evaluations"
+        if self.sampling_topk and self.beam_size > 1:
+            yield (f"--sampling_topk {self.sampling_topk} samples one translation; it does not go with "
+                   f"--beam_size {self.beam_size} (use 1)")
+        if self.lr_schedule in ("paper_decay", "cosine") and 0 < self.max_steps <= self.warmup_steps:
+            yield (f"--max_steps {self.max_steps} ends within --warmup_steps {self.warmup_steps}: "
+                   f"--lr_schedule {self.lr_schedule} would never decay; train longer or warm up less")
         if not self.sinusoid and self.decode_maxlen > self.maxlen:
             yield (f"--decode_maxlen {self.decode_maxlen} exceeds --maxlen {self.maxlen}: learned positions "
                    "exist only up to maxlen (sinusoid ones have no limit)")
@@ -191,7 +213,7 @@ class Hyperparams:
 # model can only be resumed or evaluated with the values it was trained with.
 # (vocab_dir may move; a vocab of another size fails when the checkpoint loads.)
 MODEL_FIELDS = ("vocab_type", "vocab_size", "min_cnt", "maxlen", "hidden_units", "num_blocks", "num_heads",
-                "dropout_rate", "residual_dropout", "sinusoid", "share_embeddings")
+                "dropout_rate", "residual_dropout", "ff_dropout", "norm_position", "sinusoid", "share_embeddings")
 
 
 def _field_help():

@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from hyperparams import PRECISIONS
-from modules import (Embedding, FeedForward, MultiHeadAttention, PositionalEncoding,
+from modules import (LAYER_NORM_EPSILON, Embedding, FeedForward, MultiHeadAttention, PositionalEncoding,
                      causal_mask, padding_mask, query_mask)
 from vocab import BOS
 
@@ -41,16 +41,17 @@ class TiedOutput(keras.layers.Layer):
 class EncoderBlock(keras.layers.Layer):
     """Self-attention over the source, then feed-forward (paper 3.1)."""
 
-    def __init__(self, *, units, num_heads, dropout_rate, residual_dropout, **kwargs):
+    def __init__(self, *, units, num_heads, dropout_rate, residual_dropout, ff_dropout, pre_norm, **kwargs):
         super().__init__(**kwargs)
         self.self_attention = MultiHeadAttention(units=units, num_heads=num_heads, dropout_rate=dropout_rate,
-                                                 residual_dropout=residual_dropout, name="self_attention")
-        self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units,
-                                        residual_dropout=residual_dropout, name="feed_forward")
+                                                 residual_dropout=residual_dropout, pre_norm=pre_norm,
+                                                 name="self_attention")
+        self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units, pre_norm=pre_norm,
+                                        residual_dropout=residual_dropout, ff_dropout=ff_dropout, name="feed_forward")
 
     def call(self, hidden, src, training=False):
         """Hidden states (N, T1, C), src ids (N, T1) -> (N, T1, C) and the attention weights (N, h, T1, T1)."""
-        hidden, weights = self.self_attention(hidden, hidden, attention_mask=padding_mask(src),
+        hidden, weights = self.self_attention(hidden, attention_mask=padding_mask(src),
                                               query_mask=query_mask(src), training=training, return_weights=True)
         return self.feed_forward(hidden, training=training), weights
 
@@ -65,14 +66,14 @@ class DecoderBlock(keras.layers.Layer):
     grown by one.
     """
 
-    def __init__(self, *, units, num_heads, dropout_rate, residual_dropout, **kwargs):
+    def __init__(self, *, units, num_heads, dropout_rate, residual_dropout, ff_dropout, pre_norm, **kwargs):
         super().__init__(**kwargs)
         attention = dict(units=units, num_heads=num_heads, dropout_rate=dropout_rate,
-                         residual_dropout=residual_dropout)
+                         residual_dropout=residual_dropout, pre_norm=pre_norm)
         self.self_attention = MultiHeadAttention(**attention, name="self_attention")
         self.cross_attention = MultiHeadAttention(**attention, name="cross_attention")
-        self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units,
-                                        residual_dropout=residual_dropout, name="feed_forward")
+        self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units, pre_norm=pre_norm,
+                                        residual_dropout=residual_dropout, ff_dropout=ff_dropout, name="feed_forward")
 
     def call(self, hidden, tgt_in, src, *, enc=None, enc_kv=None, cache=None, training=False):
         """Hidden states (N, T, C) of the positions computed: all T2 of tgt_in ids (N, T2), or with a cache
@@ -85,10 +86,10 @@ class DecoderBlock(keras.layers.Layer):
         if cache is None:
             queries, mask = tgt_in, padding_mask(tgt_in) & causal_mask(tf.shape(tgt_in)[1])  # (N, 1, T2, T2)
         else:  # the causal mask's last row: the newest position sees every position so far
-            k, v = self.self_attention.keys_values(hidden)  # (N, h, 1, C/h)
+            k, v = self.self_attention.keys_values(self.self_attention.inputs(hidden))  # (N, h, 1, C/h)
             cache = (tf.concat([cache[0], k], axis=2), tf.concat([cache[1], v], axis=2))  # (N, h, t, C/h)
             queries, mask = tgt_in[:, -1:], padding_mask(tgt_in)
-        hidden, self_weights = self.self_attention(hidden, hidden, keys_values=cache, attention_mask=mask,
+        hidden, self_weights = self.self_attention(hidden, keys_values=cache, attention_mask=mask,
                                                    query_mask=query_mask(queries), training=training,
                                                    return_weights=True)
         hidden, cross_weights = self.cross_attention(hidden, enc, keys_values=enc_kv,
@@ -101,10 +102,12 @@ class Transformer(keras.Model):
     """Encoder-decoder Transformer; call((src, tgt_in)) -> logits (N, T2, V)."""
 
     def __init__(self, *, src_vocab_size, tgt_vocab_size, hidden_units, num_blocks, num_heads,
-                 dropout_rate, residual_dropout=0.0, sinusoid, maxlen, share_embeddings=False, **kwargs):
+                 dropout_rate, residual_dropout=0.0, ff_dropout=0.0, norm_position="post", sinusoid, maxlen,
+                 share_embeddings=False, **kwargs):
         super().__init__(**kwargs)
+        pre_norm = norm_position == "pre"
         blocks = dict(units=hidden_units, num_heads=num_heads, dropout_rate=dropout_rate,
-                      residual_dropout=residual_dropout)
+                      residual_dropout=residual_dropout, ff_dropout=ff_dropout, pre_norm=pre_norm)
         positions = dict(units=hidden_units, maxlen=maxlen, learned=not sinusoid)
         self.src_embedding = Embedding(vocab_size=src_vocab_size, units=hidden_units, name="src_embedding")
         self.src_positions = PositionalEncoding(**positions, name="src_positions")
@@ -114,12 +117,17 @@ class Transformer(keras.Model):
         self.num_blocks = num_blocks
         for i in range(num_blocks):
             setattr(self, f"encoder_{i}", EncoderBlock(**blocks, name=f"encoder_{i}"))
+        # pre-norm: each stack ends in a layer norm (post-norm blocks end in one already)
+        self.encoder_norm = (keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="encoder_norm")
+                             if pre_norm else None)
         self.tgt_embedding = (self.src_embedding if share_embeddings else
                               Embedding(vocab_size=tgt_vocab_size, units=hidden_units, name="tgt_embedding"))
         self.tgt_positions = PositionalEncoding(**positions, name="tgt_positions")
         self.tgt_dropout = keras.layers.Dropout(dropout_rate)
         for i in range(num_blocks):
             setattr(self, f"decoder_{i}", DecoderBlock(**blocks, name=f"decoder_{i}"))
+        self.decoder_norm = (keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="decoder_norm")
+                             if pre_norm else None)
         # float32 logits whatever the policy: the softmax over V is where 16 bits would hurt.
         # Shared embeddings: the output layer is the embedding table transposed, plus a bias
         # (paper 3.4), which the small corpora here need more than the extra parameters.
@@ -140,7 +148,7 @@ class Transformer(keras.Model):
         for block in self.encoder_blocks():
             hidden, block_weights = block(hidden, src, training=training)
             weights.append(block_weights)
-        return hidden, weights
+        return (hidden if self.encoder_norm is None else self.encoder_norm(hidden)), weights
 
     def run_decoder(self, tgt_in, src, *, enc=None, enc_kvs=None, caches=None, training=False):
         """The decoder on ids tgt_in (N, T2), every position at once, or with caches the last one only.
@@ -176,6 +184,8 @@ class Transformer(keras.Model):
 
     def logits(self, hidden):
         """Decoder output (N, T, C) -> float32 logits (N, T, V)."""
+        if self.decoder_norm is not None:
+            hidden = self.decoder_norm(hidden)
         if self.share_embeddings:
             return self.output_projection(hidden, self.tgt_embedding.table)
         return self.output_projection(hidden)
@@ -218,7 +228,8 @@ def build_model(hp, src_vocab_size, tgt_vocab_size):
         model = Transformer(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
                             hidden_units=hp.hidden_units, num_blocks=hp.num_blocks, num_heads=hp.num_heads,
                             dropout_rate=hp.dropout_rate, residual_dropout=hp.residual_dropout,
-                            sinusoid=hp.sinusoid, maxlen=hp.maxlen, share_embeddings=hp.share_embeddings)
+                            ff_dropout=hp.ff_dropout, norm_position=hp.norm_position, sinusoid=hp.sinusoid,
+                            maxlen=hp.maxlen, share_embeddings=hp.share_embeddings)
         ids = tf.fill((1, 1), BOS)
         model((ids, ids))
     finally:

@@ -101,6 +101,18 @@ def loss_and_accuracy(logits, tgt, epsilon, count=None):
     return tf.reduce_sum(xent * real) / count, tf.reduce_sum(hits * real) / count
 
 
+def rdrop_kl(first, second, tgt):
+    """R-Drop's regulariser: the symmetric KL divergence between two passes' predictions, summed.
+
+    first, second: logits (N, T2, V) of the same pairs under different dropout;
+    tgt ids (N, T2). -> float32 scalar: sum over the real target positions of
+    (KL(p1 || p2) + KL(p2 || p1)) / 2 = sum_v (p1 - p2) (log p1 - log p2) / 2.
+    """
+    log_p, log_q = (tf.nn.log_softmax(tf.cast(x, tf.float32), axis=-1) for x in (first, second))
+    kl = 0.5 * tf.reduce_sum((tf.exp(log_p) - tf.exp(log_q)) * (log_p - log_q), axis=-1)  # (N, T2)
+    return tf.reduce_sum(kl * tf.cast(tgt != PAD, tf.float32))
+
+
 class Embedding(keras.layers.Layer):
     """Token ids -> vectors, scaled by sqrt(C); the pad row is always zero (paper 3.4)."""
 
@@ -144,14 +156,19 @@ def _optional_dropout(rate):
 
 
 class MultiHeadAttention(keras.layers.Layer):
-    """Multi-head scaled dot-product attention, then residual and layer norm (paper 3.2).
+    """Multi-head scaled dot-product attention with a residual connection and layer norm (paper 3.2).
+
+    Post-norm (the paper's): norm(x + attention(x)). Pre-norm (pre_norm=True):
+    x + attention(norm(x)), the queries (and a self-attention's keys) normalised,
+    the residual path left alone, which trains stably at higher learning rates.
 
     Unlike the original: Q, K and V are linear projections (it applied a ReLU),
     and the concatenated heads pass through an output projection (it had none).
     """
 
-    def __init__(self, *, units, num_heads, dropout_rate, residual_dropout=0.0, **kwargs):
+    def __init__(self, *, units, num_heads, dropout_rate, residual_dropout=0.0, pre_norm=False, **kwargs):
         super().__init__(**kwargs)
+        self.pre_norm = pre_norm
         self.num_heads = num_heads
         self.depth = units // num_heads  # C/h
         self.project_q = keras.layers.Dense(units, name="q")
@@ -175,24 +192,24 @@ class MultiHeadAttention(keras.layers.Layer):
         """
         return self._split_heads(self.project_k(keys)), self._split_heads(self.project_v(keys))
 
+    def inputs(self, x):
+        """What the projections see of hidden states x (N, T, C): norm(x) with pre-norm, else x itself."""
+        return self.norm(x) if self.pre_norm else x
+
     def call(self, queries, keys=None, *, attention_mask, query_mask=None, keys_values=None, training=False,
              return_weights=False):
         """queries (N, Tq, C), keys (N, Tk, C) -> (N, Tq, C), and the weights (N, h, Tq, Tk) if asked.
 
+        keys None: self-attention, the keys are the queries (as inputs() gives them).
         attention_mask: bool, broadcastable to (N, h, Tq, Tk), True where a query may see a key.
         query_mask: bool (N, 1, Tq, 1) or None; rows of padded queries get zero weights.
         keys_values: instead of keys, keys and values projected before by keys_values() (each
         (N, h, Tk, C/h)): a decoder's cache, or the encoder output's, computed once per sentence.
         """
-        # 1. project keys and values (N, h, Tk, C/h), unless given
-        k, v = keys_values if keys_values is not None else self.keys_values(keys)
-        return self.attend(queries, k, v, attention_mask=attention_mask, query_mask=query_mask,
-                           training=training, return_weights=return_weights)
-
-    def attend(self, queries, k, v, *, attention_mask, query_mask=None, training=False, return_weights=False):
-        """call()'s steps 2 to 5, on keys and values projected by keys_values()."""
-        # 1. project queries, split into heads
-        q = self._split_heads(self.project_q(queries))  # (N, h, Tq, C/h)
+        inputs = self.inputs(queries)
+        # 1. project keys and values (N, h, Tk, C/h), unless given; queries, split into heads
+        k, v = keys_values if keys_values is not None else self.keys_values(inputs if keys is None else keys)
+        q = self._split_heads(self.project_q(inputs))  # (N, h, Tq, C/h)
         # 2. scaled scores; masking and softmax in float32, whatever the compute dtype
         scores = tf.matmul(q, k, transpose_b=True) / math.sqrt(self.depth)  # (N, h, Tq, Tk)
         scores = tf.where(attention_mask, tf.cast(scores, tf.float32), -1e9)
@@ -205,26 +222,31 @@ class MultiHeadAttention(keras.layers.Layer):
         out = tf.matmul(tf.cast(weights, v.dtype), v)  # (N, h, Tq, C/h)
         out = tf.transpose(out, (0, 2, 1, 3))  # (N, Tq, h, C/h)
         out = tf.reshape(out, tf.shape(queries))  # (N, Tq, C)
-        # 5. residual connection (with the paper's dropout of the sublayer output), layer norm
-        out = self.norm(queries + self.residual_dropout(self.project_out(out), training=training))
+        # 5. residual connection (with the paper's dropout of the sublayer output), layer norm if post-norm
+        out = queries + self.residual_dropout(self.project_out(out), training=training)
+        out = out if self.pre_norm else self.norm(out)
         return (out, weights) if return_weights else out
 
 
 class FeedForward(keras.layers.Layer):
-    """Position-wise feed-forward C -> inner (ReLU) -> C, then residual and layer norm (paper 3.3).
+    """Position-wise feed-forward C -> inner (ReLU) -> C with a residual connection and layer norm (paper 3.3):
+    norm(x + ff(x)) post-norm, x + ff(norm(x)) pre-norm; ff_dropout drops inner activations.
 
     The original wrote it as two conv1d layers of kernel size 1: the same matrix
     product at every position, which Dense computes as one matmul.
     """
 
-    def __init__(self, *, units, inner_units, residual_dropout=0.0, **kwargs):
+    def __init__(self, *, units, inner_units, residual_dropout=0.0, ff_dropout=0.0, pre_norm=False, **kwargs):
         super().__init__(**kwargs)
+        self.pre_norm = pre_norm
         self.inner = keras.layers.Dense(inner_units, activation="relu", name="inner")
         self.outer = keras.layers.Dense(units, name="outer")
         self.residual_dropout = _optional_dropout(residual_dropout)
+        self.ff_dropout = _optional_dropout(ff_dropout)
         self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON)
 
     def call(self, x, training=False):
         """(N, T, C) -> (N, T, C)."""
-        inner = self.inner(x)  # (N, T, 4C)
-        return self.norm(x + self.residual_dropout(self.outer(inner), training=training))
+        inner = self.ff_dropout(self.inner(self.norm(x) if self.pre_norm else x), training=training)  # (N, T, 4C)
+        out = x + self.residual_dropout(self.outer(inner), training=training)
+        return out if self.pre_norm else self.norm(out)

@@ -36,7 +36,7 @@ def main(argv):
     explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_plot_flags)
     hp = hyperparams.for_evaluation(explicit)
     check_writable(os.path.dirname(os.path.abspath(args.out)), "out")
-    translator = Translator(hp, ckpt=args.ckpt, best=args.best)
+    translator = Translator(hp, args)
     cleaned = translator.src_vocab.clean(args.sentence)
     if not cleaned:
         raise UserError("the sentence is empty once cleaned as the training text was; give a German sentence")

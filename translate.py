@@ -33,7 +33,7 @@ def add_translate_flags(parser):
     parser.add_argument("--output", default=None, metavar="FILE", help="write the translations to FILE (with --input)")
     parser.add_argument("--nbest", type=int, default=1, metavar="N",
                         help="print the N best translations of each sentence (a smaller beam is widened to N)")
-    add_checkpoint_flags(parser)
+    add_checkpoint_flags(parser, ensemble=True)
 
 
 def format_results(results, first_index, nbest):
@@ -86,7 +86,7 @@ def main(argv):
     if args.output and os.path.realpath(args.output) == os.path.realpath(args.input):
         raise UserError(f"--output is the --input file {args.input}: the translations would replace the German "
                         "text; pass another --output")
-    translate = Translator(hp, nbest=args.nbest, ckpt=args.ckpt, best=args.best)
+    translate = Translator(hp, args, nbest=args.nbest)
 
     if args.sentences:
         print("\n".join(format_results(translate(args.sentences), 0, args.nbest)))

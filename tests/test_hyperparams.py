@@ -80,7 +80,7 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     ({"residual_dropout": -0.1}, "--residual_dropout"),
     ({"share_embeddings": True}, "--share_embeddings needs --vocab_type subword"),
     ({"vocab_type": "bpe"}, "--vocab_type 'bpe' is unknown; choose one of word, subword"),
-    ({"lr_schedule": "cosine"}, "--lr_schedule 'cosine' is unknown; choose one of constant, paper"),
+    ({"lr_schedule": "linear"}, "--lr_schedule 'linear' is unknown; choose one of constant, paper, paper_decay, cosine"),
     ({"beam_size": 0}, "--beam_size must be at least 1"),
     ({"length_penalty": -1.0}, "--length_penalty must be 0 or more"),
     ({"eval_every": 100}, "--eval_every 100 needs --dev_eval true"),

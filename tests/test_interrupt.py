@@ -13,10 +13,12 @@ import tensorflow as tf
 import prepro
 from conftest import ROOT, corpus_flags, toy_pairs
 
-# Dropout stays on: a resumed run must also continue the dropout random state.
+# Dropout stays on: a resumed run must also continue the dropout random state; so must the moving
+# average of the weights and gradient accumulation (two batches per step).
 MODEL = ["--hidden_units", "32", "--num_blocks", "1", "--num_heads", "2", "--dropout_rate", "0.1",
-         "--batch_size", "16", "--num_epochs", "2", "--save_every", "3", "--keep_checkpoints", "50"]
-PAIRS = 480  # 30 steps per epoch
+         "--batch_size", "16", "--num_epochs", "2", "--save_every", "3", "--keep_checkpoints", "50",
+         "--ema_decay", "0.99", "--accumulate", "2"]
+PAIRS = 480  # 30 batches, 15 steps per epoch
 
 
 @pytest.fixture(scope="module")

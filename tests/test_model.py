@@ -11,10 +11,12 @@ from model import build_model, shift_right
 SMALL = dict(hidden_units=16, num_blocks=2, num_heads=2, dropout_rate=0.0, maxlen=8)
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["sinusoid", "learned"])
+@pytest.fixture(scope="module", params=[(True, "post"), (False, "post"), (True, "pre")],
+                ids=["sinusoid", "learned", "pre-norm"])
 def model(request):
     keras.utils.set_random_seed(0)
-    return build_model(Hyperparams(**SMALL, sinusoid=request.param), 11, 13)
+    sinusoid, norm_position = request.param
+    return build_model(Hyperparams(**SMALL, sinusoid=sinusoid, norm_position=norm_position), 11, 13)
 
 
 SRC = tf.constant([[4, 5, 6, EOS, PAD, PAD], [7, 8, EOS, PAD, PAD, PAD]])
@@ -80,7 +82,8 @@ def test_checkpoint_holds_every_weight(model, tmp_path):
     path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
     saved = [name for name, _ in tf.train.list_variables(path) if name.startswith("model/")]
     assert len(saved) == len(model.weights)
-    fresh = build_model(Hyperparams(**SMALL, sinusoid=model.src_positions.table is None), 11, 13)
+    fresh = build_model(Hyperparams(**SMALL, sinusoid=model.src_positions.table is None,
+                                    norm_position="post" if model.encoder_norm is None else "pre"), 11, 13)
     tf.train.Checkpoint(model=fresh).read(path).assert_consumed()
     for a, b in zip(model.weights, fresh.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

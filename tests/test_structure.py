@@ -22,7 +22,7 @@ def imported(path):
 
 def test_the_scripts_are_the_entry_points_the_readme_names():
     assert SCRIPTS == {"prepro", "train", "eval", "translate", "export", "plot_attention", "download", "bench",
-                       "bench_corpus"}
+                       "bench_corpus", "score"}
 
 
 def test_no_module_imports_a_script():
