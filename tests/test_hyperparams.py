@@ -151,7 +151,7 @@ def test_evaluation_follows_a_new_test_split_but_keeps_given_paths(tmp_path):
 def test_a_preset_fills_settings_under_the_flags_given():
     explicit, _ = parse_args(["--preset", "multi30k_cpu", "--num_epochs", "3"], description="t")
     hp = Hyperparams(**explicit)
-    assert (hp.preset, hp.dataset, hp.vocab_type, hp.lr_schedule) == ("multi30k_cpu", "multi30k", "subword", "paper")
+    assert (hp.preset, hp.dataset, hp.vocab_type, hp.lr_schedule) == ("multi30k_cpu", "multi30k", "subword", "cosine")
     assert hp.num_epochs == 3  # the flag given wins over the preset's value
     assert parse_args(["--preset", "original"], description="t")[0] == {"preset": "original"}
     for name, values in hyperparams.PRESETS.items():

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import export
 import hyperparams
 import plot_attention
 import prepro
+import score
 import train
 import translate
 from conftest import GERMAN, ROOT, toy_pairs, write_lines
@@ -36,6 +38,7 @@ SCRIPTS = {  # script -> (module, the flags it adds to the settings)
     "prepro.py": (prepro, None), "train.py": (train, None), "eval.py": (evaluate, evaluate.add_eval_flags),
     "translate.py": (translate, translate.add_translate_flags), "export.py": (export, export.add_export_flags),
     "plot_attention.py": (plot_attention, plot_attention.add_plot_flags), "bench.py": (bench, bench.add_bench_flags),
+    "score.py": (score, score.add_score_flags),
 }
 SLOW = {"train.py", "bench.py"}  # always only parsed
 OTHER_DATA = {"--preset", "--dataset", "--vocab_dir", "--source_train"}  # parsed: they need data the sandbox lacks
@@ -74,6 +77,9 @@ def sandbox(tmp_path_factory):
         for split, pairs in (("tst2013", test_pairs[:6]), ("tst2014", test_pairs[6:])):
             write_lines(corpora / f"IWSLT16.TED.{split}.de-en.{lang}.xml", xml(pair[side] for pair in pairs))
     write_lines(directory / "german.txt", [" ".join(GERMAN[:4]), "", "Zwei Hunde spielen im Schnee."])
+    write_lines(directory / "mono.de", [pair[0] for pair in test_pairs])  # monolingual text to back-translate
+    write_lines(directory / "test.de", [pair[0] for pair in test_pairs])  # translations to score
+    write_lines(directory / "test.en", [pair[1] for pair in test_pairs])
     for script in ROOT.glob("*.py"):  # the scripts beside the data, as in a checkout
         (directory / script.name).symlink_to(script)
     cwd = os.getcwd()
@@ -84,6 +90,8 @@ def sandbox(tmp_path_factory):
                     "--num_epochs", "3", "--summary_every", "4", "--dev_eval", "true"])
     finally:
         os.chdir(cwd)
+    for member in ("logdir_seed2", "logdir_seed3"):  # stand-ins for models trained with other seeds, to ensemble
+        shutil.copytree(directory / "logdir", directory / member)
     return directory
 
 
@@ -137,6 +145,10 @@ def test_every_command_is_known_to_work(sandbox, monkeypatch, capsys):
     assert (sandbox / "attention.png").stat().st_size > 0 and (sandbox / "layer1.png").stat().st_size > 0
     assert any(p.name.endswith("_avg3_beam4") for p in (sandbox / "results").iterdir())
     assert " ||| " in out  # --nbest
+    assert any(p.name.endswith("_ens3_beam4") for p in (sandbox / "results").iterdir())
+    assert len((sandbox / "synthetic.en").read_text(encoding="utf-8").splitlines()) == 12
+    scores = (sandbox / "scores.tsv").read_text(encoding="utf-8").splitlines()
+    assert len(scores) == 12 and all(float(line.split("\t")[0]) < 0 for line in scores)
 
     # the Python example of loading the export, as written
     [example] = [b for b in blocks(ROOT / "README.md", "python") if "saved_model.load" in b]
