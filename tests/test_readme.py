@@ -77,9 +77,10 @@ def sandbox(tmp_path_factory):
         for split, pairs in (("tst2013", test_pairs[:6]), ("tst2014", test_pairs[6:])):
             write_lines(corpora / f"IWSLT16.TED.{split}.de-en.{lang}.xml", xml(pair[side] for pair in pairs))
     write_lines(directory / "german.txt", [" ".join(GERMAN[:4]), "", "Zwei Hunde spielen im Schnee."])
-    write_lines(directory / "mono.de", [pair[0] for pair in test_pairs])  # monolingual text to back-translate
-    write_lines(directory / "test.de", [pair[0] for pair in test_pairs])  # translations to score
-    write_lines(directory / "test.en", [pair[1] for pair in test_pairs])
+    german, english = zip(*test_pairs)
+    write_lines(directory / "mono.de", german)  # monolingual text to back-translate
+    write_lines(directory / "test.de", german)  # translations to score
+    write_lines(directory / "test.en", english)
     for script in ROOT.glob("*.py"):  # the scripts beside the data, as in a checkout
         (directory / script.name).symlink_to(script)
     cwd = os.getcwd()
