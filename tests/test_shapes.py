@@ -142,3 +142,14 @@ def test_with_jit_a_run_compiles_once_per_batch_shape(tmp_path):
     buckets = len(data_load.bucket_plan(16, 64)[0])
     assert 2 <= record["batch_shapes"] <= buckets
     assert record["batch_shapes"] <= record["xla_compilations"] <= record["batch_shapes"] + 2
+
+
+def test_training_and_decoding_pipelines_run_without_the_autotuner():
+    # with it, deleting an iterator at an epoch's end could wait for the autotuner's next pass
+    x, y = random_pairs(50, 10, seed=3)
+    pairs, _ = data_load.array_pairs(x, y)
+    for batch_tokens in (0, 40):
+        batches = data_load.train_batches(pairs, maxlen=10, batch_size=8, seed=1, batch_tokens=batch_tokens, total=9)
+        assert batches.options().autotune.enabled is False
+        assert sum(1 for _ in batches) == 9
+    assert data_load.eval_batches(x, 8).options().autotune.enabled is False
