@@ -168,8 +168,7 @@ def train_batches(pairs, *, maxlen, batch_size, seed, batch_tokens=0, shuffle_pa
 
 
 def untuned(dataset):
-    """`dataset` without tf.data's autotuning: its AUTOTUNE parallelism stays at min(16, CPU cores), its
-    AUTOTUNE prefetch buffers grow only while they run empty.
+    """`dataset` without tf.data's autotuning: its AUTOTUNE parallelism stays at min(16, CPU cores).
 
     With autotuning on (TensorFlow 2.21), deleting an iterator often waited
     for the autotuner's thread to wake for its next pass, which comes at most

@@ -30,8 +30,8 @@ class DevEvaluation:
         self.x, self.sources, self.references = data_load.load_test_data(hp, src_vocab, tgt_vocab, keep_all=True,
                                                                          split="dev")
         x, y, _, _ = data_load.create_data(self.sources, self.references, src_vocab, tgt_vocab, hp.maxlen)
-        pairs = tf.data.Dataset.from_tensor_slices((x, y)).batch(hp.batch_size)
-        self.pairs = data_load.untuned(pairs) if len(x) else None
+        self.pairs = (data_load.untuned(tf.data.Dataset.from_tensor_slices((x, y)).batch(hp.batch_size))
+                      if len(x) else None)
         if self.pairs is None:
             print(f"no dev pair fits --maxlen {hp.maxlen}: dev_loss and dev_acc are not logged")
         self.decode = make_decoder(model, 1, hp.length_penalty)  # greedy: fast enough to repeat
