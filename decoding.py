@@ -9,6 +9,12 @@ All take (src ids (N, T1) int32, limits (N,) int32), where limits come from
 decode_limits(), and stop once every sentence has emitted </S> or reached its
 limit. translate() runs one of them over batches and returns text.
 
+The cached decoders keep each batch's keys and values in caches as long as
+its longest translation rounded up to a multiple of data_load.SHAPE_STEP:
+every step of a batch computes on the same shapes, and batches share a few.
+(Caches that grew by one position per step gave each step a shape of its
+own, and TensorFlow's CPU kernels keep what they prepare for each shape.)
+
 Each takes one model or a list of models (an ensemble) that share a vocab:
 an ensemble's next-word scores are the mean of its models' log-probabilities
 (fairseq's and OpenNMT's ensembles); one model's are its logits.
@@ -51,20 +57,28 @@ def combine(logits):
     return tf.add_n([tf.nn.log_softmax(tf.cast(x, tf.float32)) for x in logits]) / len(logits)
 
 
-def _greedy_loop(src, limits, first_state, next_logits, pick=None):
+def decoding_width(limits):
+    """(N,) limits -> the longest translation of the batch, max(limits), and the width the cached
+    decoders work in: that rounded up to a multiple of data_load.SHAPE_STEP."""
+    longest = tf.reduce_max(limits)
+    return longest, data_load.round_up(longest)
+
+
+def _greedy_loop(src, limits, next_logits, state=(), pick=None):
     """The loop both greedy decoders share: (N, T1) src, (N,) limits -> ids (N, max(limits)).
 
-    first_state: (the decoder's state before the first step, its tf.while_loop shape
-    invariants); next_logits(out, i, state) -> (logits (N, V) of position i + 1 of
-    out, new state). A sentence is finished once it emits </S> or reaches its limit (the longest
-    translation allowed, incl. </S>); it gets <PAD> from then on. The tf.while_loop
-    stops when every sentence is finished. <PAD> and <S> are never chosen as words.
-    pick(logits (N, V)) -> words (N,) int32 chooses each word; default: the likeliest.
+    out: <S>, then decoding_width() columns of <PAD>, the words written in as they come.
+    state: the decoder's state before the first step; next_logits(out, i, state) -> (logits
+    (N, V) of position i + 1 of out, the new state in the same shapes). A sentence is finished
+    once it emits </S> or reaches its limit (the longest translation allowed, incl. </S>); it
+    gets <PAD> from then on. The tf.while_loop stops when every sentence is finished. <PAD> and
+    <S> are never chosen as words. pick(logits (N, V)) -> words (N,) int32 chooses each word;
+    default: the likeliest.
     """
     pick = pick or (lambda logits: tf.argmax(logits, axis=-1, output_type=tf.int32))
-    batch, max_len = tf.shape(src)[0], tf.reduce_max(limits)
-    out = tf.concat([tf.fill((batch, 1), BOS), tf.fill((batch, max_len), PAD)], axis=1)  # (N, 1 + max_len)
-    columns = tf.range(max_len + 1)[None, :]  # (1, 1 + max_len)
+    batch, (longest, width) = tf.shape(src)[0], decoding_width(limits)
+    out = tf.concat([tf.fill((batch, 1), BOS), tf.fill((batch, width), PAD)], axis=1)  # (N, 1 + width)
+    columns = tf.range(width + 1)[None, :]  # (1, 1 + width)
 
     def step(i, out, finished, state):
         logits, state = next_logits(out, i, state)
@@ -75,10 +89,8 @@ def _greedy_loop(src, limits, first_state, next_logits, pick=None):
     def not_done(i, out, finished, state):
         return ~tf.reduce_all(finished)
 
-    state, invariants = first_state
-    _, out, _, _ = tf.while_loop(not_done, step, (0, out, limits <= 0, state),
-                                 shape_invariants=(tf.TensorShape(()), out.shape, limits.shape, invariants))
-    return out[:, 1:]  # (N, max_len), without the <S> column
+    _, out, _, _ = tf.while_loop(not_done, step, (0, out, limits <= 0, state))
+    return out[:, 1:longest + 1]  # (N, max(limits)), without the <S> column
 
 
 def greedy_decoder(model):
@@ -97,55 +109,44 @@ def greedy_decoder(model):
         def next_logits(out, i, state):
             return combine([m.decode(out[:, :i + 1], enc, src)[:, -1] for m, enc in zip(models, encs)]), state
 
-        return _greedy_loop(src, limits, (tf.zeros(()), tf.TensorShape(())), next_logits)
+        return _greedy_loop(src, limits, next_logits)
 
     return decode
 
 
-def _empty_caches(model, enc):
-    """Decoder state before the first cached step, for encoder output enc (N, T1, C).
-
-    -> (per block: cross-attention (keys, values), computed once per sentence),
-       (per block: empty self-attention (keys, values) (N, h, 0, C/h)), their shape invariants.
-    """
-    blocks = model.decoder_blocks()
-    enc_kvs = model.encoder_keys_values(enc)
-    heads = blocks[0].self_attention.num_heads
-    empty = tf.zeros((tf.shape(enc)[0], heads, 0, enc.shape[-1] // heads), enc.dtype)  # (N, h, 0, C/h)
-    growing = tf.TensorShape((None, heads, None, enc.shape[-1] // heads))
-    return enc_kvs, [(empty, empty) for _ in blocks], [(growing, growing) for _ in blocks]
+def _ensemble_start(models, src, width, repeat=1):
+    """Every model's cross-attention (keys, values) per block, computed once per sentence of src (N, T1),
+    and its empty caches of `width` positions, each encoder output repeated `repeat` times per sentence
+    (beam search): -> (per model enc_kvs, per model caches)."""
+    encs = [tf.repeat(m.encode(src), repeat, axis=0) for m in models]  # each (N·repeat, T1, C)
+    return ([m.encoder_keys_values(enc) for m, enc in zip(models, encs)],
+            [m.empty_caches(tf.shape(enc)[0], width, enc.dtype) for m, enc in zip(models, encs)])
 
 
-def _ensemble_start(models, src, repeat=1):
-    """_empty_caches() of every model for src (N, T1), each encoder output repeated `repeat` times per
-    sentence (beam search): per model lists of enc_kvs, caches and invariants."""
-    started = [_empty_caches(m, tf.repeat(m.encode(src), repeat, axis=0)) for m in models]
-    return tuple(list(part) for part in zip(*started))
-
-
-def _ensemble_step(models, tokens, caches, enc_kvs, src):
-    """Every model's decode_step() on tokens (N, t) -> the combined logits (N, V) and each model's caches."""
-    stepped = [m.decode_step(tokens, c, e, src) for m, c, e in zip(models, caches, enc_kvs)]
-    return combine([logits for logits, _ in stepped]), [grown for _, grown in stepped]
+def _ensemble_step(models, tokens, position, caches, enc_kvs, src):
+    """Every model's decode_step() at `position` of tokens (N, L) -> the combined logits (N, V) and each
+    model's caches."""
+    stepped = [m.decode_step(tokens, position, c, e, src) for m, c, e in zip(models, caches, enc_kvs)]
+    return combine([logits for logits, _ in stepped]), [filled for _, filled in stepped]
 
 
 def cached_greedy_decoder(model, pick=None):
     """A compiled greedy decoder that computes only the newest position at each step.
 
-    Same signature and output as greedy_decoder(); each step's work no longer
-    grows with the prefix, except the attention over the cached keys. pick: see
-    _greedy_loop().
+    Same signature and output as greedy_decoder(); each step's work does not
+    grow with the prefix, except the attention over the cached keys (all
+    decoding_width() of them, masked beyond the prefix). pick: see _greedy_loop().
     """
     models = as_models(model)
 
     @tf.function(input_signature=DECODER_SIGNATURE)
     def decode(src, limits):
-        enc_kvs, caches, invariants = _ensemble_start(models, src)
+        enc_kvs, caches = _ensemble_start(models, src, decoding_width(limits)[1])
 
         def next_logits(out, i, caches):
-            return _ensemble_step(models, out[:, :i + 1], caches, enc_kvs, src)
+            return _ensemble_step(models, out[:, :-1], i, caches, enc_kvs, src)
 
-        return _greedy_loop(src, limits, (caches, invariants), next_logits, pick)
+        return _greedy_loop(src, limits, next_logits, caches, pick)
 
     return decode
 
@@ -190,18 +191,18 @@ def beam_search_decoder(model, beam_size, alpha):  # long: its steps share one t
     @tf.function(input_signature=DECODER_SIGNATURE)
     def decode(src, limits):
         # 1. Every sentence's rows repeated k times: row n * k + b is beam b of sentence n.
-        n, max_len = tf.shape(src)[0], tf.reduce_max(limits)
+        n, (longest, width) = tf.shape(src)[0], decoding_width(limits)
         src_k, limits_k = tf.repeat(src, k, axis=0), tf.repeat(limits, k)  # (N·k, T1), (N·k,)
-        enc_kvs, caches, invariants = _ensemble_start(models, src, k)  # on encoder outputs (N·k, T1, C)
-        out = tf.concat([tf.fill((n * k, 1), BOS), tf.fill((n * k, max_len), PAD)], axis=1)  # (N·k, 1 + L)
-        columns = tf.range(max_len + 1)[None, :]
+        enc_kvs, caches = _ensemble_start(models, src, width, k)  # on encoder outputs (N·k, T1, C)
+        out = tf.concat([tf.fill((n * k, 1), BOS), tf.fill((n * k, width), PAD)], axis=1)  # (N·k, 1 + W)
+        columns = tf.range(width + 1)[None, :]
         # Only beam 0 is alive at first, so the k first hypotheses are k different words.
         scores = tf.tile(tf.concat([[0.0], tf.fill((k - 1,), -math.inf)], 0), [n])  # (N·k,) log-probs
         lengths = tf.zeros((n * k,), tf.int32)  # words so far, incl. </S>
 
         def step(i, out, scores, lengths, finished, caches):
             # 2. Log-probabilities of every next word; a finished hypothesis can only add <PAD>, at no cost.
-            logits, caches = _ensemble_step(models, out[:, :i + 1], caches, enc_kvs, src_k)  # (N·k, V)
+            logits, caches = _ensemble_step(models, out[:, :-1], i, caches, enc_kvs, src_k)  # (N·k, V)
             vocab = tf.shape(logits)[1]
             pad_only = tf.where(tf.range(vocab) == PAD, 0.0, -math.inf)  # (V,)
             logp = tf.nn.log_softmax(only_words(tf.cast(logits, tf.float32)))  # (N·k, V)
@@ -216,20 +217,19 @@ def beam_search_decoder(model, beam_size, alpha):  # long: its steps share one t
             word = tf.reshape(word, (-1,))  # (N·k,)
             scores = tf.gather(tf.reshape(candidates, (-1,)), rows * vocab + word)  # (N·k,)
             # 4. Reorder every per-hypothesis state to follow its beam, then write the new word.
-            caches = tf.nest.map_structure(lambda t: tf.gather(t, rows), caches)  # each (N·k, h, i + 1, C/h)
+            caches = tf.nest.map_structure(lambda t: tf.gather(t, rows), caches)  # each (N·k, h, W, C/h)
             finished = tf.gather(finished, rows) | (word == EOS) | (i + 1 >= limits_k)  # (N·k,)
-            out = tf.where(columns == i + 1, word[:, None], tf.gather(out, rows))  # (N·k, 1 + L)
+            out = tf.where(columns == i + 1, word[:, None], tf.gather(out, rows))  # (N·k, 1 + W)
             return i + 1, out, scores, tf.gather(grown, rows), finished, caches
 
         def not_done(i, *state):
             return ~tf.reduce_all(state[3])
 
         loop = (0, out, scores, lengths, limits_k <= 0, caches)
-        shapes = (tf.TensorShape(()), out.shape, scores.shape, lengths.shape, limits_k.shape, invariants)
-        _, out, scores, lengths, _, _ = tf.while_loop(not_done, step, loop, shape_invariants=shapes)
+        _, out, scores, lengths, _, _ = tf.while_loop(not_done, step, loop)
         # The last top_k ranked by these same scores, so the beams are already best first.
         final = scores / length_penalty(lengths, alpha)
-        return tf.reshape(out[:, 1:], (n, k, -1)), tf.reshape(final, (n, k))  # (N, k, L), (N, k)
+        return tf.reshape(out[:, 1:longest + 1], (n, k, -1)), tf.reshape(final, (n, k))  # (N, k, L), (N, k)
 
     return decode
 

@@ -5,8 +5,11 @@
 
 One pass through each stack serves training, attention maps and decoding:
 run_decoder() computes every position at once, or, given each block's cache
-of the earlier positions' keys and values, the newest position only
-(decode_step()).
+of the earlier positions' keys and values, one position only (decode_step()).
+A decoding cache has a fixed length, the longest translation of its batch
+(rounded up), masked beyond the positions decoded so far: every step of a
+batch meets the same tensor shapes, so a step's kernels are made once per
+batch shape, not once per position.
 """
 import keras
 import tensorflow as tf
@@ -61,9 +64,9 @@ class DecoderBlock(keras.layers.Layer):
 
     One call() serves training and decoding. Without a cache it computes every
     position of the target at once, each seeing the positions up to itself.
-    With a cache it computes the newest position only: the cache holds the
+    With a cache it computes one position only: the cache holds the
     self-attention keys and values of the earlier positions, and comes back
-    grown by one.
+    with this position's written in.
     """
 
     def __init__(self, *, units, num_heads, dropout_rate, residual_dropout, ff_dropout, pre_norm, **kwargs):
@@ -75,20 +78,24 @@ class DecoderBlock(keras.layers.Layer):
         self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units, pre_norm=pre_norm,
                                         residual_dropout=residual_dropout, ff_dropout=ff_dropout, name="feed_forward")
 
-    def call(self, hidden, tgt_in, src, *, enc=None, enc_kv=None, cache=None, training=False):
+    def call(self, hidden, tgt_in, src, *, enc=None, enc_kv=None, cache=None, position=None, training=False):
         """Hidden states (N, T, C) of the positions computed: all T2 of tgt_in ids (N, T2), or with a cache
-        the last one (T = 1) of tgt_in (N, t); src ids (N, T1); the encoder output enc (N, T1, C), or its
+        the one at `position` (T = 1); src ids (N, T1); the encoder output enc (N, T1, C), or its
         cross-attention keys and values enc_kv (each (N, h, T1, C/h)); cache: self-attention (keys,
-        values) of the t - 1 earlier positions, each (N, h, t - 1, C/h).
-        -> hidden (N, T, C), the self- and cross-attention weights (N, h, T, t) and (N, h, T, T1), and the
-        cache grown to t positions (None without one).
+        values) of every position of tgt_in, each (N, h, T2, C/h), of which those before `position` are
+        filled in.
+        -> hidden (N, T, C), the self- and cross-attention weights (N, h, T, T2) and (N, h, T, T1), and the
+        cache with `position` filled in (None without one).
         """
         if cache is None:
             queries, mask = tgt_in, padding_mask(tgt_in) & causal_mask(tf.shape(tgt_in)[1])  # (N, 1, T2, T2)
-        else:  # the causal mask's last row: the newest position sees every position so far
+        else:  # the causal mask's row `position`: it sees every position up to itself
             k, v = self.self_attention.keys_values(self.self_attention.inputs(hidden))  # (N, h, 1, C/h)
-            cache = (tf.concat([cache[0], k], axis=2), tf.concat([cache[1], v], axis=2))  # (N, h, t, C/h)
-            queries, mask = tgt_in[:, -1:], padding_mask(tgt_in)
+            keys = tf.range(tf.shape(tgt_in)[1])  # (T2,)
+            at = (keys == position)[None, None, :, None]  # (1, 1, T2, 1)
+            cache = (tf.where(at, k, cache[0]), tf.where(at, v, cache[1]))  # (N, h, T2, C/h)
+            queries = tgt_in[:, position:position + 1]  # (N, 1)
+            mask = padding_mask(tgt_in) & (keys <= position)[None, None, None, :]  # (N, 1, 1, T2)
         hidden, self_weights = self.self_attention(hidden, keys_values=cache, attention_mask=mask,
                                                    query_mask=query_mask(queries), training=training,
                                                    return_weights=True)
@@ -150,25 +157,27 @@ class Transformer(keras.Model):
             weights.append(block_weights)
         return (hidden if self.encoder_norm is None else self.encoder_norm(hidden)), weights
 
-    def run_decoder(self, tgt_in, src, *, enc=None, enc_kvs=None, caches=None, training=False):
-        """The decoder on ids tgt_in (N, T2), every position at once, or with caches the last one only.
+    def run_decoder(self, tgt_in, src, *, enc=None, enc_kvs=None, caches=None, position=None, training=False):
+        """The decoder on ids tgt_in (N, T2), every position at once, or with caches the one at `position`.
 
         enc: the encoder output (N, T1, C), or enc_kvs: per block, its cross-attention (keys, values);
-        caches: per block, self-attention (keys, values) of the earlier positions.
-        -> logits (N, T2 or 1, V), per block (self, cross) attention weights, the caches grown (or None).
+        caches: per block, self-attention (keys, values) (N, h, T2, C/h), filled in before `position`.
+        -> logits (N, T2 or 1, V), per block (self, cross) attention weights, the caches with `position`
+        filled in (or None).
         """
-        start = 0 if caches is None else tf.shape(tgt_in)[1] - 1
-        ids = tgt_in if caches is None else tgt_in[:, -1:]  # the positions computed
+        start = 0 if caches is None else position
+        ids = tgt_in if caches is None else tgt_in[:, position:position + 1]  # the positions computed
         hidden = self.tgt_positions(self.tgt_embedding(ids), start=start)  # (N, T, C)
         hidden = self.tgt_dropout(hidden, training=training)
-        weights, grown = [], []
+        weights, filled = [], []
         for i, block in enumerate(self.decoder_blocks()):
             hidden, block_weights, cache = block(hidden, tgt_in, src, enc=enc,
                                                  enc_kv=None if enc_kvs is None else enc_kvs[i],
-                                                 cache=None if caches is None else caches[i], training=training)
+                                                 cache=None if caches is None else caches[i], position=position,
+                                                 training=training)
             weights.append(block_weights)
-            grown.append(cache)
-        return self.logits(hidden), weights, None if caches is None else grown
+            filled.append(cache)
+        return self.logits(hidden), weights, None if caches is None else filled
 
     def encoder_keys_values(self, enc):
         """enc (N, T1, C) -> per decoder block, its cross-attention (keys, values), each (N, h, T1, C/h)."""
@@ -204,14 +213,24 @@ class Transformer(keras.Model):
                 "decoder self-attention": [w for w, _ in decoder_weights],
                 "cross-attention": [w for _, w in decoder_weights]}
 
-    def decode_step(self, tokens, caches, enc_kvs, src):
-        """Logits of the word after tokens (N, t), computing the newest position only.
+    def decode_step(self, tokens, position, caches, enc_kvs, src):
+        """Logits of the word after tokens[:, :position + 1], computing position `position` only.
 
-        caches: per decoder block, (keys, values) of the earlier t - 1 positions;
-        enc_kvs: from encoder_keys_values(). -> logits (N, V) and the caches grown by one position.
+        tokens (N, L) ids, of which those after `position` are not looked at; position: int32 scalar;
+        caches: per decoder block, (keys, values) each (N, h, L, C/h), filled in before `position`
+        (see empty_caches()); enc_kvs: from encoder_keys_values().
+        -> logits (N, V) and the caches with `position` filled in. Every step of a decoding loop
+        thus works on tensors of one shape.
         """
-        logits, _, grown = self.run_decoder(tokens, src, enc_kvs=enc_kvs, caches=caches)
-        return logits[:, 0], grown  # (N, V)
+        logits, _, filled = self.run_decoder(tokens, src, enc_kvs=enc_kvs, caches=caches, position=position)
+        return logits[:, 0], filled  # (N, V)
+
+    def empty_caches(self, batch, length, dtype):
+        """decode_step()'s caches before the first step: per decoder block, (keys, values) of zeros, each
+        (batch, h, length, C/h)."""
+        attention = self.decoder_blocks()[0].self_attention
+        empty = tf.zeros((batch, attention.num_heads, length, attention.depth), dtype)
+        return [(empty, empty) for _ in self.decoder_blocks()]
 
 
 def build_model(hp, src_vocab_size, tgt_vocab_size):

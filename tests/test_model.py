@@ -63,14 +63,18 @@ def test_greedy_decoders_match_a_step_by_step_loop(model, make_decoder):
 
 def test_decode_step_equals_the_full_decoder_at_every_position(model):
     enc = model.encode(SRC)
-    enc_kvs = [block.cross_attention.keys_values(enc) for block in model.decoder_blocks()]
+    enc_kvs = model.encoder_keys_values(enc)
     full = model.decode(TGT_IN, enc, SRC)  # (N, T2, V)
-    heads, depth = 2, 16 // 2
-    caches = [(tf.zeros((2, heads, 0, depth)),) * 2 for _ in model.decoder_blocks()]
-    for t in range(1, TGT_IN.shape[1] + 1):
-        logits, caches = model.decode_step(TGT_IN[:, :t], caches, enc_kvs, SRC)
-        np.testing.assert_allclose(logits, full[:, t - 1], rtol=1e-5, atol=1e-5)
-    assert caches[0][0].shape == (2, heads, TGT_IN.shape[1], depth)
+    # the caches' width, 8, is wider than the 5 positions; the words after the step's position
+    # (here the rest of the target, then 3s) must not be looked at
+    tokens = tf.concat([TGT_IN, tf.fill((2, 3), 3)], axis=1)  # (2, 8)
+    caches = model.empty_caches(2, 8, enc.dtype)
+    step = tf.function(model.decode_step)
+    for t in range(TGT_IN.shape[1]):
+        logits, caches = step(tokens, tf.constant(t), caches, enc_kvs, SRC)
+        np.testing.assert_allclose(logits, full[:, t], rtol=1e-5, atol=1e-5)
+        assert [c.shape for c in caches[0]] == [(2, 2, 8, 16 // 2)] * 2  # (N, h, width, C/h), every step
+    assert step.experimental_get_tracing_count() == 1  # one shape for every position
 
 
 def test_decode_limits():
