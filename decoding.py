@@ -12,8 +12,9 @@ limit. translate() runs one of them over batches and returns text.
 The cached decoders keep each batch's keys and values in caches as long as
 its longest translation rounded up to a multiple of data_load.SHAPE_STEP:
 every step of a batch computes on the same shapes, and batches share a few.
-(Caches that grew by one position per step gave each step a shape of its
-own, and TensorFlow's CPU kernels keep what they prepare for each shape.)
+(Caches that grew by one position per step gave each step shapes of its own,
+and on a CPU TensorFlow's oneDNN kernels keep what they prepare for each
+shape: docs/benchmarks.md measures what that held.)
 
 Each takes one model or a list of models (an ensemble) that share a vocab:
 an ensemble's next-word scores are the mean of its models' log-probabilities
@@ -133,9 +134,9 @@ def _ensemble_step(models, tokens, position, caches, enc_kvs, src):
 def cached_greedy_decoder(model, pick=None):
     """A compiled greedy decoder that computes only the newest position at each step.
 
-    Same signature and output as greedy_decoder(); each step's work does not
-    grow with the prefix, except the attention over the cached keys (all
-    decoding_width() of them, masked beyond the prefix). pick: see _greedy_loop().
+    Same signature and output as greedy_decoder(); every step does the same work:
+    one position through the decoder, attending over all decoding_width() cached
+    positions, masked beyond the prefix. pick: see _greedy_loop().
     """
     models = as_models(model)
 
