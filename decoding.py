@@ -65,6 +65,13 @@ def decoding_width(limits):
     return longest, data_load.round_up(longest)
 
 
+def _empty_output(rows, width):
+    """The ids a decoding loop writes into: (rows, 1 + width), <S> then <PAD>s; and the column numbers
+    (1, 1 + width) that say where step i writes (column i + 1)."""
+    out = tf.concat([tf.fill((rows, 1), BOS), tf.fill((rows, width), PAD)], axis=1)
+    return out, tf.range(width + 1)[None, :]
+
+
 def _greedy_loop(src, limits, next_logits, state=(), pick=None):
     """The loop both greedy decoders share: (N, T1) src, (N,) limits -> ids (N, max(limits)).
 
@@ -77,9 +84,8 @@ def _greedy_loop(src, limits, next_logits, state=(), pick=None):
     default: the likeliest.
     """
     pick = pick or (lambda logits: tf.argmax(logits, axis=-1, output_type=tf.int32))
-    batch, (longest, width) = tf.shape(src)[0], decoding_width(limits)
-    out = tf.concat([tf.fill((batch, 1), BOS), tf.fill((batch, width), PAD)], axis=1)  # (N, 1 + width)
-    columns = tf.range(width + 1)[None, :]  # (1, 1 + width)
+    longest, width = decoding_width(limits)
+    out, columns = _empty_output(tf.shape(src)[0], width)  # (N, 1 + width), (1, 1 + width)
 
     def step(i, out, finished, state):
         logits, state = next_logits(out, i, state)
@@ -195,8 +201,7 @@ def beam_search_decoder(model, beam_size, alpha):  # long: its steps share one t
         n, (longest, width) = tf.shape(src)[0], decoding_width(limits)
         src_k, limits_k = tf.repeat(src, k, axis=0), tf.repeat(limits, k)  # (N·k, T1), (N·k,)
         enc_kvs, caches = _ensemble_start(models, src, width, k)  # on encoder outputs (N·k, T1, C)
-        out = tf.concat([tf.fill((n * k, 1), BOS), tf.fill((n * k, width), PAD)], axis=1)  # (N·k, 1 + W)
-        columns = tf.range(width + 1)[None, :]
+        out, columns = _empty_output(n * k, width)  # (N·k, 1 + W), (1, 1 + W)
         # Only beam 0 is alive at first, so the k first hypotheses are k different words.
         scores = tf.tile(tf.concat([[0.0], tf.fill((k - 1,), -math.inf)], 0), [n])  # (N·k,) log-probs
         lengths = tf.zeros((n * k,), tf.int32)  # words so far, incl. </S>
