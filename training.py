@@ -73,6 +73,24 @@ class Adam(keras.optimizers.Adam):
     about the last t / 9 steps until d takes over.
     """
 
+    def update_step(self, gradient, variable, learning_rate):
+        """Keras's Adam update in one fused TensorFlow kernel per weight (ResourceApplyAdam, the
+        arithmetic of Keras's own update_step) instead of about ten element-wise ops, each a pass
+        over the weight. A gather's gradient (rows of an embedding table) is made dense first, which
+        sums a row's repeats as Adam's definition (and TensorFlow 1's Adam) does; Keras's update
+        would instead add up their squares in the second moment. amsgrad keeps Keras's update."""
+        if self.amsgrad:
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        index = self._get_variable_index(variable)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
+            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(tf.convert_to_tensor(gradient), dtype))
+
     def _update_model_variables_moving_average(self, trainable_variables):  # Keras's hook, run after each update
         if not self.use_ema:
             return
