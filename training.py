@@ -63,7 +63,8 @@ class DecayingSchedule(PaperSchedule):
 
 
 class Adam(keras.optimizers.Adam):
-    """Keras's Adam, with a moving average of the weights (use_ema) whose decay warms up.
+    """Keras's Adam, each weight's update one fused kernel, with a moving average of the weights
+    (use_ema) whose decay warms up.
 
     Keras starts the average at the weights after the first step and then uses
     a fixed decay d; with d = 0.999 the first step's weights would still weigh

@@ -35,7 +35,6 @@ def test_the_optimizer_uses_the_chosen_schedule(schedule, expected):
     assert not math.isnan(float(weight[0]))
 
 
-
 def test_adam_updates_each_weight_in_one_fused_kernel_as_keras_adam_does_in_many():
     hp = Hyperparams(hidden_units=64, num_heads=4, lr_schedule="paper", warmup_steps=3, adam_epsilon=1e-6)
     start = np.random.default_rng(5).normal(size=(2, 7, 3)).astype("float32")
