@@ -54,8 +54,8 @@ def test_adam_updates_each_weight_in_one_fused_kernel_as_keras_adam_does_in_many
     apply, weight, table = train(fused, lambda: rows)
     op_types = [op.type for op in apply.get_concrete_function(gradients[0][0]).graph.get_operations()]
     assert op_types.count("ResourceApplyAdam") == 2  # each weight's update is one fused kernel
-    keras_adam = keras.optimizers.Adam(training.PaperSchedule(64, 3, hp.lr_scale), beta_1=hp.adam_beta1,
-                                       beta_2=hp.adam_beta2, epsilon=hp.adam_epsilon)
+    schedule = training.PaperSchedule(hp.hidden_units, hp.warmup_steps, hp.lr_scale)
+    keras_adam = keras.optimizers.Adam(schedule, beta_1=hp.adam_beta1, beta_2=hp.adam_beta2, epsilon=hp.adam_epsilon)
     _, expected_weight, expected_table = train(keras_adam, lambda: tf.convert_to_tensor(rows))
     assert not np.allclose(weight, start[0]) and not np.allclose(table[1], start[1])
     np.testing.assert_allclose(weight, expected_weight, rtol=1e-6, atol=1e-6)
