@@ -135,6 +135,7 @@ class Hyperparams:
     adam_epsilon: float = 1e-8  # Adam's denominator guard (paper 5.3)
     mixed_precision: str = "none"  # bf16 or fp16: 16-bit matmuls; weights, softmax and loss stay float32
     jit: bool = False  # compile the training step with XLA (one compilation per batch shape)
+    recompute: bool = False  # compute each block's activations again in the backward pass: less memory, more time
     strategy: str = "default"  # default (one device), mirrored (all local GPUs) or multiworker (from TF_CONFIG)
     label_smoothing: float = 0.1  # eps: weight moved from the gold word to the uniform distribution
     num_epochs: int = 20  # passes over the training pairs (the original published its epoch-18 model)

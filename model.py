@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from hyperparams import PRECISIONS
 from modules import (LAYER_NORM_EPSILON, Embedding, FeedForward, MultiHeadAttention, PositionalEncoding,
-                     causal_mask, padding_mask, query_mask)
+                     causal_mask, fold_seed, padding_mask, query_mask)
 from vocab import BOS
 
 FF_MULTIPLIER = 4  # inner feed-forward width = 4C, as the original and the paper
@@ -52,11 +52,12 @@ class EncoderBlock(keras.layers.Layer):
         self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units, pre_norm=pre_norm,
                                         residual_dropout=residual_dropout, ff_dropout=ff_dropout, name="feed_forward")
 
-    def call(self, hidden, src, training=False):
-        """Hidden states (N, T1, C), src ids (N, T1) -> (N, T1, C) and the attention weights (N, h, T1, T1)."""
-        hidden, weights = self.self_attention(hidden, attention_mask=padding_mask(src),
-                                              query_mask=query_mask(src), training=training, return_weights=True)
-        return self.feed_forward(hidden, training=training), weights
+    def call(self, hidden, src, training=False, seed=None):
+        """Hidden states (N, T1, C), src ids (N, T1) -> (N, T1, C) and the attention weights (N, h, T1, T1).
+        seed: None, or the (2,) int32 seed the block's dropout masks come from."""
+        hidden, weights = self.self_attention(hidden, attention_mask=padding_mask(src), query_mask=query_mask(src),
+                                              training=training, return_weights=True, seed=fold_seed(seed, 0))
+        return self.feed_forward(hidden, training=training, seed=fold_seed(seed, 1)), weights
 
 
 class DecoderBlock(keras.layers.Layer):
@@ -78,12 +79,13 @@ class DecoderBlock(keras.layers.Layer):
         self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units, pre_norm=pre_norm,
                                         residual_dropout=residual_dropout, ff_dropout=ff_dropout, name="feed_forward")
 
-    def call(self, hidden, tgt_in, src, *, enc=None, enc_kv=None, cache=None, position=None, training=False):
+    def call(self, hidden, tgt_in, src, *, enc=None, enc_kv=None, cache=None, position=None, training=False,
+             seed=None):
         """Hidden states (N, T, C) of the positions computed: all T2 of tgt_in ids (N, T2), or with a cache
         the one at `position` (T = 1); src ids (N, T1); the encoder output enc (N, T1, C), or its
         cross-attention keys and values enc_kv (each (N, h, T1, C/h)); cache: self-attention (keys,
         values) of every position of tgt_in, each (N, h, T2, C/h), of which those before `position` are
-        filled in.
+        filled in. seed: None, or the (2,) int32 seed the block's dropout masks come from.
         -> hidden (N, T, C), the self- and cross-attention weights (N, h, T, T2) and (N, h, T, T1), and the
         cache with `position` filled in (None without one).
         """
@@ -98,19 +100,42 @@ class DecoderBlock(keras.layers.Layer):
             mask = padding_mask(tgt_in) & (keys <= position)[None, None, None, :]  # (N, 1, 1, T2)
         hidden, self_weights = self.self_attention(hidden, keys_values=cache, attention_mask=mask,
                                                    query_mask=query_mask(queries), training=training,
-                                                   return_weights=True)
+                                                   return_weights=True, seed=fold_seed(seed, 0))
         hidden, cross_weights = self.cross_attention(hidden, enc, keys_values=enc_kv,
                                                      attention_mask=padding_mask(src), query_mask=query_mask(queries),
-                                                     training=training, return_weights=True)
-        return self.feed_forward(hidden, training=training), (self_weights, cross_weights), cache
+                                                     training=training, return_weights=True, seed=fold_seed(seed, 1))
+        hidden = self.feed_forward(hidden, training=training, seed=fold_seed(seed, 2))
+        return hidden, (self_weights, cross_weights), cache
+
+
+def recomputed(block, hidden, *, enc=None, **kwargs):
+    """A block's output hidden states in training, block(hidden, training=True, **kwargs)[0], whose
+    activations are not kept for the backward pass but computed again there from its inputs.
+
+    So the backward pass holds one block's activations at a time instead of every
+    block's, for one more forward pass through the blocks. The gradient flows
+    back through hidden and enc (a decoder block's encoder output); kwargs must
+    hold the seed its dropout masks come from, so that both passes drop the same
+    units.
+    """
+    if enc is None:
+        return tf.recompute_grad(lambda h: block(h, training=True, **kwargs)[0])(hidden)
+    return tf.recompute_grad(lambda h, e: block(h, enc=e, training=True, **kwargs)[0])(hidden, enc)
 
 
 class Transformer(keras.Model):
-    """Encoder-decoder Transformer; call((src, tgt_in)) -> logits (N, T2, V)."""
+    """Encoder-decoder Transformer; call((src, tgt_in)) -> logits (N, T2, V).
+
+    recompute: in training, each block's activations are computed again in the
+    backward pass instead of kept (see recomputed()): less memory for a third
+    more of the blocks' forward work. Its dropout masks then come from one seed
+    per block and step, drawn from the model's own seed generator, where Keras's
+    dropout layers would each draw their own.
+    """
 
     def __init__(self, *, src_vocab_size, tgt_vocab_size, hidden_units, num_blocks, num_heads,
                  dropout_rate, residual_dropout=0.0, ff_dropout=0.0, norm_position="post", sinusoid, maxlen,
-                 share_embeddings=False, **kwargs):
+                 share_embeddings=False, recompute=False, **kwargs):
         super().__init__(**kwargs)
         pre_norm = norm_position == "pre"
         blocks = dict(units=hidden_units, num_heads=num_heads, dropout_rate=dropout_rate,
@@ -141,6 +166,15 @@ class Transformer(keras.Model):
         self.share_embeddings = share_embeddings
         self.output_projection = (TiedOutput(vocab_size=tgt_vocab_size, name="tied_output") if share_embeddings
                                   else keras.layers.Dense(tgt_vocab_size, dtype="float32", name="output_projection"))
+        # made last, and only when needed: each seed generator draws its seed when it is made
+        self.recompute = recompute
+        self.block_seeds = keras.random.SeedGenerator(name="block_seeds") if recompute else None
+
+    def _step_seed(self, training):
+        """A new (2,) int32 seed for the blocks of one stack, under recompute in training; else None."""
+        if not (training and self.recompute):
+            return None
+        return keras.random.randint((2,), 0, 2**31 - 1, dtype="int32", seed=self.block_seeds)
 
     def encoder_blocks(self):
         return [getattr(self, f"encoder_{i}") for i in range(self.num_blocks)]
@@ -151,9 +185,12 @@ class Transformer(keras.Model):
     def run_encoder(self, src, training=False):
         """src ids (N, T1) -> enc (N, T1, C) and each block's attention weights (N, h, T1, T1)."""
         hidden = self.src_dropout(self.src_positions(self.src_embedding(src)), training=training)  # (N, T1, C)
-        weights = []
-        for block in self.encoder_blocks():
-            hidden, block_weights = block(hidden, src, training=training)
+        weights, seed = [], self._step_seed(training)
+        for i, block in enumerate(self.encoder_blocks()):
+            if seed is None:
+                hidden, block_weights = block(hidden, src, training=training)
+            else:  # recompute (training): no attention weights
+                hidden, block_weights = recomputed(block, hidden, src=src, seed=fold_seed(seed, i)), None
             weights.append(block_weights)
         return (hidden if self.encoder_norm is None else self.encoder_norm(hidden)), weights
 
@@ -170,11 +207,16 @@ class Transformer(keras.Model):
         hidden = self.tgt_positions(self.tgt_embedding(ids), start=start)  # (N, T, C)
         hidden = self.tgt_dropout(hidden, training=training)
         weights, filled = [], []
+        seed = self._step_seed(training)
         for i, block in enumerate(self.decoder_blocks()):
-            hidden, block_weights, cache = block(hidden, tgt_in, src, enc=enc,
-                                                 enc_kv=None if enc_kvs is None else enc_kvs[i],
-                                                 cache=None if caches is None else caches[i], position=position,
-                                                 training=training)
+            if seed is None:
+                hidden, block_weights, cache = block(hidden, tgt_in, src, enc=enc,
+                                                     enc_kv=None if enc_kvs is None else enc_kvs[i],
+                                                     cache=None if caches is None else caches[i], position=position,
+                                                     training=training)
+            else:  # recompute (training, every position at once): no attention weights, no cache
+                hidden, block_weights, cache = recomputed(block, hidden, enc=enc, tgt_in=tgt_in, src=src,
+                                                          seed=fold_seed(seed, i)), None, None
             weights.append(block_weights)
             filled.append(cache)
         return self.logits(hidden), weights, None if caches is None else filled
@@ -248,7 +290,7 @@ def build_model(hp, src_vocab_size, tgt_vocab_size):
                             hidden_units=hp.hidden_units, num_blocks=hp.num_blocks, num_heads=hp.num_heads,
                             dropout_rate=hp.dropout_rate, residual_dropout=hp.residual_dropout,
                             ff_dropout=hp.ff_dropout, norm_position=hp.norm_position, sinusoid=hp.sinusoid,
-                            maxlen=hp.maxlen, share_embeddings=hp.share_embeddings)
+                            maxlen=hp.maxlen, share_embeddings=hp.share_embeddings, recompute=hp.recompute)
         ids = tf.fill((1, 1), BOS)
         model((ids, ids))
     finally:

@@ -146,13 +146,32 @@ class PositionalEncoding(keras.layers.Layer):
         return x + tf.cast(table, x.dtype)
 
 
+class Dropout(keras.layers.Dropout):
+    """Keras's Dropout; given a seed at call time (a (2,) int32 tensor), its mask is a function of that seed.
+
+    Keras's own layer draws a new seed at every call. A block whose activations
+    are computed again in the backward pass (model.recomputed) must drop the
+    same units both times, so there each dropout is given its seed.
+    """
+
+    def call(self, inputs, training=False, seed=None):
+        if seed is None or not training or not self.rate:
+            return super().call(inputs, training=training)
+        return tf.nn.experimental.stateless_dropout(inputs, rate=self.rate, seed=seed)
+
+
+def fold_seed(seed, index):
+    """The seed of part `index` of what `seed` is given to (one per dropout, per block), or None."""
+    return None if seed is None else tf.random.experimental.stateless_fold_in(seed, index)
+
+
 def _optional_dropout(rate):
     """A Dropout layer, or at rate 0 a pass-through that creates no random state.
 
     (Every Dropout draws a seed when it is made; one more would shift the seeds of
     all later layers, and with them the weights the original setup starts from.)
     """
-    return keras.layers.Dropout(rate) if rate else (lambda x, training=False: x)
+    return Dropout(rate) if rate else (lambda x, training=False, seed=None: x)
 
 
 class MultiHeadAttention(keras.layers.Layer):
@@ -175,7 +194,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.project_k = keras.layers.Dense(units, name="k")
         self.project_v = keras.layers.Dense(units, name="v")
         self.project_out = keras.layers.Dense(units, name="out")
-        self.dropout = keras.layers.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         self.residual_dropout = _optional_dropout(residual_dropout)
         self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON)
 
@@ -197,7 +216,7 @@ class MultiHeadAttention(keras.layers.Layer):
         return self.norm(x) if self.pre_norm else x
 
     def call(self, queries, keys=None, *, attention_mask, query_mask=None, keys_values=None, training=False,
-             return_weights=False):
+             return_weights=False, seed=None):
         """queries (N, Tq, C), keys (N, Tk, C) -> (N, Tq, C), and the weights (N, h, Tq, Tk) if asked.
 
         keys None: self-attention, the keys are the queries (as inputs() gives them).
@@ -205,6 +224,7 @@ class MultiHeadAttention(keras.layers.Layer):
         query_mask: bool (N, 1, Tq, 1) or None; rows of padded queries get zero weights.
         keys_values: instead of keys, keys and values projected before by keys_values() (each
         (N, h, Tk, C/h)): a decoder's cache, or the encoder output's, computed once per sentence.
+        seed: None, or the (2,) int32 seed the dropout masks come from (see Dropout).
         """
         inputs = self.inputs(queries)
         # 1. project keys and values (N, h, Tk, C/h), unless given; queries, split into heads
@@ -217,13 +237,13 @@ class MultiHeadAttention(keras.layers.Layer):
         # 3. padded queries attend to nothing (the original's query masking)
         if query_mask is not None:
             weights *= tf.cast(query_mask, weights.dtype)
-        weights = self.dropout(weights, training=training)
+        weights = self.dropout(weights, training=training, seed=fold_seed(seed, 0))
         # 4. weighted sum of values, heads concatenated, output projection
         out = tf.matmul(tf.cast(weights, v.dtype), v)  # (N, h, Tq, C/h)
         out = tf.transpose(out, (0, 2, 1, 3))  # (N, Tq, h, C/h)
         out = tf.reshape(out, tf.shape(queries))  # (N, Tq, C)
         # 5. residual connection (with the paper's dropout of the sublayer output), layer norm if post-norm
-        out = queries + self.residual_dropout(self.project_out(out), training=training)
+        out = queries + self.residual_dropout(self.project_out(out), training=training, seed=fold_seed(seed, 1))
         out = out if self.pre_norm else self.norm(out)
         return (out, weights) if return_weights else out
 
@@ -245,8 +265,9 @@ class FeedForward(keras.layers.Layer):
         self.ff_dropout = _optional_dropout(ff_dropout)
         self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON)
 
-    def call(self, x, training=False):
-        """(N, T, C) -> (N, T, C)."""
-        inner = self.ff_dropout(self.inner(self.norm(x) if self.pre_norm else x), training=training)  # (N, T, 4C)
-        out = x + self.residual_dropout(self.outer(inner), training=training)
+    def call(self, x, training=False, seed=None):
+        """(N, T, C) -> (N, T, C); seed: None, or the (2,) int32 seed the dropout masks come from."""
+        inner = self.inner(self.norm(x) if self.pre_norm else x)  # (N, T, 4C)
+        inner = self.ff_dropout(inner, training=training, seed=fold_seed(seed, 0))
+        out = x + self.residual_dropout(self.outer(inner), training=training, seed=fold_seed(seed, 1))
         return out if self.pre_norm else self.norm(out)

@@ -20,6 +20,7 @@ from conftest import ROOT, TINY_MODEL, corpus_flags, toy_pairs
 from decoding import cached_greedy_decoder, combine, decode_limits, make_decoder
 from hyperparams import Hyperparams, parse_args
 from inference import load_trained
+import model as model_module
 from model import build_model
 from modules import FeedForward, rdrop_kl
 from training import DecayingSchedule, PaperSchedule, TrainStep, averaged_weights, make_optimizer
@@ -66,6 +67,22 @@ def test_accumulated_batches_give_the_update_of_one_batch_holding_them_all():
     assert not all(np.array_equal(a, s) for a, s in zip(values(accumulated), start))
     for a, b in zip(values(accumulated), values(whole)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_recomputed_blocks_give_the_update_of_blocks_kept_for_the_backward_pass(monkeypatch):
+    """--recompute: the blocks run again in the backward pass, with the dropout masks of the forward pass."""
+    dropout = dict(dropout_rate=0.3, residual_dropout=0.3, ff_dropout=0.3, recompute=True)
+    recomputing, keeping = fresh_model(**dropout), fresh_model(**dropout)
+    TrainStep(recomputing, keras.optimizers.SGD(1.0), 0.1)(SRC[0], TGT[0])
+    # the same seeds, each block's activations kept as without --recompute
+    monkeypatch.setattr(model_module, "recomputed", lambda block, hidden, *, enc=None, **kwargs: block(
+        hidden, training=True, **kwargs, **({} if enc is None else {"enc": enc}))[0])
+    TrainStep(keeping, keras.optimizers.SGD(1.0), 0.1)(SRC[0], TGT[0])
+    for a, b in zip(values(recomputing), values(keeping)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    without_dropout = fresh_model(recompute=True)
+    TrainStep(without_dropout, keras.optimizers.SGD(1.0), 0.1)(SRC[0], TGT[0])
+    assert not all(np.allclose(a, b) for a, b in zip(values(recomputing), values(without_dropout)))
 
 
 @pytest.mark.parametrize("ema_decay, decay", [(0.75, 2 / 11), (0.1, 0.1)], ids=["warming-up", "capped"])
