@@ -127,10 +127,10 @@ class Transformer(keras.Model):
     """Encoder-decoder Transformer; call((src, tgt_in)) -> logits (N, T2, V).
 
     recompute: in training, each block's activations are computed again in the
-    backward pass instead of kept (see recomputed()): less memory for a third
-    more of the blocks' forward work. Its dropout masks then come from one seed
-    per block and step, drawn from the model's own seed generator, where Keras's
-    dropout layers would each draw their own.
+    backward pass instead of kept (see recomputed()): less memory, for one more
+    forward pass through the blocks (a third more of their work). The blocks'
+    dropout masks then come from one seed per stack and step (see _step_seed),
+    where Keras's dropout layers would each draw their own.
     """
 
     def __init__(self, *, src_vocab_size, tgt_vocab_size, hidden_units, num_blocks, num_heads,
@@ -166,15 +166,27 @@ class Transformer(keras.Model):
         self.share_embeddings = share_embeddings
         self.output_projection = (TiedOutput(vocab_size=tgt_vocab_size, name="tied_output") if share_embeddings
                                   else keras.layers.Dense(tgt_vocab_size, dtype="float32", name="output_projection"))
-        # made last, and only when needed: each seed generator draws its seed when it is made
         self.recompute = recompute
-        self.block_seeds = keras.random.SeedGenerator(name="block_seeds") if recompute else None
 
-    def _step_seed(self, training):
-        """A new (2,) int32 seed for the blocks of one stack, under recompute in training; else None."""
+    def _step_seed(self, training, blocks):
+        """Under recompute in training, a new (2,) int32 seed for one stack of blocks; else None.
+
+        It is drawn from the seed generator of the first block's first dropout
+        layer, which recompute leaves otherwise unused (each dropout's mask then
+        comes from this seed): no random state beyond the dropout layers', so the
+        checkpoints of runs with and without recompute hold the same variables,
+        and a run resumes with or without it.
+        """
         if not (training and self.recompute):
             return None
-        return keras.random.randint((2,), 0, 2**31 - 1, dtype="int32", seed=self.block_seeds)
+        block = blocks[0]
+        dropouts = [getattr(sublayer, name, None)
+                    for sublayer in (block.self_attention, getattr(block, "cross_attention", None), block.feed_forward)
+                    for name in ("dropout", "ff_dropout", "residual_dropout")]
+        generator = next((d.seed_generator for d in dropouts if getattr(d, "seed_generator", None) is not None), None)
+        if generator is None:  # the blocks drop nothing
+            return tf.zeros((2,), tf.int32)
+        return keras.random.randint((2,), 0, 2**31 - 1, dtype="int32", seed=generator)
 
     def encoder_blocks(self):
         return [getattr(self, f"encoder_{i}") for i in range(self.num_blocks)]
@@ -185,7 +197,7 @@ class Transformer(keras.Model):
     def run_encoder(self, src, training=False):
         """src ids (N, T1) -> enc (N, T1, C) and each block's attention weights (N, h, T1, T1)."""
         hidden = self.src_dropout(self.src_positions(self.src_embedding(src)), training=training)  # (N, T1, C)
-        weights, seed = [], self._step_seed(training)
+        weights, seed = [], self._step_seed(training, self.encoder_blocks())
         for i, block in enumerate(self.encoder_blocks()):
             if seed is None:
                 hidden, block_weights = block(hidden, src, training=training)
@@ -207,7 +219,7 @@ class Transformer(keras.Model):
         hidden = self.tgt_positions(self.tgt_embedding(ids), start=start)  # (N, T, C)
         hidden = self.tgt_dropout(hidden, training=training)
         weights, filled = [], []
-        seed = self._step_seed(training)
+        seed = self._step_seed(training, self.decoder_blocks())
         for i, block in enumerate(self.decoder_blocks()):
             if seed is None:
                 hidden, block_weights, cache = block(hidden, tgt_in, src, enc=enc,

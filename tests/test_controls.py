@@ -1,5 +1,5 @@
-"""The training and decoding controls: pre-norm, gradient accumulation, the weights' moving average, R-Drop,
-schedules that end at a step, early stopping, ensembles, scoring and sampling."""
+"""The training and decoding controls: pre-norm, gradient accumulation, recomputation, the weights' moving
+average, R-Drop, schedules that end at a step, early stopping, ensembles, scoring and sampling."""
 import re
 import subprocess
 import sys
@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoints
 import eval as evaluate
 import hyperparams
+import model as model_module
 import prepro
 import score
 import train
@@ -20,7 +22,6 @@ from conftest import ROOT, TINY_MODEL, corpus_flags, toy_pairs
 from decoding import cached_greedy_decoder, combine, decode_limits, make_decoder
 from hyperparams import Hyperparams, parse_args
 from inference import load_trained
-import model as model_module
 from model import build_model
 from modules import FeedForward, rdrop_kl
 from training import DecayingSchedule, PaperSchedule, TrainStep, averaged_weights, make_optimizer
@@ -83,6 +84,43 @@ def test_recomputed_blocks_give_the_update_of_blocks_kept_for_the_backward_pass(
     without_dropout = fresh_model(recompute=True)
     TrainStep(without_dropout, keras.optimizers.SGD(1.0), 0.1)(SRC[0], TGT[0])
     assert not all(np.allclose(a, b) for a, b in zip(values(recomputing), values(without_dropout)))
+
+
+@pytest.mark.parametrize("before, after", [(False, True), (True, False)], ids=["switched-on", "switched-off"])
+def test_a_run_resumes_with_recompute_switched_on_or_off(tmp_path, before, after):
+    """A run that ran out of memory goes on with --recompute true (and back): the checkpoints hold the same."""
+    dropout = dict(dropout_rate=0.1, residual_dropout=0.1)
+    saved = fresh_model(**dropout, recompute=before)
+    optimizer = make_optimizer(Hyperparams(**SMALL))
+    optimizer.build(saved.trainable_variables)
+    TrainStep(saved, optimizer, 0.1)(SRC[0], TGT[0])
+    checkpoints.save_checkpoint(train.make_checkpoint(saved, optimizer), str(tmp_path), "model_epoch_01_gs_1", keep=1)
+    resumed = fresh_model(**dropout, recompute=after)
+    optimizer = make_optimizer(Hyperparams(**SMALL))
+    optimizer.build(resumed.trainable_variables)
+    assert checkpoints.resume(train.make_checkpoint(resumed, optimizer), str(tmp_path))
+    for a, b in zip(values(resumed), values(saved)):
+        np.testing.assert_array_equal(a, b)
+    TrainStep(resumed, optimizer, 0.1)(SRC[1], TGT[1])  # and trains on
+
+
+def test_recomputing_the_blocks_lowers_the_peak_memory_of_a_training_step():
+    """What --recompute is for: the backward pass holds one block's activations at a time."""
+    src = tf.random.stateless_uniform((64, 32), (1, 2), 4, 11, tf.int32)
+    tgt = tf.random.stateless_uniform((64, 32), (3, 4), 4, 13, tf.int32)
+    peaks = {}
+    for recompute in (False, True):
+        model = fresh_model(hidden_units=32, num_blocks=3, maxlen=32, recompute=recompute)
+        step = TrainStep(model, keras.optimizers.SGD(0.1), 0.1)
+        step(src, tgt)  # traced, and the buffers of a step made once
+        try:
+            tf.config.experimental.reset_memory_stats("CPU:0")
+        except ValueError:
+            pytest.skip("this TensorFlow build keeps no statistics of its CPU allocator")
+        before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+        step(src, tgt)
+        peaks[recompute] = tf.config.experimental.get_memory_info("CPU:0")["peak"] - before  # the step's own
+    assert peaks[True] < 0.5 * peaks[False], peaks
 
 
 @pytest.mark.parametrize("ema_decay, decay", [(0.75, 2 / 11), (0.1, 0.1)], ids=["warming-up", "capped"])

@@ -80,7 +80,8 @@ def float32_losses():
     (dict(mixed_precision="bf16"), 0.05),
     (dict(mixed_precision="fp16"), 0.05),
     (dict(jit=True), 1e-3),  # the same float32 arithmetic, only compiled by XLA
-], ids=["bf16", "fp16", "jit"])
+    (dict(recompute=True, mixed_precision="bf16", jit=True), 0.05),  # the blocks run twice, in one XLA program
+], ids=["bf16", "fp16", "jit", "recompute-bf16-jit"])
 def test_training_follows_the_float32_run(settings, tolerance, float32_losses):
     losses = epoch_losses(**settings)
     assert np.isfinite(losses).all() and (np.diff(losses) < 0).all(), losses  # learning, every epoch
