@@ -59,7 +59,7 @@ class Exported(tf.Module):
         # made-up float inputs. Its variables are, so that the SavedModel holds them.
         self.weights = [v.value for v in model.variables]
         if self.subword:
-            self.tokenizer = src_vocab.tokenizer  # one joint vocab
+            self.tokenizer = src_vocab.graph_tokenizer()  # one joint vocab
         else:
             self.src_ids = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(src_vocab.words, tf.range(src_vocab.size)), default_value=UNK)

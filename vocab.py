@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 
+import sentencepiece
 import tensorflow as tf
 
 from cli import UserError, file_digest
@@ -64,47 +65,52 @@ class WordVocab:
 
 
 class SubwordVocab:
-    """The joint SentencePiece vocabulary, run by tensorflow-text: raw text <-> pieces, losslessly.
+    """The joint SentencePiece vocabulary: raw text <-> pieces, losslessly.
 
     prepro.py trains the model with the ids of SPECIALS (0-3), so ids mean the
-    same in both kinds of vocab.
+    same in both kinds of vocab. The scripts run it on the host with the
+    sentencepiece package (the training pipeline reads id shards, and decoders
+    hand back id arrays): importing tensorflow-text would load all its op
+    libraries, 120 MB of every process. export.py runs the same model inside
+    its graph with tensorflow-text's ops (graph_tokenizer).
     """
 
     clean = staticmethod(str.strip)  # raw text: no refine step
 
     def __init__(self, model, path):
         """model: the serialized SentencePiece model (bytes), read from `path` (named in errors)."""
-        # Imported here, not at the top: only subword vocabs need its ops, and the layers
-        # import this module for PAD.
-        import tensorflow_text as tf_text
-
+        self.model = model
         try:
-            self.tokenizer = tf_text.SentencepieceTokenizer(model=model, out_type=tf.int32)
-            self.size = int(self.tokenizer.vocab_size())
-        except (tf.errors.OpError, ValueError):
+            self.processor = sentencepiece.SentencePieceProcessor(model_proto=model)
+        except RuntimeError:
             raise UserError(f"{path} is not a SentencePiece model; rebuild it with prepro.py") from None
+        self.size = self.processor.get_piece_size()
 
     @classmethod
     def load(cls, path):
         with open(path, "rb") as f:
             return cls(f.read(), path)
 
-    def encode(self, sentences, chunk=4096):
-        """Sentences -> piece id lists, each ending in </S> (tokenized in the graph, a chunk at a time)."""
-        ids = []
-        for start in range(0, len(sentences), chunk):
-            ids += self.tokenizer.tokenize(tf.constant(sentences[start:start + chunk])).to_list()
+    def encode(self, sentences):
+        """Sentences -> piece id lists, each ending in </S>."""
+        sentences = list(sentences)
+        ids = self.processor.encode(sentences, out_type=int) if sentences else []  # ([] is not a sentence)
         return [row + [EOS] for row in ids]
 
     def tokens(self, ids):
         """Ids -> their pieces, specials included (for plots)."""
-        return [p.decode("utf-8") for p in self.tokenizer.id_to_string(tf.constant(list(ids), tf.int32)).numpy()]
+        return [self.processor.id_to_piece(int(i)) for i in ids]
 
     def decode(self, rows):
         """Id rows (n, T) -> detokenized text of the pieces before the first </S>."""
-        pieces = tf.ragged.constant([[i for i in _before_eos(row) if i != PAD] for row in rows],
-                                    dtype=tf.int32, ragged_rank=1) if len(rows) else tf.zeros((0, 0), tf.int32)
-        return [t.decode("utf-8") for t in self.tokenizer.detokenize(pieces).numpy()]
+        pieces = [[int(i) for i in _before_eos(row) if i != PAD] for row in rows]
+        return self.processor.decode(pieces) if pieces else []  # (decode([]) is one empty string)
+
+    def graph_tokenizer(self):
+        """The same model as tensorflow-text's tokenizer: ops that a SavedModel can hold."""
+        import tensorflow_text as tf_text  # here, not at the top: only export.py needs its ops
+
+        return tf_text.SentencepieceTokenizer(model=self.model, out_type=tf.int32)
 
 
 def ending_in_eos(row):

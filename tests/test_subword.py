@@ -3,6 +3,8 @@ schedule, dev BLEU with the best checkpoint, beam search and checkpoint averagin
 import hashlib
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ import hyperparams
 import prepro
 import train
 from cli import UserError
-from conftest import corpus_flags, toy_pairs, write_lines
+from conftest import ROOT, corpus_flags, toy_pairs, write_lines
 from hyperparams import Hyperparams, parse_args
 from model import build_model
 
@@ -55,6 +57,34 @@ def test_the_vocab_is_reproducible_and_round_trips_raw_text(corpus, tmp_path):
     ids = src.encode(sentences)
     assert all(row[-1] == vocab.EOS and min(row) > vocab.BOS for row in ids)  # no specials inside
     assert src.decode(data_load.pad(ids, max(map(len, ids)))) == sentences  # punctuation, digits, case kept
+    assert src.encode([]) == [] and src.decode([]) == [] and src.decode([[vocab.EOS]]) == [""]
+
+
+HOST_TOKENIZER = """
+import json, sys
+import vocab
+from hyperparams import Hyperparams
+subword = vocab.load_vocabs(Hyperparams(vocab_type="subword", vocab_dir=sys.argv[1]))[0]
+ids = subword.encode(json.loads(sys.stdin.read()))
+print(json.dumps({"ids": ids, "text": subword.decode([row[:-1] for row in ids]),
+                  "tensorflow_text": sorted(m for m in sys.modules if m.startswith("tensorflow_text"))}))
+"""
+
+
+def test_the_scripts_split_text_as_an_exported_model_does_without_loading_tensorflow_text(corpus):
+    directory, _, train_pairs, _ = corpus
+    lines = [s for pair in train_pairs[:50] for s in pair] + [
+        "", "  two  spaces ", "Ünïcödé ﬁ ＡＢＣ 42", "日本語", "tab\there", "zero\u200bwidth"]
+    result = subprocess.run([sys.executable, "-c", HOST_TOKENIZER, str(directory / "vocab")], cwd=ROOT,
+                            input=json.dumps(lines), capture_output=True, text=True, timeout=120, check=True)
+    host = json.loads(result.stdout)
+    assert host["tensorflow_text"] == []  # its op libraries cost every process 120 MB
+    graph = vocab.SubwordVocab.load(str(directory / "vocab" / vocab.SUBWORD_MODEL)).graph_tokenizer()
+    assert host["ids"] == [row + [vocab.EOS] for row in graph.tokenize(tf.constant(lines)).to_list()]
+    expected = [t.decode("utf-8") for t in graph.detokenize(tf.ragged.constant([row[:-1] for row in host["ids"]],
+                                                                               dtype=tf.int32)).numpy()]
+    assert host["text"] == expected
+    assert host["text"][:100] == lines[:100]  # the training text comes back as it was
 
 
 def test_too_many_pieces_for_the_corpus_is_a_clear_error(corpus, tmp_path):
