@@ -107,8 +107,10 @@ def measure_training(hp, pairs, batch_tokens, args):
     optimizer = make_optimizer(hp, total_steps=args.untimed_steps + args.train_steps)
     optimizer.build(model.trainable_variables)
     train_step = TrainStep(model, optimizer, hp.label_smoothing, jit=hp.jit, rdrop_alpha=hp.rdrop_alpha)
-    batches = iter(data_load.train_batches(data_load.array_pairs(x, y)[0], maxlen=x.shape[1],
-                                           batch_size=hp.batch_size, seed=hp.seed, batch_tokens=batch_tokens).repeat())
+    dataset = data_load.train_batches(data_load.array_pairs(x, y)[0], maxlen=x.shape[1], batch_size=hp.batch_size,
+                                      seed=hp.seed, batch_tokens=batch_tokens)
+    train_step.expect(dataset.element_spec)
+    batches = iter(dataset.repeat())
     seen = []  # the batches run; counted after timing, not inside it
 
     def step():

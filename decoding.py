@@ -29,7 +29,7 @@ import data_load
 from vocab import BOS, EOS, PAD
 
 
-DECODER_SIGNATURE = [tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.int32)]
+DECODER_SIGNATURE = [data_load.IDS, tf.TensorSpec((None,), tf.int32)]
 
 
 def decode_limits(src, hp):

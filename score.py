@@ -47,7 +47,7 @@ def token_log_probs(model):
     token (0 at pads), under the distribution decoding draws from (pads and <S> are not words)."""
     models = as_models(model)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=[data_load.IDS] * 2)  # one graph for all lengths
     def score(src, tgt):
         logits = combine([m((src, shift_right(tgt)), training=False) for m in models])  # (N, T2, V)
         logp = tf.nn.log_softmax(only_words(tf.cast(logits, tf.float32)), axis=-1)

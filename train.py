@@ -145,6 +145,7 @@ class Loop:
         # each input pipeline (one per worker) reads its own shards; the same seed orders them everywhere
         batches = self.strategy.distribute_datasets_from_function(
             lambda context: epochs.batches(hp.seed + place.epoch, context.input_pipeline_id, place.done))
+        self.step.expect(batches.element_spec)  # one graph for all batch shapes
         with tqdm(total=self.batches_per_epoch, initial=place.done, desc=f"epoch {place.epoch}/{hp.num_epochs}",
                   unit="batch", disable=self.worker > 0) as bar:
             for src, tgt in batches:

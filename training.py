@@ -213,11 +213,23 @@ class TrainStep:
                 self.words = tf.Variable(0.0, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, **local)
         self._gradients = tf.function(self._gradients, jit_compile=jit)
         self._step = tf.function(self._step, reduce_retracing=True)
+        self.batch_spec, self._traced = None, []  # see expect()
+
+    def expect(self, batch_spec):
+        """Has the step traced once for all batches of batch_spec, the (src, tgt) element_spec of the dataset
+        that feeds it (None where lengths vary), at the first call with each measure_norm and apply. Left
+        alone, tf.function traces it for the first batch's shapes and again for all shapes: twice the graphs,
+        which held about 100 MB in the multi30k_cpu preset (docs/benchmarks.md)."""
+        self.batch_spec = batch_spec
 
     def __call__(self, src, tgt, measure_norm=False, apply=True):
         """src, tgt ids (N, T1), (N, T2), or their per-replica parts: one batch, and with apply (always,
         unless accumulating) an optimizer step. measure_norm and apply are Python bools."""
-        self._step(src, tgt, measure_norm and apply, apply or self.accumulate == 1)
+        flags = (measure_norm and apply, apply or self.accumulate == 1)
+        if self.batch_spec is not None and (self.batch_spec, flags) not in self._traced:
+            self._step.get_concrete_function(*self.batch_spec, *flags)
+            self._traced.append((self.batch_spec, flags))
+        self._step(src, tgt, *flags)
 
     def _gradients(self, src, tgt, count):
         """Loss, accuracy (sums over the batch / count) and the gradients of the (scaled) loss."""

@@ -100,6 +100,33 @@ def test_empty_rows_change_neither_the_loss_nor_the_update():
         np.testing.assert_allclose(w, w_filled, rtol=1e-5, atol=1e-7)
 
 
+def test_a_step_that_expects_its_dataset_runs_every_batch_shape_on_one_graph():
+    """Without expect(), tf.function traces the step for the first shapes and again for all (per flags)."""
+    hp = Hyperparams(hidden_units=16, num_blocks=1, num_heads=2, dropout_rate=0.0, maxlen=16)
+    x, y = random_pairs(200, 16, seed=5)
+    x, y = np.minimum(x, 19), np.minimum(y, 19)  # a vocab of 20
+    dataset = data_load.train_batches(data_load.array_pairs(x, y)[0], maxlen=16, batch_size=8, seed=1,
+                                      batch_tokens=64)
+    batches = list(dataset)
+    assert len({src.shape for src, _ in batches}) >= 3
+    results = []
+    for expect in True, False:
+        keras.utils.set_random_seed(0)
+        model = build_model(hp, 20, 20)
+        step = TrainStep(model, keras.optimizers.SGD(0.5), hp.label_smoothing)
+        if expect:
+            step.expect(dataset.element_spec)
+        for i, (src, tgt) in enumerate(batches):
+            step(src, tgt, measure_norm=i % 3 == 0)
+            if i == 7:  # 3 shapes so far; further on, rounding differences grow with every update
+                weights = model.get_weights()
+        results.append((step._step.experimental_get_tracing_count(), weights))
+    (traces, weights), (traces_alone, weights_alone) = results
+    assert traces == 2 and traces_alone > 2  # one graph per measure_norm, whatever the shapes
+    for w, w_alone in zip(weights, weights_alone):  # and the same updates as graphs of known shapes
+        np.testing.assert_allclose(w, w_alone, rtol=1e-5, atol=2e-6)
+
+
 def test_eval_batches_cut_each_batch_to_a_multiple_of_the_shape_step():
     x = np.full((7, 40), PAD, np.int32)
     for i, length in enumerate([3, 9, 17, 2, 1, 40, 5]):
