@@ -20,7 +20,7 @@ from vocab import PAD
 # Decoding pads each batch of source sentences to a multiple of this many ids, not
 # to its own longest: a handful of distinct shapes instead of one per length.
 SHAPE_STEP = 8
-# A batch of ids of any size and length: the one signature of the compiled functions that take batches.
+# A batch of ids of any size and length: the signature of the compiled functions that decode or score batches.
 IDS = tf.TensorSpec((None, None), tf.int32)
 
 
