@@ -213,22 +213,22 @@ class TrainStep:
                 self.words = tf.Variable(0.0, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, **local)
         self._gradients = tf.function(self._gradients, jit_compile=jit)
         self._step = tf.function(self._step, reduce_retracing=True)
-        self.batch_spec, self._traced = None, []  # see expect()
+        self.batch_spec, self._traced = None, set()  # see expect()
 
     def expect(self, batch_spec):
         """Has the step traced once for all batches of batch_spec, the (src, tgt) element_spec of the dataset
         that feeds it (None where lengths vary), at the first call with each measure_norm and apply. Left
         alone, tf.function traces it for the first batch's shapes and again for all shapes: twice the graphs,
         which held about 100 MB in the multi30k_cpu preset (docs/benchmarks.md)."""
-        self.batch_spec = batch_spec
+        self.batch_spec, self._traced = batch_spec, set()  # the same spec again: found in tf.function's cache
 
     def __call__(self, src, tgt, measure_norm=False, apply=True):
         """src, tgt ids (N, T1), (N, T2), or their per-replica parts: one batch, and with apply (always,
         unless accumulating) an optimizer step. measure_norm and apply are Python bools."""
         flags = (measure_norm and apply, apply or self.accumulate == 1)
-        if self.batch_spec is not None and (self.batch_spec, flags) not in self._traced:
+        if self.batch_spec is not None and flags not in self._traced:  # a set of bools: no spec compared per step
             self._step.get_concrete_function(*self.batch_spec, *flags)
-            self._traced.append((self.batch_spec, flags))
+            self._traced.add(flags)
         self._step(src, tgt, *flags)
 
     def _gradients(self, src, tgt, count):
