@@ -2,22 +2,32 @@
 
     python bench.py                               # a small model, a few minutes on two CPU cores
     python bench.py --original_size               # the paper's base model (the original's default)
-    python bench.py --measures decode_cached,decode_full --decode_len 50
+    python bench.py --measures decode_cached,decode_ct2_float32,decode_ct2_int8 --beam_size 4
+    python bench.py --measures decode_cached,decode_ct2_int8 --sentences 1    # one sentence at a time: latency
     python bench.py --measures train_preset       # train.py --preset multi30k_cpu for one epoch
 
 Inputs are synthetic sentence pairs of random ids with lengths spread evenly
 between 4 and maxlen words, so the figures do not depend on a corpus being
 present; --corpus uses the --dataset's training pairs instead (run download.py
-and prepro.py first). Training figures count real (non-pad) target tokens over steps after
-a warm-up; decoding figures decode every sentence to exactly decode_len words
-(</S> is suppressed) after a warm-up call that compiles the decoder.
+and prepro.py first). Training figures count real (non-pad) target tokens over
+steps after a warm-up. Decoding figures (speed.py) decode every sentence to
+exactly decode_len words (</S> is suppressed) after a warm-up call that
+compiles the decoder: decode_cached is the decoder eval.py uses (in
+--mixed_precision's dtype), decode_full reruns the whole prefix at each step
+(greedy only), decode_ct2_float32 and decode_ct2_int8 run the same weights,
+exported by bench.py as export.py would, in CTranslate2, on the same
+sentences. --beam_size K makes every decode measure a beam search;
+--sentences 1 makes it a latency: ms_per_sentence, the median over
+--latency_sentences sentences translated one at a time.
 
 Each measurement runs in a process of its own, so that its peak_rss_mb (the
-peak resident memory) is its own. train_preset runs train.py itself, with
-dev evaluation and checkpoints as the preset has them, on the preset's
-corpus (run download.py and prepro.py with the preset first), in a new
-temporary logdir, and reports train.py's own figures and peak memory.
+peak resident memory) is its own; the CTranslate2 ones import no TensorFlow.
+train_preset runs train.py itself, with dev evaluation and checkpoints as the
+preset has them, on the preset's corpus (run download.py and prepro.py with
+the preset first), in a new temporary logdir, and reports train.py's own
+figures and peak memory.
 """
+import argparse
 import contextlib
 import glob
 import json
@@ -29,31 +39,19 @@ import sys
 import tempfile
 import time
 
-import cli
-
-cli.import_tensorflow()  # before any module that imports TensorFlow: filters its start-up lines
-
-import keras
-import numpy as np
-import tensorflow as tf
-
-import data_load
-import vocab
-from cli import UserError, run
-from decoding import cached_greedy_decoder, greedy_decoder
-from hyperparams import PRESETS, Hyperparams, parse_args
-from model import build_model
-from readers import read_parallel
-from training import TrainStep, make_optimizer
-from vocab import EOS, PAD
+from cli import parse_args, run
+import speed
+from hyperparams import PRESETS, Hyperparams
+from messages import UserError
 
 
-MEASURES = ("train_fixed", "train_bucketed", "decode_full", "decode_cached", "train_preset")
-DEFAULT_MEASURES = MEASURES[:4]  # train_preset takes minutes and needs the preset's corpus: asked for by name
+TRAIN_MEASURES = ("train_fixed", "train_bucketed")
+DECODE_MEASURES = ("decode_full", "decode_cached", "decode_ct2_float32", "decode_ct2_int8")
+MEASURES = (*TRAIN_MEASURES, *DECODE_MEASURES, "train_preset")
+DEFAULT_MEASURES = MEASURES[:4]  # the others: asked for by name (train_preset takes minutes and needs its corpus)
 PRESET = "multi30k_cpu"  # train_preset's preset unless --preset is given
 # The benchmark's own model unless --original_size: small enough for a CPU, big enough to be a Transformer.
 SMALL = dict(hidden_units=256, num_blocks=3, num_heads=4, maxlen=20, batch_size=64, dropout_rate=0.1)
-VOCAB = 4000  # ids per side of the synthetic pairs
 
 
 def add_bench_flags(parser):
@@ -65,70 +63,38 @@ def add_bench_flags(parser):
                         help="use the training pairs of --dataset (with prepro.py's vocab) instead of synthetic ones")
     parser.add_argument("--train_steps", type=int, default=30, help="timed training steps (default: 30)")
     parser.add_argument("--untimed_steps", type=int, default=5, help="steps run before timing starts (default: 5)")
-    parser.add_argument("--sentences", type=int, default=64, help="sentences decoded (default: 64)")
+    parser.add_argument("--sentences", type=int, default=64,
+                        help="sentences decoded in one call; 1: one at a time, a latency (default: 64)")
+    parser.add_argument("--latency_sentences", type=int, default=20,
+                        help="with --sentences 1: how many are timed, one at a time (default: 20)")
     parser.add_argument("--decode_len", type=int, default=50, help="words decoded per sentence (default: 50)")
     parser.add_argument("--preset_epochs", type=int, default=1,
                         help=f"train_preset: epochs of --preset (default {PRESET}) to train (default: 1)")
+    # internal: where the parent process exported the CTranslate2 models (see run_each_alone)
+    parser.add_argument("--ct2_dir", default=None, help=argparse.SUPPRESS)
 
 
-def synthetic_pairs(count, maxlen, seed):
-    """Padded id arrays (count, maxlen) x2 with random lengths 4..maxlen (incl. </S>) per side."""
-    rng = np.random.default_rng(seed)
-    x, y = np.full((2, count, maxlen), PAD, np.int32)
-    for row, (a, b) in enumerate(rng.integers(4, maxlen + 1, (count, 2))):
-        x[row, :a - 1], x[row, a - 1] = rng.integers(4, VOCAB, a - 1), EOS
-        y[row, :b - 1], y[row, b - 1] = rng.integers(4, VOCAB, b - 1), EOS
-    return x, y
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def device():
-    gpus = tf.config.list_physical_devices("GPU")
-    return f"{len(gpus)} GPU" if gpus else f"CPU ({os.cpu_count()} cores)"
+def where(name):
+    """Where a measure ran (the GPUs its engine sees, or the CPU), and TensorFlow's version if it used it."""
+    if name.startswith("decode_ct2"):
+        import ctranslate2
+        gpus, versions = ctranslate2.get_cuda_device_count(), {}
+    else:
+        import tensorflow as tf
+        gpus, versions = len(tf.config.list_physical_devices("GPU")), {"tf": tf.__version__}
+    return {"device": f"{gpus} GPU" if gpus else f"CPU ({os.cpu_count()} cores)", **versions}
 
 
 def corpus_pairs(hp):
     """The training pairs of the settings' corpus that fit maxlen as padded ids, and the two vocab sizes."""
+    import data_load
+    import vocab
+    from readers import read_parallel
+
     src_vocab, tgt_vocab = vocab.load_vocabs(hp)
     src, tgt = read_parallel(hp.source_train, hp.target_train, clean=src_vocab.clean)
     x, y, _, _ = data_load.create_data(src, tgt, src_vocab, tgt_vocab, hp.maxlen)
     return x, y, (src_vocab.size, tgt_vocab.size)
-
-
-def measure_training(hp, pairs, batch_tokens, args):
-    """Target tokens per second over timed steps, after warm-up steps; the share of real (non-pad)
-    tokens among the batches' positions, and the number of distinct batch shapes met."""
-    x, y, vocabs = pairs
-    keras.utils.set_random_seed(hp.seed)
-    model = build_model(hp, *vocabs)
-    optimizer = make_optimizer(hp, total_steps=args.untimed_steps + args.train_steps)
-    optimizer.build(model.trainable_variables)
-    train_step = TrainStep(model, optimizer, hp.label_smoothing, jit=hp.jit, rdrop_alpha=hp.rdrop_alpha)
-    dataset = data_load.train_batches(data_load.array_pairs(x, y)[0], maxlen=x.shape[1], batch_size=hp.batch_size,
-                                      seed=hp.seed, batch_tokens=batch_tokens)
-    train_step.expect(dataset.element_spec)
-    batches = iter(dataset.repeat())
-    seen = []  # the batches run; counted after timing, not inside it
-
-    def step():
-        seen.append(next(batches))
-        train_step(*seen[-1])
-
-    for _ in range(args.untimed_steps):
-        step()
-    before = train_step.interval.tokens.numpy()  # waits for the device
-    start = time.perf_counter()
-    for _ in range(args.train_steps):
-        step()
-    tokens = train_step.interval.tokens.numpy() - before
-    seconds = time.perf_counter() - start
-    sides = [side.numpy() for batch in seen for side in batch]
-    return {"tokens_per_s": tokens / seconds, "steps_per_s": args.train_steps / seconds,
-            "real_token_share": sum(int((ids != PAD).sum()) for ids in sides) / sum(ids.size for ids in sides),
-            "batch_shapes": len({(src.shape, tgt.shape) for src, tgt in seen})}
 
 
 def with_xla_dump(environment, dump_dir):
@@ -180,85 +146,97 @@ def measure_preset(explicit, args):
     return record
 
 
-def decoding_model(hp, vocabs):
-    """An untrained model whose </S> logit is pushed down, so every sentence decodes to its limit."""
-    keras.utils.set_random_seed(hp.seed)
-    model = build_model(hp, *vocabs)
-    bias = model.output_projection.bias
-    bias.assign(tf.tensor_scatter_nd_update(bias, [[EOS]], [-1e4]))
-    return model
+def run_each_alone(argv, measures, hp, args):
+    """Runs bench.py once per measure, each in a process of its own, and passes its JSON line on; the
+    CTranslate2 measures on exports of the decoding model that a process of its own wrote first."""
+    with tempfile.TemporaryDirectory(prefix="bench_ct2_") as exports:
+        if any(name.startswith("decode_ct2") for name in measures) and args.ct2_dir is None:
+            run_alone([*argv, "--measures", "export_ct2", "--ct2_dir", exports])
+            argv = [*argv, "--ct2_dir", exports]
+        for name in measures:
+            run_alone([*argv, "--measures", name])  # the last --measures wins
 
 
-def measure_decoding(decoder, src, decode_len):
-    """Sentences per second of one call over all of src (after one compiling call), and its output."""
-    limits = tf.fill((src.shape[0],), decode_len)
-    decoder(src[:2], limits[:2])  # trace and compile
-    start = time.perf_counter()
-    out = decoder(src, limits).numpy()
-    return src.shape[0] / (time.perf_counter() - start), out
+def run_alone(argv):
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], stdout=subprocess.PIPE, text=True)
+    sys.stdout.write(result.stdout)
+    sys.stdout.flush()
+    if result.returncode:  # its error is on stderr already
+        sys.exit(result.returncode)
 
 
-def run_each_alone(argv, measures):
-    """Runs bench.py once per measure, each in a process of its own, and passes its JSON line on."""
-    for name in measures:
-        result = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--measures", name],
-                                stdout=subprocess.PIPE, text=True)  # the last --measures wins
-        sys.stdout.write(result.stdout)
-        sys.stdout.flush()
-        if result.returncode:  # its error is on stderr already
-            sys.exit(result.returncode)
+def measure_decoding(name, hp, pairs, args):
+    """A decode measure's record (speed.py), on the first --sentences (or --latency_sentences) sources."""
+    one_at_a_time = args.sentences == 1
+    x = pairs[0][:args.latency_sentences if one_at_a_time else args.sentences]
+    rows = [[int(i) for i in row if i != 0] for row in x]  # without the pads
+    settings = {"sentences": len(rows), "one_at_a_time": one_at_a_time, "decode_len": args.decode_len,
+                "beam_size": hp.beam_size}
+    if name.startswith("decode_ct2"):
+        directory = os.path.join(args.ct2_dir, name.removeprefix("decode_ct2_"))
+        record = speed.measure_ct2(directory, rows, args.decode_len, hp.beam_size, one_at_a_time)
+    else:
+        model = speed.decoding_model(hp, pairs[2])
+        record = speed.measure_ours(model, name, rows, args.decode_len, hp.beam_size, one_at_a_time)
+    return {"measure": name, **record, "peak_rss_mb": round(speed.peak_rss_mb(), 1), "settings": settings}
+
+
+def check_flags(measures, hp, args):
+    unknown = set(measures) - set(MEASURES) - {"export_ct2"}
+    if unknown:
+        raise UserError(f"unknown --measures {', '.join(sorted(unknown))}; choose from {', '.join(MEASURES)}")
+    for name, lowest in (("train_steps", 1), ("untimed_steps", 0), ("sentences", 1), ("latency_sentences", 1),
+                         ("decode_len", 1), ("preset_epochs", 1)):
+        if getattr(args, name) < lowest:
+            raise UserError(f"--{name} must be at least {lowest}, got {getattr(args, name)}")
+    if "decode_full" in measures and hp.beam_size > 1:
+        raise UserError(f"decode_full decodes greedily; drop it from --measures, or --beam_size {hp.beam_size}")
 
 
 def main(argv):
     explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_bench_flags)
     hp = Hyperparams(**{**({} if args.original_size else SMALL), **explicit})  # flags win
     measures = args.measures.split(",")
-    unknown = set(measures) - set(MEASURES)
-    if unknown:
-        raise UserError(f"unknown --measures {', '.join(sorted(unknown))}; choose from {', '.join(MEASURES)}")
-    for name, lowest in (("train_steps", 1), ("untimed_steps", 0), ("sentences", 1), ("decode_len", 1)):
-        if getattr(args, name) < lowest:
-            raise UserError(f"--{name} must be at least {lowest}, got {getattr(args, name)}")
-    if args.preset_epochs < 1:
-        raise UserError(f"--preset_epochs must be at least 1, got {args.preset_epochs}")
-    if len(measures) > 1:
-        return run_each_alone(argv, measures)
+    check_flags(measures, hp, args)
+    if len(measures) > 1 or (measures[0].startswith("decode_ct2") and args.ct2_dir is None):
+        return run_each_alone(argv, measures, hp, args)
     name, = measures
-    common = {"device": device(), "tf": tf.__version__}
     if name == "train_preset":
-        print(json.dumps({**measure_preset(explicit, args), **common}), flush=True)
+        print(json.dumps({**measure_preset(explicit, args), **where(name)}), flush=True)
         return
     settings = {k: getattr(hp, k) for k in ("hidden_units", "num_blocks", "num_heads", "maxlen", "batch_size",
                                             "mixed_precision", "jit", "seed")}
     if args.corpus:
-        with contextlib.redirect_stdout(sys.stderr):  # the readers' summaries; stdout is for JSON only
+        with contextlib.redirect_stdout(sys.stderr):  # the reader's summary line: stdout is for JSON only
             pairs = corpus_pairs(hp)
     else:
-        needed = (args.untimed_steps + args.train_steps) * hp.batch_size
-        pairs = (*synthetic_pairs(needed, hp.maxlen, hp.seed), (VOCAB, VOCAB))
+        needed = max((args.untimed_steps + args.train_steps) * hp.batch_size, args.sentences, args.latency_sentences)
+        pairs = (*speed.synthetic_pairs(needed, hp.maxlen, hp.seed), (speed.VOCAB, speed.VOCAB))
     settings.update(data=hp.source_train if args.corpus else "synthetic", pairs=len(pairs[0]))
-    src = tf.constant(pairs[0][:args.sentences])
-    if name.startswith("train"):
-        # the same padded size per batch as fixed batches, unless --batch_tokens says otherwise
-        tokens = (hp.batch_tokens or hp.batch_size * hp.maxlen) if name == "train_bucketed" else 0
-        with tempfile.TemporaryDirectory(prefix="bench_xla_") as dump:
-            if hp.jit:  # read by XLA at its first compilation
-                os.environ["XLA_FLAGS"] = with_xla_dump(os.environ, dump)
-            record = {"measure": name, **measure_training(hp, pairs, tokens, args),
-                      "settings": {**settings, "batch_tokens": tokens, "steps": args.train_steps}}
-            if hp.jit:
-                record["xla_compilations"] = xla_compilations(dump)
-        record["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    if name == "export_ct2":
+        positions = max(hp.maxlen, args.decode_len + 1)
+        return speed.export_ct2(speed.decoding_model(hp, pairs[2]), hp, pairs[2][1], args.ct2_dir, positions)
+    if name in TRAIN_MEASURES:
+        figures, tokens = measure_training(name, hp, pairs, args)
+        record = {"measure": name, **figures,
+                  "settings": {**settings, "batch_tokens": tokens, "steps": args.train_steps}}
     else:
-        model = decoding_model(hp, pairs[2])
-        make = cached_greedy_decoder if name == "decode_cached" else greedy_decoder
-        per_s, out = measure_decoding(make(model), src, args.decode_len)
-        record = {"measure": name, "sentences_per_s": per_s, "peak_rss_mb": round(peak_rss_mb(), 1),
-                  "settings": {**settings, "sentences": args.sentences, "decode_len": args.decode_len}}
-        if name == "decode_cached":  # after peak_rss_mb: the full decoder runs for the comparison only
-            full = greedy_decoder(model)(src, tf.fill((src.shape[0],), args.decode_len)).numpy()
-            record["identical_to_full"] = bool(np.array_equal(out, full))
-    print(json.dumps({**record, **common}), flush=True)
+        record = measure_decoding(name, hp, pairs, args)
+        record["settings"] = {**settings, **record["settings"]}
+    print(json.dumps({**record, **where(name)}), flush=True)
+
+
+def measure_training(name, hp, pairs, args):
+    """A training measure's figures (speed.py), with XLA's compilations under --jit; and its batch size in tokens."""
+    # the same padded size per batch as fixed batches, unless --batch_tokens says otherwise
+    tokens = (hp.batch_tokens or hp.batch_size * hp.maxlen) if name == "train_bucketed" else 0
+    with tempfile.TemporaryDirectory(prefix="bench_xla_") as dump:
+        if hp.jit:  # read by XLA at its first compilation
+            os.environ["XLA_FLAGS"] = with_xla_dump(os.environ, dump)
+        record = speed.measure_training(hp, pairs, tokens, args.train_steps, args.untimed_steps)
+        if hp.jit:
+            record["xla_compilations"] = xla_compilations(dump)
+    return {**record, "peak_rss_mb": round(speed.peak_rss_mb(), 1)}, tokens
 
 
 if __name__ == "__main__":

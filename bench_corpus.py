@@ -27,7 +27,8 @@ import threading
 import time
 
 import cli
-from cli import Parser, UserError, run
+from cli import Parser, run
+from messages import UserError
 from corpora import corpus_paths
 
 HERE = os.path.dirname(os.path.abspath(__file__))

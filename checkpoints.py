@@ -1,4 +1,4 @@
-"""Checkpoints in logdir: the latest ones (resume), the best by dev BLEU, and weight averaging.
+"""Checkpoints in logdir: the latest ones (resume), the best by dev BLEU, the logdir's lock (weights.py reads them).
 
     logdir/model_epoch_EE_gs_N.*   the newest keep_checkpoints, listed in logdir/checkpoint
     logdir/best/model_epoch_EE_gs_N.* and best.json   the model with the highest dev BLEU so far
@@ -18,9 +18,8 @@ import shutil
 
 import tensorflow as tf
 
-import hyperparams
-from cli import UserError, write_atomic
-from training import make_optimizer
+from files import read_record, remove_orphans, write_atomic
+from messages import UserError, note
 
 
 BEST = "best"  # the sub-directory of logdir holding the best checkpoint
@@ -81,8 +80,8 @@ def listed(logdir):
     if on_disk and not names:
         if logdir not in _noted:
             _noted.add(logdir)
-            print(f"note: {os.path.join(logdir, 'checkpoint')} is missing or damaged; using the checkpoints "
-                  f"found in {logdir}, the newest being {on_disk[-1]}")
+            note(f"{os.path.join(logdir, 'checkpoint')} is missing or damaged; using the checkpoints "
+                 f"found in {logdir}, the newest being {on_disk[-1]}")
         return on_disk
     return names
 
@@ -148,7 +147,7 @@ def _remove(directory, name):
 DAMAGED = (tf.errors.OpError, IndexError)  # what reading a truncated or corrupt checkpoint raises
 
 
-def _said(e):
+def said(e):
     """The first line of what TensorFlow said about a checkpoint it could not read or write."""
     return (str(getattr(e, "message", e)).strip().splitlines() or [type(e).__name__])[0]
 
@@ -158,7 +157,10 @@ def _reason(e):
     ("{{function_node ...}} path; No space left on device [Op:SaveV2]")."""
     if getattr(e, "strerror", None):
         return e.strerror
-    return re.sub(r"\s*\[Op:\w+\]$", "", _said(e).rsplit(";", 1)[-1]).strip()[:200]
+    return re.sub(r"\s*\[Op:\w+\]$", "", said(e).rsplit(";", 1)[-1]).strip()[:200]
+
+
+LOCK = ".lock"  # in logdir: held by the process that trains there
 
 
 @contextlib.contextmanager
@@ -167,22 +169,48 @@ def exclusive(logdir):
 
     The lock is an flock on logdir/.lock, which the operating system releases
     when the process ends however it ends, so a crashed run leaves no lock
-    behind (the file stays, naming the last process that held it).
+    behind (the file stays, naming the last process that held it). A logdir
+    this run created is removed again if the run fails before writing to it.
+    Holding the lock, it removes what a killed run left half written.
     """
-    path = os.path.join(logdir, ".lock")
+    path, created = os.path.join(logdir, LOCK), not os.path.isdir(logdir)
     os.makedirs(logdir, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise UserError(f"{holder} is training in {logdir} (it holds {path}); wait for it to end, stop it, "
-                            "or use another --logdir") from None
-        f.truncate(0)
-        f.write(f"train.py (process {os.getpid()})")
-        f.flush()
-        yield
+    try:
+        lock = open(path, "a+", encoding="utf-8")
+    except OSError as e:  # a directory named .lock, no permission
+        raise UserError(f"cannot open the lock file {path} ({e.strerror}); remove it, or use another "
+                        "--logdir") from None
+    try:
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                lock.seek(0)
+                holder = lock.read().strip() or "another process"
+                raise UserError(f"{holder} is training in {logdir} (it holds {path}); wait for it to end, stop "
+                                "it, or use another --logdir") from None
+            lock.truncate(0)
+            lock.write(f"train.py (process {os.getpid()})")
+            lock.flush()
+            remove_unfinished(logdir)
+            yield
+    except BaseException:
+        if created and os.listdir(logdir) == [LOCK]:  # the run failed before it wrote anything
+            os.remove(path)
+            os.rmdir(logdir)
+        raise
+
+
+
+def remove_unfinished(logdir):
+    """Deletes what a run killed while writing left in logdir: TensorFlow's `<checkpoint>_temp` directories,
+    and the temporary files of hparams.json and best.json."""
+    for directory in (logdir, os.path.join(logdir, BEST)):
+        if os.path.isdir(directory):
+            for name in os.listdir(directory):
+                if name.endswith("_temp") and NAME.fullmatch(name.removesuffix("_temp")):
+                    shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+            remove_orphans(directory, r"hparams\.json|best\.json")
 
 
 def resume(checkpoint, logdir):
@@ -194,7 +222,7 @@ def resume(checkpoint, logdir):
         except DAMAGED as e:
             names = listed(logdir)
             before = f" to resume from {names[-2]}," if len(names) > 1 else ""
-            raise UserError(f"{path} is damaged ({_said(e)[:200]});{before} move its files "
+            raise UserError(f"{path} is damaged ({said(e)[:200]});{before} move its files "
                             f"({os.path.basename(path)}.*) out of {logdir}") from None
         except (ValueError, AssertionError) as e:
             raise UserError(f"{path} does not fit this model or vocab ({str(e).splitlines()[0]}); "
@@ -203,53 +231,14 @@ def resume(checkpoint, logdir):
     return path
 
 
-def _holds_optimizer(path):
-    """Whether a checkpoint holds the optimizer (train.py's do; the best one holds the model alone)."""
-    return any(name.startswith("optimizer/") for name, _ in tf.train.list_variables(path))
-
-
-def restore(model, hp, ckpt=None, raw=False):
-    """Loads the model weights of checkpoint `ckpt` (default: the latest in logdir); returns its path.
-
-    A model trained with --ema_decay gets the moving average of its weights,
-    kept by the optimizer in the checkpoint, unless `raw`. (A best checkpoint
-    holds the weights that were scored, the average if one was kept.)
-    """
-    path = ckpt or latest(hp.logdir)
-    if path is None:
-        raise UserError(f"no checkpoint in {hp.logdir}; run train.py first (or pass --ckpt)")
-    if not tf.io.gfile.exists(path + ".index"):
-        raise UserError(f"{path}: no such checkpoint; pass a path like {hp.logdir}/model_epoch_01_gs_100")
-    try:
-        optimizer = None
-        if hp.ema_decay and not raw and _holds_optimizer(path):
-            optimizer = make_optimizer(hp)  # its variables as train.py made them, the averages among them
-            optimizer.build(model.trainable_variables)
-        parts = {"model": model} if optimizer is None else {"model": model, "optimizer": optimizer}
-        tf.train.Checkpoint(**parts).read(path).expect_partial().assert_existing_objects_matched()
-        if optimizer is not None:
-            optimizer.finalize_variable_values(model.trainable_variables)  # Keras: copies the averages in
-    except DAMAGED as e:
-        raise UserError(f"{path} is damaged ({_said(e)[:200]}); pass an earlier checkpoint with --ckpt "
-                        f"(the others are in {os.path.dirname(path) or '.'})") from None
-    except (ValueError, AssertionError) as e:
-        raise UserError(f"{path} does not fit the vocab in {hp.vocab_dir} or the settings in "
-                        f"{hyperparams.hparams_path(hp.logdir)} ({str(e).splitlines()[0]})") from None
-    return path
+# best.json, as files.read_record checks it; "stale": the dev evaluations since the best that did not beat it
+BEST_RECORD = {"dev_bleu": float, "checkpoint": str, "step": int, "stale?": int}
 
 
 def best_record(logdir):
-    """What logdir/best/best.json says ({"dev_bleu", "checkpoint", "step"}, and "stale": the evaluations since
-    that did not beat it, if any), or None before the first."""
+    """What logdir/best/best.json says (BEST_RECORD), or None before the first."""
     path = os.path.join(logdir, BEST, "best.json")
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except ValueError:
-        raise UserError(f"{path} is not the record train.py writes; delete {os.path.dirname(path)} "
-                        "(the best model is then chosen anew)") from None
+    return read_record(path, BEST_RECORD, fix=f"delete {os.path.dirname(path)} (the best model is then chosen anew)")
 
 
 def save_best(model, logdir, name, dev_bleu, step, worker=0):
@@ -284,58 +273,3 @@ def best_checkpoint(logdir):
     if record is None:
         raise UserError(f"{logdir} has no best checkpoint; train with --dev_eval true to keep one")
     return os.path.join(logdir, BEST, os.path.basename(record["checkpoint"]))
-
-
-def newest(logdir, count, last=None):
-    """The paths of the newest `count` checkpoints in logdir (up to `last`, if given), oldest first."""
-    paths = [os.path.join(logdir, name) for name in listed(logdir)]
-    if last:
-        names = [os.path.basename(p) for p in paths]
-        if os.path.basename(last) not in names:
-            raise UserError(f"{last} is not among the checkpoints listed in {logdir}; "
-                            "pass one of them as --ckpt to average the ones before it")
-        paths = paths[:names.index(os.path.basename(last)) + 1]
-    return paths[-count:]
-
-
-def average(model, hp, paths, raw=False):
-    """Loads into `model` the mean of the weights of the checkpoints at `paths` (Vaswani et al. 2017, 6.1)."""
-    total = None
-    for path in paths:
-        restore(model, hp, path, raw)
-        values = [w.numpy() for w in model.weights]
-        total = values if total is None else [a + b for a, b in zip(total, values)]
-    for weight, value in zip(model.weights, total):
-        weight.assign(value / len(paths))
-
-
-def load_weights(model, hp, ckpt=None, best=False, raw=False):
-    """Loads the weights asked for: the latest checkpoint, `ckpt`, the best one, or the average of the
-    newest hp.average_checkpoints; with --ema_decay their moving average, unless `raw`. Returns a name for
-    them (for results files) and the checkpoints used."""
-    if raw and not hp.ema_decay:
-        print(f"note: --raw_weights changes nothing: the model in {hp.logdir} was trained without --ema_decay")
-    raw = raw and bool(hp.ema_decay)
-    if best:
-        if ckpt:
-            raise UserError("--best and --ckpt each choose the checkpoint; pass only one of them")
-        if raw:
-            raise UserError("--best holds the weights dev BLEU was measured on, the moving average; "
-                            "drop --raw_weights, or pass --ckpt to use a checkpoint's raw weights")
-        if hp.average_checkpoints > 1:
-            print(f"note: --best translates with the best checkpoint alone, not an average of "
-                  f"--average_checkpoints {hp.average_checkpoints}")
-        path = restore(model, hp, best_checkpoint(hp.logdir))
-        return os.path.basename(path) + "_best", [path]
-    suffix = "_raw" if raw else ""
-    if hp.average_checkpoints == 1:
-        path = restore(model, hp, ckpt, raw)
-        return os.path.basename(path) + suffix, [path]
-    paths = newest(hp.logdir, hp.average_checkpoints, last=ckpt)
-    if not paths:
-        raise UserError(f"no checkpoint in {hp.logdir}; run train.py first")
-    if len(paths) < hp.average_checkpoints:
-        print(f"note: averaging the {len(paths)} checkpoints in {hp.logdir}, fewer than "
-              f"--average_checkpoints {hp.average_checkpoints}")
-    average(model, hp, paths, raw)
-    return f"{os.path.basename(paths[-1])}_avg{len(paths)}{suffix}", paths

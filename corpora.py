@@ -11,7 +11,8 @@ import shutil
 import tarfile
 import zlib
 
-from cli import UserError, checksum_ok, discard
+from files import checksum_ok, discard
+from messages import UserError, note
 
 CORPORA = "corpora"  # where download.py puts the preset datasets
 
@@ -92,7 +93,7 @@ def present(path, checksum):
     if not os.path.isfile(path):
         return False
     if checksum and not checksum_ok(path, checksum):
-        print(f"{path}: checksum differs from {checksum}; fetching it again")
+        note(f"{path}: checksum differs from {checksum}; fetching it again")
         return False
     return True
 

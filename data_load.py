@@ -1,10 +1,10 @@
 """Sentence pairs as ids, and the tf.data batches training and decoding run on.
 
     training: id shards (prepro.py) -> shard_pairs -> drop longer than maxlen -> shuffle buffer
-              -> train_batches (fixed size, or length buckets of a few shapes); Epochs splits the shards
+              -> train_batches (fixed size, or length buckets of a few shapes); TrainingSet splits the shards
               among workers
-    dev, test: raw text -> readers.read_parallel -> vocab.encode -> ids + </S> -> create_data (padded)
-              -> eval_batches (in file order)
+    dev loss:  engines.test_pairs (raw text -> cleaned pairs) -> create_data (ids + </S>, padded to maxlen)
+    decoding:  engines.encode (ids + </S>) -> pad to a multiple of SHAPE_STEP (inference.source_batch)
 """
 import collections
 import os
@@ -13,8 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 import shards
-from cli import UserError
-from readers import read_parallel
+from messages import UserError
 from vocab import PAD
 
 # Decoding pads each batch of source sentences to a multiple of this many ids, not
@@ -45,28 +44,6 @@ def create_data(src_sents, tgt_sents, src_vocab, tgt_vocab, maxlen):
     width2 = maxlen or max(map(len, y), default=1)
     return (pad([x[i] for i in keep], width1), pad([y[i] for i in keep], width2),
             [src_sents[i] for i in keep], [tgt_sents[i] for i in keep])
-
-
-def within_positions(ids, hp):
-    """Source ids (n, T1) cut to maxlen for a model with learned positions, which exist only up to maxlen
-    (unchanged for sinusoid ones, which exist for any length); NumPy arrays or tensors."""
-    return ids if hp.sinusoid else ids[:, :hp.maxlen]
-
-
-def load_test_data(hp, src_vocab, tgt_vocab, keep_all=False, split="test"):
-    """Test (or dev) source ids X (n, T1) with the cleaned source and reference sentences beside them.
-
-    By default only pairs that pass the training maxlen filter, as the original
-    evaluated; keep_all keeps every sentence (cut to maxlen ids for a model
-    with learned positions, which exist only up to maxlen).
-    """
-    flags = (f"source_{split}", f"target_{split}")
-    src, tgt = read_parallel(getattr(hp, flags[0]), getattr(hp, flags[1]), flags=flags, clean=src_vocab.clean)
-    x, _, src, tgt = create_data(src, tgt, src_vocab, tgt_vocab, None if keep_all else hp.maxlen)
-    if not len(x):
-        raise UserError(f"no {split} pair in {getattr(hp, flags[0])} fits --maxlen {hp.maxlen}; "
-                        "pass --all to evaluate every sentence")
-    return within_positions(x, hp), src, tgt
 
 
 def _lengths(ids):
@@ -183,7 +160,7 @@ def untuned(dataset):
     return dataset.with_options(options)
 
 
-class Epochs:
+class TrainingSet:
     """The id shards of prepro.py split among input pipelines (one per worker): each pipeline reads only
     its own shards, and every pipeline yields the same number of batches per epoch.
 
@@ -208,7 +185,7 @@ class Epochs:
         lengths = [shards.histogram(manifest["shards"][p::pipelines]) for p in range(pipelines)]
         counts = [count_batches(part, maxlen=hp.maxlen, batch_size=self.batch_size, batch_tokens=self.batch_tokens)
                   for part in lengths]
-        self.steps = max(-(-count // self.local) for count in counts)
+        self.batches_per_epoch = max(-(-count // self.local) for count in counts)
         everything = sum(lengths, collections.Counter())
         self.pairs = sum(count for length, count in everything.items() if length <= hp.maxlen)
         self.dropped = sum(everything.values()) - self.pairs
@@ -218,14 +195,5 @@ class Epochs:
         pairs = shard_pairs(self.parts[pipeline], seed=seed, vocab_sizes=self.vocab_sizes)
         batches = train_batches(pairs, maxlen=self.hp.maxlen, batch_size=self.batch_size, seed=seed,
                                 batch_tokens=self.batch_tokens, shuffle_pairs=self.hp.shuffle_pairs,
-                                total=self.steps * self.local)
+                                total=self.batches_per_epoch * self.local)
         return batches.skip(done * self.local)
-
-
-def eval_batches(x, batch_size):
-    """Source batches in file order, the last partial batch included, each cut to its longest
-    sentence rounded up to a multiple of SHAPE_STEP (so that decoding meets few distinct shapes)."""
-    def trim(src):
-        return src[:, :tf.minimum(round_up(tf.reduce_max(_lengths(src))), tf.shape(src)[1])]
-
-    return untuned(tf.data.Dataset.from_tensor_slices(x).batch(batch_size).map(trim).prefetch(tf.data.AUTOTUNE))

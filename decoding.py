@@ -16,14 +16,13 @@ every step of a batch computes on the same shapes, and batches share a few.
 and on a CPU TensorFlow's oneDNN kernels keep what they prepare for each
 shape: docs/benchmarks.md measures what that held.)
 
-Each takes one model or a list of models (an ensemble) that share a vocab:
-an ensemble's next-word scores are the mean of its models' log-probabilities
-(fairseq's and OpenNMT's ensembles); one model's are its logits.
+Each takes a model.Transformer, or an inference.Ensemble of models that share
+a vocab, which decodes as one model (its next-word scores are the mean of its
+models' log-probabilities).
 """
 import math
 
 import tensorflow as tf
-from tqdm import tqdm
 
 import data_load
 from vocab import BOS, EOS, PAD
@@ -33,8 +32,8 @@ DECODER_SIGNATURE = [data_load.IDS, tf.TensorSpec((None,), tf.int32)]
 
 
 def decode_limits(src, hp):
-    """The longest translation allowed for each source sentence, incl. </S>: its length + hp.decode_extra,
-    at most hp.decode_cap. src ids (N, T1) -> (N,) int32."""
+    """engines.decode_limit() of each source sentence, in the graph: the longest translation allowed, incl.
+    </S>: its length + hp.decode_extra, at most hp.decode_cap. src ids (N, T1) -> (N,) int32."""
     lengths = tf.reduce_sum(tf.cast(src != PAD, tf.int32), axis=1)  # (N,), incl. </S>
     return tf.minimum(lengths + hp.decode_extra, hp.decode_cap)
 
@@ -43,19 +42,6 @@ def only_words(logits):
     """logits (N, V) with those of <PAD> and <S>, which are not words, set to -inf."""
     not_words = tf.reduce_any(tf.range(tf.shape(logits)[-1])[:, None] == [PAD, BOS], axis=-1)  # (V,)
     return tf.where(not_words, tf.constant(-math.inf, logits.dtype), logits)
-
-
-def as_models(model):
-    """A model or an ensemble, as a list of models."""
-    return list(model) if isinstance(model, (list, tuple)) else [model]
-
-
-def combine(logits):
-    """One model's logits (N, ..., V) as they are; several models': the mean of their log-probabilities,
-    float32."""
-    if len(logits) == 1:
-        return logits[0]
-    return tf.add_n([tf.nn.log_softmax(tf.cast(x, tf.float32)) for x in logits]) / len(logits)
 
 
 def decoding_width(limits):
@@ -107,34 +93,16 @@ def greedy_decoder(model):
     the length, but plain: the reference for cached_greedy_decoder().
     """
 
-    models = as_models(model)
-
     @tf.function(input_signature=DECODER_SIGNATURE)
     def decode(src, limits):
-        encs = [m.encode(src) for m in models]  # each (N, T1, C)
+        enc = model.encode(src)  # (N, T1, C)
 
         def next_logits(out, i, state):
-            return combine([m.decode(out[:, :i + 1], enc, src)[:, -1] for m, enc in zip(models, encs)]), state
+            return model.decode(out[:, :i + 1], enc, src)[:, -1], state
 
         return _greedy_loop(src, limits, next_logits)
 
     return decode
-
-
-def _ensemble_start(models, src, width, repeat=1):
-    """Every model's cross-attention (keys, values) per block, computed once per sentence of src (N, T1),
-    and its empty caches of `width` positions, each encoder output repeated `repeat` times per sentence
-    (beam search): -> (per model enc_kvs, per model caches)."""
-    encs = [tf.repeat(m.encode(src), repeat, axis=0) for m in models]  # each (N·repeat, T1, C)
-    return ([m.encoder_keys_values(enc) for m, enc in zip(models, encs)],
-            [m.empty_caches(tf.shape(enc)[0], width, enc.dtype) for m, enc in zip(models, encs)])
-
-
-def _ensemble_step(models, tokens, position, caches, enc_kvs, src):
-    """Every model's decode_step() at `position` of tokens (N, L) -> the combined logits (N, V) and each
-    model's caches."""
-    stepped = [m.decode_step(tokens, position, c, e, src) for m, c, e in zip(models, caches, enc_kvs)]
-    return combine([logits for logits, _ in stepped]), [filled for _, filled in stepped]
 
 
 def cached_greedy_decoder(model, pick=None):
@@ -144,14 +112,12 @@ def cached_greedy_decoder(model, pick=None):
     one position through the decoder, attending over all decoding_width() cached
     positions, masked beyond the prefix. pick: see _greedy_loop().
     """
-    models = as_models(model)
-
     @tf.function(input_signature=DECODER_SIGNATURE)
     def decode(src, limits):
-        enc_kvs, caches = _ensemble_start(models, src, decoding_width(limits)[1])
+        enc_kvs, caches = model.start_decoding(src, decoding_width(limits)[1])
 
         def next_logits(out, i, caches):
-            return _ensemble_step(models, out[:, :-1], i, caches, enc_kvs, src)
+            return model.decode_step(out[:, :-1], i, caches, enc_kvs, src)
 
         return _greedy_loop(src, limits, next_logits, caches, pick)
 
@@ -183,81 +149,84 @@ def length_penalty(lengths, alpha):
     return tf.pow((5.0 + tf.cast(lengths, tf.float32)) / 6.0, alpha)
 
 
+def _first_not_ending(word, k):
+    """The positions of the first k candidates that are not </S>, in order: word (N, 2k) -> (N, k).
+    (A beam has one </S> among its continuations, so k beams leave at least k others among 2k.)"""
+    position = tf.range(tf.shape(word)[1])[None, :]  # (1, 2k)
+    return tf.math.top_k(tf.where(word == EOS, -2 * k, -position), k).indices  # (N, k)
+
+
+def _add_finished(kept, new, size):
+    """The `size` finished hypotheses of each sentence with the highest log-probabilities, of those kept so far
+    and those finished at this step: each (ids (N, ·, 1 + W), log-probabilities (N, ·) (-inf: none), lengths
+    (N, ·))."""
+    ids, logp, lengths = (tf.concat([a, b], axis=1) for a, b in zip(kept, new))
+    best = tf.math.top_k(logp, size).indices  # (N, size)
+    return tuple(tf.gather(t, best, batch_dims=1) for t in (ids, logp, lengths))
+
+
 def beam_search_decoder(model, beam_size, alpha):  # long: its steps share one traced function's state
-    """A compiled batched beam search on the cached decoder.
+    """A compiled batched beam search on the cached decoder, the one CTranslate2 runs (and fairseq's).
 
     (src (N, T1) int32, limits (N,) int32) -> ids (N, k, max(limits)), best
     hypothesis first, and their scores (N, k): log-probability / length_penalty.
-    Hypotheses are ranked by that score at every step; a finished one (it
-    emitted </S> or reached its limit) stays in the beam while it ranks among the k
-    best, and a sentence is done when all k are finished. With k = 1 this is
-    greedy decoding: the same words as cached_greedy_decoder().
+    At each step a sentence's k alive hypotheses give their 2k continuations
+    of highest log-probability; those of the first k that end in </S> (all k at
+    the sentence's limit) are finished, and the first k that do not are alive.
+    A sentence is done once k hypotheses have finished; its k finished ones of
+    highest log-probability are then ranked by log-probability divided by the
+    length penalty. With k = 1 this is greedy decoding.
     """
-    k, models = beam_size, as_models(model)
+    k = beam_size
 
     @tf.function(input_signature=DECODER_SIGNATURE)
     def decode(src, limits):
         # 1. Every sentence's rows repeated k times: row n * k + b is beam b of sentence n.
         n, (longest, width) = tf.shape(src)[0], decoding_width(limits)
-        src_k, limits_k = tf.repeat(src, k, axis=0), tf.repeat(limits, k)  # (N·k, T1), (N·k,)
-        enc_kvs, caches = _ensemble_start(models, src, width, k)  # on encoder outputs (N·k, T1, C)
+        src_k = tf.repeat(src, k, axis=0)  # (N·k, T1)
+        enc_kvs, caches = model.start_decoding(src, width, k)  # on encoder outputs (N·k, T1, C)
         out, columns = _empty_output(n * k, width)  # (N·k, 1 + W), (1, 1 + W)
-        # Only beam 0 is alive at first, so the k first hypotheses are k different words.
+        # Only beam 0 is alive at first, so the first candidates are different words.
         scores = tf.tile(tf.concat([[0.0], tf.fill((k - 1,), -math.inf)], 0), [n])  # (N·k,) log-probs
-        lengths = tf.zeros((n * k,), tf.int32)  # words so far, incl. </S>
+        none = (tf.zeros((n, 2 * k, width + 1), tf.int32), tf.fill((n, 2 * k), -math.inf), tf.zeros((n, 2 * k)))
 
-        def step(i, out, scores, lengths, finished, caches):
-            # 2. Log-probabilities of every next word; a finished hypothesis can only add <PAD>, at no cost.
-            logits, caches = _ensemble_step(models, out[:, :-1], i, caches, enc_kvs, src_k)  # (N·k, V)
+        def step(i, out, scores, caches, finished):
+            # 2. The 2k likeliest continuations of each sentence: which beam they extend, which word.
+            logits, caches = model.decode_step(out[:, :-1], i, caches, enc_kvs, src_k)  # (N·k, V)
             vocab = tf.shape(logits)[1]
-            pad_only = tf.where(tf.range(vocab) == PAD, 0.0, -math.inf)  # (V,)
-            logp = tf.nn.log_softmax(only_words(tf.cast(logits, tf.float32)))  # (N·k, V)
-            logp = tf.where(finished[:, None], pad_only[None], logp)
-            grown = lengths + tf.cast(~finished, tf.int32)  # (N·k,)
-            candidates = scores[:, None] + logp  # (N·k, V)
-            ranked = candidates / length_penalty(grown, alpha)[:, None]
-            # 3. The k best of the k·V candidates of each sentence: which beam they extend, which word.
-            _, best = tf.math.top_k(tf.reshape(ranked, (n, k * vocab)), k)  # (N, k)
-            beam, word = best // vocab, best % vocab
-            rows = tf.reshape(tf.range(n)[:, None] * k + beam, (-1,))  # (N·k,) the row each extends
-            word = tf.reshape(word, (-1,))  # (N·k,)
-            scores = tf.gather(tf.reshape(candidates, (-1,)), rows * vocab + word)  # (N·k,)
-            # 4. Reorder every per-hypothesis state to follow its beam, then write the new word.
+            candidates = scores[:, None] + tf.nn.log_softmax(only_words(tf.cast(logits, tf.float32)))  # (N·k, V)
+            top, best = tf.math.top_k(tf.reshape(candidates, (n, k * vocab)), 2 * k)  # (N, 2k)
+            rows, word = tf.range(n)[:, None] * k + best // vocab, best % vocab  # (N, 2k)
+            grown = tf.where(columns[None] == i + 1, word[..., None], tf.gather(out, rows))  # (N, 2k, 1 + W)
+            # 3. The first k that end (or all k at the limit) finish, unless the sentence is done already.
+            ends = (word[:, :k] == EOS) | (i + 1 >= limits)[:, None]  # (N, k)
+            ends &= (tf.math.count_nonzero(finished[1] > -math.inf, axis=1) < k)[:, None]
+            new = (grown[:, :k], tf.where(ends, top[:, :k], -math.inf), tf.fill((n, k), tf.cast(i + 1, tf.float32)))
+            finished = _add_finished(finished, new, 2 * k)
+            # 4. The first k that do not end are alive: every per-hypothesis state follows its beam.
+            alive = _first_not_ending(word, k)  # (N, k)
+            rows = tf.reshape(tf.gather(rows, alive, batch_dims=1), (-1,))  # (N·k,)
             caches = tf.nest.map_structure(lambda t: tf.gather(t, rows), caches)  # each (N·k, h, W, C/h)
-            finished = tf.gather(finished, rows) | (word == EOS) | (i + 1 >= limits_k)  # (N·k,)
-            out = tf.where(columns == i + 1, word[:, None], tf.gather(out, rows))  # (N·k, 1 + W)
-            return i + 1, out, scores, tf.gather(grown, rows), finished, caches
+            out = tf.reshape(tf.gather(grown, alive, batch_dims=1), (n * k, -1))  # (N·k, 1 + W)
+            return i + 1, out, tf.reshape(tf.gather(top, alive, batch_dims=1), (-1,)), caches, finished
 
-        def not_done(i, *state):
-            return ~tf.reduce_all(state[3])
+        def not_done(i, out, scores, caches, finished):
+            return tf.reduce_any(tf.math.count_nonzero(finished[1] > -math.inf, axis=1) < k)
 
-        loop = (0, out, scores, lengths, limits_k <= 0, caches)
-        _, out, scores, lengths, _, _ = tf.while_loop(not_done, step, loop)
-        # The last top_k ranked by these same scores, so the beams are already best first.
-        final = scores / length_penalty(lengths, alpha)
-        return tf.reshape(out[:, 1:longest + 1], (n, k, -1)), tf.reshape(final, (n, k))  # (N, k, L), (N, k)
+        _, _, _, _, (ids, logp, lengths) = tf.while_loop(not_done, step, (0, out, scores, caches, none))
+        # 5. The k of highest log-probability (the first k), ranked by log-probability / length penalty.
+        final = logp[:, :k] / length_penalty(lengths[:, :k], alpha)  # (N, k)
+        order = tf.argsort(final, axis=1, direction="DESCENDING", stable=True)
+        ids = tf.gather(ids[:, :k, 1:longest + 1], order, batch_dims=1)  # (N, k, L)
+        return ids, tf.gather(final, order, batch_dims=1)  # (N, k, L), (N, k)
 
     return decode
-
-
-def translate(decoder, x, vocab, hp, desc="decoding"):
-    """Translations of the source ids x (n, T1) as text, in batches of hp.batch_size.
-
-    decoder: from make_decoder(); its best hypothesis is taken.
-    """
-    hypotheses = []
-    batches = data_load.eval_batches(x, hp.batch_size)
-    for src in tqdm(batches, total=math.ceil(len(x) / hp.batch_size), desc=desc, unit="batch", leave=False):
-        limits = decode_limits(src, hp)
-        ids, _ = decoder(src, limits)
-        hypotheses += vocab.decode(ids[:, 0].numpy())  # the best hypothesis
-    return hypotheses
 
 
 def make_decoder(model, beam_size, alpha, sampling=None):
     """(src, limits) -> (ids (N, k, L) best first, scores (N, k)) whatever the beam size: beam search,
     or for beam_size 1 the cached greedy decoder's output as one hypothesis of score 0; with sampling
-    (topk, temperature, seed), sampling_decoder()'s. model: one model or a list (an ensemble)."""
+    (topk, temperature, seed), sampling_decoder()'s."""
     if beam_size > 1:
         return beam_search_decoder(model, beam_size, alpha)
     greedy = sampling_decoder(model, *sampling) if sampling else cached_greedy_decoder(model)

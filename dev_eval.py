@@ -1,13 +1,15 @@
 """Scores a model on the dev split while it trains, and keeps the best one (train.py --dev_eval)."""
+import dataclasses
+
 import sacrebleu
 import tensorflow as tf
 
 import data_load
+import engines
 import plotting
-import vocab
 from checkpoints import best_record, checkpoint_name, note_stale, save_best
-from decoding import decode_limits, make_decoder, translate
-from model import shift_right
+from inference import Translator
+from messages import note
 from modules import loss_and_accuracy
 from vocab import PAD
 
@@ -26,22 +28,22 @@ class DevEvaluation:
 
     def __init__(self, hp, model, src_vocab, tgt_vocab, writer, worker):
         self.hp, self.model, self.writer, self.worker = hp, model, writer, worker
-        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
-        self.x, self.sources, self.references = data_load.load_test_data(hp, src_vocab, tgt_vocab, keep_all=True,
-                                                                         split="dev")
+        self.sources, self.references = engines.test_pairs(hp, src_vocab, tgt_vocab, keep_all=True, split="dev")
+        engines.encode(src_vocab, self.sources, hp)  # a sentence too long to translate is refused now, not later
         x, y, _, _ = data_load.create_data(self.sources, self.references, src_vocab, tgt_vocab, hp.maxlen)
         self.pairs = (data_load.untuned(tf.data.Dataset.from_tensor_slices((x, y)).batch(hp.batch_size))
                       if len(x) else None)
         if self.pairs is None:
-            print(f"no dev pair fits --maxlen {hp.maxlen}: dev_loss and dev_acc are not logged")
-        self.decode = make_decoder(model, 1, hp.length_penalty)  # greedy: fast enough to repeat
+            note(f"no dev pair fits --maxlen {hp.maxlen}: dev_loss and dev_acc are not logged")
+        greedy = dataclasses.replace(hp, beam_size=1, sampling_topk=0)  # fast enough to repeat
+        self.translate = Translator(model, src_vocab, tgt_vocab, greedy)
         record = best_record(hp.logdir)
         self.best = record["dev_bleu"] if record else -1.0
         self.stale = record.get("stale", 0) if record else 0  # evaluations since the best, for --patience
 
         @tf.function(input_signature=[data_load.IDS] * 2)  # one graph for all lengths
         def sums(src, tgt):
-            logits = model((src, shift_right(tgt)), training=False)
+            logits = model.teacher_forced(src, tgt)
             loss, acc = loss_and_accuracy(logits, tgt, hp.label_smoothing, count=1.0)  # sums over the batch
             return tf.stack([loss, acc, tf.reduce_sum(tf.cast(tgt != PAD, tf.float32))])
 
@@ -49,7 +51,7 @@ class DevEvaluation:
 
     def __call__(self, epoch, step):
         """Returns the dev BLEU of the model now, after logging the scores and keeping the model if it is the best."""
-        hypotheses = translate(self.decode, self.x, self.tgt_vocab, self.hp, desc="dev")
+        hypotheses = [best[0][0] for best in self.translate(self.sources, progress="dev")]
         bleu = sacrebleu.corpus_bleu(hypotheses, [self.references]).score
         samples = "\n\n".join(f"**source:** {s}  \n**reference:** {r}  \n**translation:** {h}"
                                for s, r, h in list(zip(self.sources, self.references, hypotheses))[:self.SAMPLES])
@@ -72,10 +74,6 @@ class DevEvaluation:
 
     def attention_png(self):
         """The last layer's cross-attention of every head for the first dev sentence and its translation."""
-        src = [int(i) for i in self.x[0] if i != PAD]
-        first = self.x[:1, :len(src)]  # (1, T1)
-        ids, _ = self.decode(first, decode_limits(first, self.hp))
-        translation = vocab.ending_in_eos(ids[0, 0].numpy())
-        source, target, maps = plotting.attention(self.model, self.src_vocab, self.tgt_vocab, src, translation)
-        cross = {"cross-attention": maps["cross-attention"]}
-        return plotting.png_bytes(plotting.draw(source, target, cross, layer=self.hp.num_blocks - 1))
+        seen = self.translate.attention(self.sources[0])
+        cross = {"cross-attention": seen["maps"]["cross-attention"]}
+        return plotting.png_bytes(plotting.draw(seen["source"], seen["target"], cross, layer=self.hp.num_blocks - 1))

@@ -12,8 +12,10 @@ import os
 import shutil
 import urllib.parse
 
+from cli import Parser, run
 import corpora
-from cli import Parser, UserError, checksum_ok, discard, run
+from files import checksum_ok, discard
+from messages import UserError
 from corpora import CORPORA, DATASETS, corpus_paths
 from fetch import obtain
 from hyperparams import PRESETS, Hyperparams

@@ -2,33 +2,34 @@
 
 The results file has the original's format (source, expected, got, blank line
 per sentence) and ends with `Bleu Score = <float>`, computed as the original
-did; <results file>.json holds sacreBLEU, chrF and the settings. The model is
-the latest checkpoint, --ckpt, --best (highest dev BLEU), or the average of
-the newest --average_checkpoints; it decodes greedily or with --beam_size.
+did; <results file>.json holds sacreBLEU, chrF, what was translated and the
+settings. The model is the latest checkpoint, --ckpt, --best (highest dev
+BLEU), or the average of the newest --average_checkpoints; it decodes
+greedily or with --beam_size. With --ct2 DIR its CTranslate2 export
+translates, without TensorFlow, into a results file of its own name.
 """
 import dataclasses
 import json
 import os
+import warnings
 
 import cli
-
-cli.import_tensorflow()  # before any module that imports TensorFlow: filters its start-up lines
-
 import sacrebleu
 from nltk.translate.bleu_score import corpus_bleu
 
-import data_load
-import hyperparams
-from cli import check_writable, run, write_files
-from decoding import translate
-from hyperparams import parse_args
-from inference import add_checkpoint_flags, decoder_for, load_trained
+import engines
+from cli import parse_args, run
+from files import check_writable, write_files
 from readers import refine
 
+# The settings eval.py reads (--help lists these; the model's own come from hparams.json or export.json)
+SETTINGS = ("dataset", "test_split", "source_test", "target_test", "vocab_dir", "logdir", "batch_size", "seed",
+            "results_dir", "decode_extra", "decode_maxlen", "beam_size", "length_penalty", "average_checkpoints",
+            "sampling_topk", "sampling_temperature", "preset")
 
 
 def add_eval_flags(parser):
-    add_checkpoint_flags(parser, verb="evaluate", ensemble=True)
+    engines.add_model_flags(parser, verb="evaluate", ensemble=True)
     parser.add_argument("--all", action="store_true", default=False,
                         help="evaluate every test sentence, not only those that fit the training maxlen")
 
@@ -39,13 +40,16 @@ def original_bleu(references, hypotheses):
     Both sides are refined first, as the original's text was, so that subword
     models' raw-text translations are scored on the same words as word models'
     (refining refined text changes nothing). Returns (score, number of pairs
-    scored); 0.0 when no pair qualifies.
+    scored); 0.0 when no pair qualifies. (nltk warns when no 4-gram matches,
+    as with a weak model: that is the score, not a problem, so it is not shown.)
     """
     pairs = [(refine(r).split(), refine(h).split()) for r, h in zip(references, hypotheses)]
     pairs = [(r, h) for r, h in pairs if len(r) > 3 and len(h) > 3]
     if not pairs:
         return 0.0, 0
-    return 100 * corpus_bleu([[r] for r, _ in pairs], [h for _, h in pairs]), len(pairs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return 100 * corpus_bleu([[r] for r, _ in pairs], [h for _, h in pairs]), len(pairs)
 
 
 def results_text(sources, references, hypotheses, bleu):
@@ -55,19 +59,26 @@ def results_text(sources, references, hypotheses, bleu):
     return "".join(blocks) + f"Bleu Score = {bleu}\n"
 
 
+def results_name(engine, hp):
+    """The results file's name: the weights' (with _best, _avgK, _raw, _ensK; _ct2 and its quantization for a
+    CTranslate2 export), then _beamK or _sampleK."""
+    return (engine.name + (f"_beam{hp.beam_size}" if hp.beam_size > 1 else "")
+            + (f"_sample{hp.sampling_topk}" if hp.sampling_topk else ""))
+
+
 def main(argv):
-    explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_eval_flags)
-    hp = hyperparams.for_evaluation(explicit)
+    explicit, args = parse_args(argv, description=__doc__.splitlines()[0], settings=SETTINGS,
+                                add_arguments=add_eval_flags, epilog=cli.FROM_LOGDIR)
+    hp = engines.settings(explicit, args)
     check_writable(hp.results_dir, "results_dir")
 
-    trained = load_trained(hp, args)
-    x, sources, references = data_load.load_test_data(hp, trained.src_vocab, trained.tgt_vocab, keep_all=args.all)
-    hypotheses = translate(decoder_for(trained.models, hp), x, trained.tgt_vocab, hp)
+    engine = engines.open_engine(hp, args)
+    sources, references = engines.test_pairs(hp, engine.src_vocab, engine.tgt_vocab, keep_all=args.all)
+    hypotheses = [best[0][0] for best in engine(sources, progress="decoding")]
 
     bleu, scored = original_bleu(references, hypotheses)
-    path = os.path.join(hp.results_dir, trained.name + (f"_beam{hp.beam_size}" if hp.beam_size > 1 else "")
-                        + (f"_sample{hp.sampling_topk}" if hp.sampling_topk else ""))
-    scores = score(references, hypotheses, bleu, hp, trained.checkpoints)
+    path = os.path.join(hp.results_dir, results_name(engine, hp))
+    scores = corpus_scores(references, hypotheses, bleu, hp, engine.checkpoints)
     write_files({path: results_text(sources, references, hypotheses, bleu),  # both files or neither
                  path + ".json": json.dumps(scores, indent=2) + "\n"})
     print(f"{path}: {len(hypotheses)} sentences; Bleu Score = {bleu:.2f} "
@@ -77,17 +88,18 @@ def main(argv):
           f"all scores in {path}.json")
 
 
-def score(references, hypotheses, bleu, hp, used):
+def corpus_scores(references, hypotheses, bleu, hp, used):
     """The scores of a results file, for <results file>.json: sacreBLEU (cased, and lowercased)
     and chrF over every translated sentence (with sacreBLEU's signature), the original's nltk BLEU,
-    and what was scored."""
+    and what was scored: the test files (and their split, if they are one), the weights, the settings."""
     metric = sacrebleu.BLEU()
     return {"sacrebleu": metric.corpus_score(hypotheses, [references]).score,
             "sacrebleu_signature": str(metric.get_signature()),
             "sacrebleu_lowercase": sacrebleu.BLEU(lowercase=True).corpus_score(hypotheses, [references]).score,
             "chrf": sacrebleu.CHRF().corpus_score(hypotheses, [references]).score,
-            "nltk_bleu": bleu, "sentences": len(hypotheses), "checkpoints": used,
-            "settings": dataclasses.asdict(hp)}
+            "nltk_bleu": bleu, "sentences": len(hypotheses),
+            "test": {"split": hp.test_split or None, "source": hp.source_test, "target": hp.target_test},
+            "checkpoints": used, "settings": dataclasses.asdict(hp)}
 
 
 if __name__ == "__main__":

@@ -1,27 +1,37 @@
-"""Exports a trained model as a TensorFlow SavedModel that translates strings: --out DIR.
+"""Exports a trained model that translates strings: a TensorFlow SavedModel, or a CTranslate2 model (--out DIR).
 
     python export.py --logdir logdir --out exported
     # anywhere, without this project:
     translate = tf.saved_model.load("exported").signatures["serving_default"]
     translate(tf.constant(["Ein Mann fährt Fahrrad ."]))["translations"]
 
-The serving_default signature takes a 1-D string tensor of raw German
-sentences and returns {"translations": 1-D string tensor}. Cleaning,
-tokenization, decoding (greedy or --beam_size) and detokenization all run in
-the graph: tf.strings and a lookup table for a word vocab, tensorflow-text's
-SentencePiece ops for a subword vocab (load those with `import tensorflow_text`
-first). The output equals translate.py's.
+    python export.py --logdir logdir --out exported_ct2 --format ctranslate2 --quantization int8
+    # anywhere, with the ctranslate2 and sentencepiece packages alone: see README, "Fast translation"
+
+--format savedmodel (the default): the serving_default signature takes a 1-D
+string tensor of raw German sentences and returns {"translations": 1-D string
+tensor}. Cleaning, tokenization, decoding (greedy or --beam_size) and
+detokenization all run in the graph: tf.strings and a lookup table for a
+word vocab, tensorflow-text's SentencePiece ops for a subword vocab (load
+those with `import tensorflow_text` first). The output equals translate.py's;
+a sentence longer than --decode_maxlen tokens fails the call with that limit.
+
+--format ctranslate2: CTranslate2's model files with --quantization float32,
+int8, int8_float32 or int16, the tokenizer (the SentencePiece model, or the
+word vocabularies, cleaned by readers.refine's rule) and export.json (ct2.py
+describes the mapping). translate.py, eval.py, score.py and serve.py take it
+as --ct2 DIR.
 
 An existing --out is never deleted: a non-empty directory is refused, and
---overwrite replaces only a SavedModel that export.py wrote (it leaves
-export.json there, which names the model it came from). --out may not be, or
-contain, the logdir, the vocab_dir or the current directory.
+--overwrite replaces only an export that export.py wrote (its export.json
+says so, and the directory holds nothing else). --out may not be, or contain,
+the logdir, the vocab_dir or the current directory.
 """
 import dataclasses
 import json
 import os
+import re
 import shutil
-import tempfile
 
 import cli
 
@@ -29,24 +39,42 @@ cli.import_tensorflow()  # before any module that imports TensorFlow: filters it
 
 import tensorflow as tf
 
+import ct2
 import data_load
+import engines
 import hyperparams
-from cli import UserError, inside, run
+import vocab
+from cli import parse_args, run
 from decoding import decode_limits, make_decoder
-from hyperparams import parse_args
-from inference import add_checkpoint_flags, load_trained
+from files import inside, process_alive, read_record, remove_orphans, temporary_name
+from inference import load_trained
+from messages import UserError
+from modules import LAYER_NORM_EPSILON, sinusoid
 from vocab import EOS, PAD, UNK
+
+# The settings export.py reads (--help lists these; the model's own come from hparams.json)
+SETTINGS = ("logdir", "vocab_dir", "decode_extra", "decode_maxlen", "beam_size", "length_penalty",
+            "average_checkpoints", "preset")
+FORMATS = ("savedmodel", "ctranslate2")
+# What each format's directory holds (besides export.json): --overwrite replaces nothing else
+CONTENTS = {"savedmodel": {"saved_model.pb", "fingerprint.pb", "variables", "assets"},
+            "ctranslate2": {"model.bin", "config.json", "shared_vocabulary.json", "source_vocabulary.json",
+                            "target_vocabulary.json", vocab.SUBWORD_MODEL}}
+CT2_POSITIONS = 1024  # rows of the sinusoid table a CTranslate2 export holds, at least (more if --decode_maxlen asks)
 
 
 REFINE = r"[^\s\p{Latin}']"  # readers.refine's rule, in RE2 syntax for tf.strings
-MARKER = "export.json"  # in every SavedModel export.py writes: what it holds, and that --overwrite may replace it
 
 
 def add_export_flags(parser):
-    parser.add_argument("--out", required=True, metavar="DIR", help="new or empty directory to write the SavedModel to")
+    parser.add_argument("--out", required=True, metavar="DIR", help="new or empty directory to write the model to")
+    parser.add_argument("--format", choices=FORMATS, default="savedmodel",
+                        help="savedmodel (TensorFlow, strings in and out) or ctranslate2 (default: savedmodel)")
+    parser.add_argument("--quantization", choices=ct2.QUANTIZATIONS, default="float32",
+                        help="ctranslate2: the weights' type (default: float32)")
     parser.add_argument("--overwrite", action="store_true", default=False,
-                        help="replace --out if it holds a SavedModel written by export.py (nothing else is replaced)")
-    add_checkpoint_flags(parser, verb="export")
+                        help="replace --out if it holds an export written by export.py (nothing else is replaced)")
+    engines.add_model_flags(parser, verb="export", ct2=False)
 
 
 class Exported(tf.Module):
@@ -75,14 +103,22 @@ class Exported(tf.Module):
 
     def encode(self, text):
         """(n,) clean strings -> ids (n, T1) ending in </S>, right-padded with <PAD> to a multiple of
-        data_load.SHAPE_STEP."""
+        data_load.SHAPE_STEP, as engines.encode(): learned positions keep a source's first maxlen - 1 tokens;
+        with sinusoid ones, a source longer than decode_cap fails the call (InvalidArgumentError)."""
         ragged = (self.tokenizer.tokenize(text) if self.subword
                   else self.src_ids.lookup(tf.strings.split(text)))
-        ragged = tf.concat([tf.cast(ragged, tf.int32), tf.fill((tf.shape(text)[0], 1), EOS)], axis=1)  # (n, None)
+        ragged = tf.cast(ragged, tf.int32)
+        if not self.hp.sinusoid:
+            ragged = ragged[:, :self.hp.maxlen - 1]
+        ragged = tf.concat([ragged, tf.fill((tf.shape(text)[0], 1), EOS)], axis=1)  # (n, None)
+        if self.hp.sinusoid:  # before any tensor of the sentence's length is made
+            tf.debugging.assert_less_equal(
+                tf.cast(ragged.row_lengths(), tf.int32), self.hp.decode_cap,
+                message=f"a sentence has more than the {self.hp.decode_cap} tokens a translation may have "
+                        "(export.py --decode_maxlen); split it into sentences")
         ids = ragged.to_tensor(default_value=PAD)  # (n, longest)
         width = tf.shape(ids)[1]  # padded on to a multiple of SHAPE_STEP: few distinct shapes to run
-        ids = tf.pad(ids, [[0, 0], [0, data_load.round_up(width) - width]], constant_values=PAD)  # (n, T1)
-        return data_load.within_positions(ids, self.hp)
+        return tf.pad(ids, [[0, 0], [0, data_load.round_up(width) - width]], constant_values=PAD)  # (n, T1)
 
     def decode_text(self, ids):
         """ids (n, T) -> (n,) detokenized strings of the words before the first </S>."""
@@ -113,51 +149,90 @@ def check_out(out, hp, overwrite):
         raise UserError(f"--out {out} exists and is not a directory; pass a new directory to --out")
     if not overwrite:
         raise UserError(f"--out {out} exists and is not empty; pass a new directory, or --overwrite to "
-                        "replace a SavedModel that export.py wrote there")
-    if not os.path.isfile(os.path.join(out, MARKER)):
-        raise UserError(f"--overwrite replaces only a SavedModel written by export.py (it holds {MARKER}), and "
-                        f"{out} is not one; pass a new directory to --out")
+                        "replace an export that export.py wrote there")
+    fix = "--overwrite replaces only an export written by export.py; pass a new directory to --out"
+    record = read_record(os.path.join(out, ct2.MARKER), ct2.EXPORT_RECORD, fix=fix)
+    if record is None or record["written_by"] != "export.py" or record["format"] not in CONTENTS:
+        raise UserError(f"--out {out} holds no {ct2.MARKER} written by export.py; {fix}")
+    others = sorted(set(os.listdir(out)) - CONTENTS[record["format"]] - {ct2.MARKER})
+    if others:
+        raise UserError(f"--out {out} holds files export.py did not write ({', '.join(others[:3])}); {fix}")
     return True
 
 
-def save(exported, out, record, replace):
-    """Writes the SavedModel and its marker to a new directory beside out, then renames it to out.
+def restore_or_remove_orphans(out):
+    """What a killed export.py left beside out: its new directory half written (removed), and the previous
+    export it had moved aside (put back, if out is missing)."""
+    parent, base = os.path.split(os.path.abspath(out))
+    if os.path.isdir(parent):
+        for name in os.listdir(parent):
+            old = re.fullmatch(rf"{re.escape(base)}\.old\.tmp(\d+)", name)
+            if old and not os.path.lexists(out) and not process_alive(int(old[1])):
+                os.replace(os.path.join(parent, name), out)
+        remove_orphans(parent, rf"{re.escape(base)}(?:\.old)?")
+
+
+def save(write, out, record, replace):
+    """Writes the export with write(directory) (which returns what it adds to the record) and its
+    export.json into a new directory beside out, then renames that to out.
 
     The previous export, if replaced, moves aside first and is deleted only
     once the new one is in place, so a failure at any point leaves one of them.
     """
-    parent = os.path.dirname(os.path.abspath(out))
-    tmp = old = None
+    out = os.path.abspath(out)
+    tmp, old = temporary_name(out), temporary_name(out + ".old")
     try:
-        os.makedirs(parent, exist_ok=True)  # --out may name a new directory inside new ones
-        tmp = tempfile.mkdtemp(prefix=os.path.basename(os.path.abspath(out)) + ".tmp", dir=parent)
-        tf.saved_model.save(exported, tmp, signatures={"serving_default": exported.translate})
-        with open(os.path.join(tmp, MARKER), "w", encoding="utf-8") as f:
+        os.makedirs(os.path.dirname(out), exist_ok=True)  # --out may name a new directory inside new ones
+        restore_or_remove_orphans(out)
+        record = {**record, **(write(tmp) or {})}
+        with open(os.path.join(tmp, ct2.MARKER), "w", encoding="utf-8") as f:
             f.write(json.dumps(record, indent=2) + "\n")
         if replace:
-            old = tempfile.mkdtemp(prefix=os.path.basename(os.path.abspath(out)) + ".old", dir=parent)
-            os.replace(out, old)  # over the empty directory just made: only export.py's own files move
-        os.replace(tmp, out)  # never a half-written SavedModel under the name asked for
-        tmp = None
-    except (OSError, tf.errors.OpError) as e:
-        if old and not os.path.exists(out):
+            os.replace(out, old)  # only export.py's own files move (check_out)
+        os.replace(tmp, out)  # never a half-written export under the name asked for
+    except (OSError, tf.errors.OpError, RuntimeError, ValueError) as e:
+        if replace and os.path.isdir(old) and not os.path.exists(out):
             os.replace(old, out)  # the previous export back in place
         raise UserError(f"cannot write {out} ({getattr(e, 'strerror', None) or getattr(e, 'message', e)}); "
                         "free some space or choose another --out (nothing was changed)") from None
     finally:
         for directory in (tmp, old):  # only what this function created
-            if directory and os.path.isdir(directory):
-                shutil.rmtree(directory, ignore_errors=True)
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def ctranslate2_writer(trained, hp, quantization):
+    """write(directory) of a CTranslate2 export of the trained model (ct2.py), and what export.json adds."""
+    model = getattr(trained.model, "members", [trained.model])[0]
+    tokens = [v.tokens(range(v.size)) for v in (trained.src_vocab, trained.tgt_vocab)]
+    rows = max(hp.decode_cap, CT2_POSITIONS) if hp.sinusoid else hp.maxlen
+    positions = sinusoid(rows, hp.hidden_units).numpy() if hp.sinusoid else None
+    spec = ct2.model_spec(model, hp, tokens, positions, LAYER_NORM_EPSILON)
+    tokenizer = vocab.vocab_files(hp) if hp.vocab_type == "subword" else []  # a word vocab: the vocabulary files
+    return (lambda directory: ct2.write_export(spec, directory, quantization, tokenizer),
+            {"quantization": quantization, "positions": rows})
 
 
 def main(argv):
-    explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_export_flags)
+    explicit, args = parse_args(argv, description=__doc__.splitlines()[0], settings=SETTINGS,
+                                add_arguments=add_export_flags, epilog=cli.FROM_LOGDIR)
     hp = hyperparams.for_evaluation(explicit)
+    if args.quantization != "float32" and args.format != "ctranslate2":
+        raise UserError(f"--quantization {args.quantization} is for --format ctranslate2; a SavedModel keeps the "
+                        "model's float32 weights")
     replace = check_out(args.out, hp, args.overwrite)
     trained = load_trained(hp, args)
+    record = {"written_by": "export.py", "format": args.format, "name": trained.name,
+              "checkpoints": trained.checkpoints, "settings": dataclasses.asdict(hp),
+              "vocab_sha256": vocab.vocab_digest(hp)}
+    if args.format == "ctranslate2":
+        write, extra = ctranslate2_writer(trained, hp, args.quantization)
+        save(write, args.out, {**record, **extra}, replace)
+        print(f"{args.out}: CTranslate2 model ({args.quantization}) of {trained.name}; translate with "
+              f"translate.py --ct2 {args.out}, or with ctranslate2 alone (README)")
+        return
     exported = Exported(hp, trained.model, trained.src_vocab, trained.tgt_vocab)
-    save(exported, args.out, {"written_by": "export.py", "checkpoints": trained.checkpoints, "name": trained.name,
-                              "settings": dataclasses.asdict(hp)}, replace)
+    signatures = {"serving_default": exported.translate}
+    save(lambda directory: tf.saved_model.save(exported, directory, signatures=signatures), args.out, record, replace)
     print(f"{args.out}: SavedModel of {trained.name}; serving_default: 1-D string tensor of German sentences -> "
           "{'translations': 1-D string tensor}")
 

@@ -15,7 +15,7 @@ import urllib.request
 
 from tqdm import tqdm
 
-from cli import checksum_ok, discard
+from files import checksum_ok, discard
 
 TIMEOUT = 30  # seconds of silence before a connection counts as failed
 

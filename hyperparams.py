@@ -1,23 +1,21 @@
-"""Every setting of the pipeline, and the command line generated from them.
+"""Every setting of the pipeline, the presets, and hparams.json, where the settings travel with a model.
 
 `Hyperparams` holds all settings with the original's defaults. Each field is
-also a flag on every script (`--hidden_units 256`), typed by its annotation.
-`--dataset` fills the corpus paths that are not given from the layout
-download.py creates. train.py writes the resolved settings to
+also a flag of the scripts (`--hidden_units 256`, made in cli.py), typed by
+its annotation. `--dataset` fills the corpus paths that are not given from
+the layout download.py creates. train.py writes the resolved settings to
 `<logdir>/hparams.json`; eval.py rebuilds the model from that file, never from
 the defaults.
 """
-import argparse
 import dataclasses
-import inspect
 import json
 import math
 import os
-import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from cli import Parser, UserError, write_atomic
 from corpora import DATASETS, corpus_paths
+from files import read_record, write_atomic
+from messages import UserError
 
 
 def preset_values(dataset, test_split=""):
@@ -91,7 +89,7 @@ CHOICES = {"vocab_type": VOCAB_TYPES, "norm_position": NORM_POSITIONS, "lr_sched
 class Hyperparams:
     # data
     dataset: str = "iwslt2016"  # corpus preset, iwslt2016 (the original's) or multi30k: fills the empty paths below
-    test_split: str = ""  # split eval.py translates; empty = the preset's (tst2014, test_2016_flickr)
+    test_split: str = ""  # split eval.py translates; empty = the preset's (tst2014, test_2016_flickr); none: own files
     source_train: str = ""  # German training text (IWSLT tags, XML or plain; .gz ok); empty = from --dataset
     target_train: str = ""  # English training text, line-aligned with source_train; empty = from --dataset
     source_dev: str = ""  # German dev text (iwslt2016: tst2013, multi30k: val); empty = from --dataset
@@ -166,8 +164,9 @@ class Hyperparams:
         if self.test_split and self.test_split not in splits:
             raise UserError(f"--test_split {self.test_split!r} is not a split of {self.dataset}; "
                             f"choose one of {', '.join(splits)}")
+        own_test = bool(self.source_test and self.target_test) and not self.test_split  # no split: the user's files
         for name, value in preset_values(self.dataset, self.test_split).items():
-            if not getattr(self, name):
+            if not getattr(self, name) and not (own_test and name == "test_split"):
                 object.__setattr__(self, name, value)  # frozen: resolved once, here
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
@@ -218,49 +217,13 @@ MODEL_FIELDS = ("vocab_type", "vocab_size", "min_cnt", "maxlen", "hidden_units",
                 "dropout_rate", "residual_dropout", "ff_dropout", "norm_position", "sinusoid", "share_embeddings")
 
 
-def _field_help():
-    """Each field's trailing comment above, so that --help and the code agree."""
-    pattern = re.compile(r"^\s+(\w+): \w+ = .*?  # (.*)$")
-    lines = inspect.getsource(Hyperparams).splitlines()
-    return {m[1]: m[2] for m in map(pattern.match, lines) if m}
-
-
-def _parse_bool(text):
-    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return value
-
-
-def parse_args(argv, *, description, add_arguments=None):
-    """Parses `argv` into (settings given on the command line, the script's own flags).
-
-    Only flags actually given appear in the first dict, so callers can tell an
-    explicit `--maxlen 10` from the default; `--preset NAME` adds its PRESETS
-    values there too, under the flags given. `add_arguments(parser)` adds flags
-    that belong to one script (they must carry their own defaults).
-    """
-    parser = Parser(description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False)
-    helps = _field_help()
-    for f in fields(Hyperparams):
-        parser.add_argument(f"--{f.name}", type=_parse_bool if f.type is bool else f.type,
-                            metavar=f.type.__name__.upper(),
-                            help=helps.get(f.name, "") + (f" (default: {f.default})" if f.default != "" else ""))
-    if add_arguments:
-        add_arguments(parser)
-    namespace = vars(parser.parse_args(argv))
-    names = {f.name for f in fields(Hyperparams)}
-    explicit = {k: v for k, v in namespace.items() if k in names}
-    if "preset" in explicit:
-        if explicit["preset"] not in PRESETS:
-            parser.error(f"--preset {explicit['preset']!r} is unknown; choose one of {', '.join(PRESETS)}")
-        explicit = {**PRESETS[explicit["preset"]], **explicit}
-    own = argparse.Namespace(**{k: v for k, v in namespace.items() if k not in names})
-    return explicit, own
-
-
 def hparams_path(logdir):
     return os.path.join(logdir, "hparams.json")
+
+
+# hparams.json, as files.read_record checks it: every setting of its type (one this version added may be missing)
+HPARAMS_RECORD = {"hparams": {f"{f.name}?": f.type for f in dataclasses.fields(Hyperparams)}, "command?": [str],
+                  "vocab_sha256?": (str, None)}
 
 
 def save(hp, command=None, vocab_sha256=None):
@@ -272,17 +235,10 @@ def save(hp, command=None, vocab_sha256=None):
 def _record(logdir):
     """What train.py wrote to logdir/hparams.json, as a dict."""
     path = hparams_path(logdir)
-    if not os.path.exists(path):
+    record = read_record(path, HPARAMS_RECORD, fix="move it away and run train.py again")
+    if record is None:
         raise UserError(f"{path} not found: no model was trained in --logdir {logdir}; run train.py first")
-    try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-        if not isinstance(record, dict) or not isinstance(record.get("hparams"), dict):
-            raise ValueError("no settings in it")
-        return record
-    except (OSError, ValueError) as e:  # a directory, unreadable, not JSON, not the record
-        raise UserError(f"{path} is not a settings file written by train.py ({getattr(e, 'strerror', None) or e}); "
-                        "move it away and run train.py again") from None
+    return record
 
 
 def check_same_vocab(hp, vocab_sha256):
@@ -298,11 +254,11 @@ def check_same_vocab(hp, vocab_sha256):
 
 def load(logdir):
     """Reads the settings a model in `logdir` was trained with."""
+    saved = _record(logdir)["hparams"]
     try:
-        return Hyperparams(**_record(logdir)["hparams"])
-    except TypeError as e:  # a field this version does not know
-        raise UserError(f"{hparams_path(logdir)} is not a settings file written by train.py ({e}); "
-                        "move it away and run train.py again") from None
+        return Hyperparams(**saved)
+    except (TypeError, UserError) as e:  # a field this version does not know, a value out of its range
+        raise UserError(f"{hparams_path(logdir)} is damaged ({e}); move it away and run train.py again") from None
 
 
 def refuse_other_model(saved, asked, where, fix):
@@ -334,15 +290,17 @@ def _unresolved(hp):
     return values
 
 
-def for_evaluation(explicit):
-    """Settings for eval.py: those saved in logdir, with flags applied on top.
+def for_evaluation(explicit, saved=None, where=None):
+    """Settings for eval.py and the other scripts that use a trained model: those saved in logdir, with flags
+    applied on top (saved, where: the settings of a model read elsewhere, a CTranslate2 export, and its words).
 
     Flags may change what is evaluated (test files or --dataset/--test_split,
-    batch size, results_dir), not what the model is: a differing MODEL_FIELDS
-    flag is an error.
+    batch size, results_dir, decoding), not what the model is: a differing
+    MODEL_FIELDS flag is an error.
     """
-    logdir = explicit.get("logdir", Hyperparams.logdir)
-    saved = load(logdir)
-    asked = Hyperparams(**{**_unresolved(saved), **explicit, "logdir": logdir})  # the logdir may have moved
-    refuse_other_model(saved, asked, f"the model in {logdir} was", "drop those flags")
+    if saved is None:
+        logdir = explicit.get("logdir", Hyperparams.logdir)  # the logdir may have moved
+        saved, where, explicit = load(logdir), f"the model in {logdir} was", {**explicit, "logdir": logdir}
+    asked = Hyperparams(**{**_unresolved(saved), **explicit})
+    refuse_other_model(saved, asked, where, "drop those flags")
     return asked

@@ -1,65 +1,82 @@
-"""A trained model put to use: loaded with its vocab and weights, and a Translator from lines to translations.
+"""The TensorFlow engine: a model trained in --logdir, loaded with its vocab and weights, and its Translator.
 
-eval.py, translate.py, score.py, export.py and plot_attention.py all load a
-model the same way, through load_trained(): the settings come from
-logdir/hparams.json, the vocab must be the one the model was trained with, and
-the weights are the latest checkpoint, --ckpt, --best or an average (of the
-moving average of the weights if one was kept, unless --raw_weights).
-eval.py, translate.py and score.py also take --ensemble: more models trained
-on the same vocab, whose predictions are combined with the first one's.
+eval.py, translate.py, score.py, serve.py, export.py and plot_attention.py
+load a model the same way, through load_trained(): the settings come from
+logdir/hparams.json, the vocab must be the one the model was trained with,
+and the weights are the latest checkpoint, --ckpt, --best or an average (of
+the moving average of the weights if one was kept, unless --raw_weights).
+--ensemble adds models trained on the same vocab: together they are one
+Ensemble, which decodes and scores as a single model does.
 """
-import argparse
 import dataclasses
 from dataclasses import dataclass
 
-import checkpoints
+import numpy as np
+import tensorflow as tf
+
 import data_load
+import engines
 import hyperparams
 import vocab
-from cli import UserError
-from decoding import decode_limits, make_decoder
-from model import build_model
-
-
-def add_checkpoint_flags(parser, verb="use", ensemble=False):
-    """--ckpt, --best and --raw_weights, which choose the weights a script loads (and --ensemble)."""
-    parser.add_argument("--ckpt", default=None, metavar="PATH",
-                        help=f"checkpoint to {verb}, e.g. logdir/model_epoch_20_gs_1000 (default: the latest "
-                             "in --logdir, or the average of --average_checkpoints)")
-    parser.add_argument("--best", action="store_true", default=False,
-                        help=f"{verb} the checkpoint with the best dev BLEU (logdir/best, kept with --dev_eval)")
-    parser.add_argument("--raw_weights", action="store_true", default=False,
-                        help="a model trained with --ema_decay: the weights themselves, not their moving average")
-    if ensemble:
-        parser.add_argument("--ensemble", action="append", default=[], metavar="LOGDIR",
-                            help="add the model trained in LOGDIR (same vocab; its newest checkpoint, or its best "
-                                 "or average as chosen for --logdir) and combine their predictions; repeatable")
+import weights
+from decoding import decode_limits, make_decoder, only_words
+from messages import UserError
+from model import build_model, shift_right
 
 
 @dataclass
 class Trained:
-    """A model with its weights loaded, its vocabs, and which checkpoints the weights came from."""
+    """A model (or Ensemble) with its weights loaded, its vocabs, and which checkpoints the weights came from."""
     model: object
     src_vocab: object
     tgt_vocab: object
     name: str  # for results files: the checkpoint's name, with _best, _avgK, _raw or _ensK
     checkpoints: list
-    models: list  # the model, then those of --ensemble
+    vocab_sha256: str
 
 
-LATEST = argparse.Namespace(ckpt=None, best=False, raw_weights=False)  # the flags' defaults: the latest checkpoint
+def mean_log_probs(logits):
+    """The ensemble's prediction: the mean of its models' log-probabilities (fairseq's and OpenNMT's ensembles).
+    logits: one (N, ..., V) tensor per model -> float32 (N, ..., V)."""
+    return tf.add_n([tf.nn.log_softmax(tf.cast(x, tf.float32)) for x in logits]) / len(logits)
 
 
-def load_trained(hp, choice=LATEST):
-    """The model trained in hp.logdir, its vocab (refused if rebuilt since the training) and its weights.
+class Ensemble:
+    """Models trained on one vocab, of any shapes, that decode and score as one model (model.Transformer's
+    methods that the decoders and scoring call): the next word's scores are mean_log_probs() of theirs."""
 
-    choice: the parsed flags of add_checkpoint_flags() (ckpt, best, raw_weights, ensemble if the script has it).
+    def __init__(self, models):
+        self.members = list(models)
+
+    def encode(self, src):
+        return [m.encode(src) for m in self.members]
+
+    def decode(self, tgt_in, encs, src):
+        return mean_log_probs([m.decode(tgt_in, enc, src) for m, enc in zip(self.members, encs)])
+
+    def teacher_forced(self, src, tgt, training=False):
+        return mean_log_probs([m.teacher_forced(src, tgt, training=training) for m in self.members])
+
+    def start_decoding(self, src, width, repeat=1):
+        started = [m.start_decoding(src, width, repeat) for m in self.members]
+        return [enc_kvs for enc_kvs, _ in started], [caches for _, caches in started]
+
+    def decode_step(self, tokens, position, caches, enc_kvs, src):
+        stepped = [m.decode_step(tokens, position, c, e, src) for m, c, e in zip(self.members, caches, enc_kvs)]
+        return mean_log_probs([logits for logits, _ in stepped]), [filled for _, filled in stepped]
+
+
+def load_trained(hp, choice=engines.LATEST):
+    """The model trained in hp.logdir, its vocab (refused if rebuilt since the training) and its weights;
+    with choice.ensemble, the Ensemble of it and those models.
+
+    choice: the parsed flags of engines.add_model_flags() (ckpt, best, raw_weights, ensemble if the script has it).
     """
     src_vocab, tgt_vocab = vocab.load_vocabs(hp)
     digest = vocab.vocab_digest(hp)
     hyperparams.check_same_vocab(hp, digest)
     model = build_model(hp, src_vocab.size, tgt_vocab.size)
-    name, used = checkpoints.load_weights(model, hp, ckpt=choice.ckpt, best=choice.best, raw=choice.raw_weights)
+    name, used = weights.load_weights(model, hp, ckpt=choice.ckpt, best=choice.best, raw=choice.raw_weights)
     models = [model]
     for logdir in getattr(choice, "ensemble", []):
         # the member's own settings (its shape may differ), read with the first model's vocab
@@ -67,49 +84,96 @@ def load_trained(hp, choice=LATEST):
                                         average_checkpoints=hp.average_checkpoints)
         hyperparams.check_same_vocab(member_hp, digest)
         member = build_model(member_hp, src_vocab.size, tgt_vocab.size)
-        used += checkpoints.load_weights(member, member_hp, best=choice.best, raw=choice.raw_weights)[1]
+        used += weights.load_weights(member, member_hp, best=choice.best, raw=choice.raw_weights)[1]
         models.append(member)
     if len(models) > 1:
-        name += f"_ens{len(models)}"
-    return Trained(model, src_vocab, tgt_vocab, name, used, models)
+        return Trained(Ensemble(models), src_vocab, tgt_vocab, f"{name}_ens{len(models)}", used, digest)
+    return Trained(model, src_vocab, tgt_vocab, name, used, digest)
 
 
-def decoder_for(models, hp, nbest=1):
+def decoder_for(model, hp, nbest=1):
     """make_decoder() as the settings ask: beam search (at least nbest wide), greedy or sampling."""
     if hp.sampling_topk and nbest > 1:
         raise UserError(f"--nbest {nbest} needs beam search; --sampling_topk draws one translation per sentence")
     sampling = (hp.sampling_topk, hp.sampling_temperature, hp.seed) if hp.sampling_topk else None
-    return make_decoder(models, max(hp.beam_size, nbest), hp.length_penalty, sampling)
+    return make_decoder(model, max(hp.beam_size, nbest), hp.length_penalty, sampling)
 
 
-class Translator:
-    """A trained model (or ensemble) with its vocab: German lines -> lists of (English translation, score),
-    best first. choice: as for load_trained()."""
+def source_batch(rows):
+    """Id rows ending in </S> -> one padded batch (n, T1) int32, T1 their longest rounded up to a multiple of
+    data_load.SHAPE_STEP: few distinct shapes to trace and run, whatever the lengths."""
+    return tf.constant(data_load.pad(rows, data_load.round_up(max(map(len, rows)))))
 
-    def __init__(self, hp, choice=LATEST, nbest=1):
-        self.hp, self.nbest = hp, nbest
-        trained = load_trained(hp, choice)
-        self.model, self.src_vocab, self.tgt_vocab = trained.model, trained.src_vocab, trained.tgt_vocab
-        self.decode = decoder_for(trained.models, hp, nbest)
 
-    def __call__(self, lines):
-        cleaned = [self.src_vocab.clean(line) for line in lines]
-        todo = [i for i, text in enumerate(cleaned) if text]
-        results = [[("", 0.0)] * self.nbest for _ in lines]  # an empty line translates to an empty line
-        if todo:
-            rows, scores = self.nbest_ids([cleaned[i] for i in todo])
-            for i, hypotheses, row_scores in zip(todo, rows, scores):
-                results[i] = list(zip(self.tgt_vocab.decode(hypotheses), map(float, row_scores)))
-        return results
+def token_log_probs(model):
+    """A compiled function: src (N, T1), tgt (N, T2) ids -> (N, T2) float32 log-probabilities of each target
+    token (0 at pads), under the distribution decoding draws from (pads and <S> are not words)."""
 
-    def nbest_ids(self, cleaned):
-        """Cleaned, non-empty sentences -> the nbest hypotheses' ids (n, nbest, L) and scores (n, nbest)."""
-        ids = self.src_vocab.encode(cleaned)
-        width = data_load.round_up(max(map(len, ids)))  # few distinct shapes, whatever the lengths
-        src = data_load.within_positions(data_load.pad(ids, width), self.hp)  # (n, T1)
+    @tf.function(input_signature=[data_load.IDS] * 2)  # one graph for all lengths
+    def score(src, tgt):
+        logp = tf.nn.log_softmax(only_words(tf.cast(model.teacher_forced(src, tgt), tf.float32)), axis=-1)
+        picked = tf.gather(logp, tgt, batch_dims=2)  # (N, T2)
+        return tf.where(tgt == vocab.PAD, 0.0, picked)
+
+    return score
+
+
+class Translator(engines.Engine):
+    """A model (or Ensemble) with its vocab: lines -> (translation, score) lists, target log-probabilities,
+    attention. trained: the Trained it comes from (its name and checkpoints, for results files), if any."""
+
+    kind = "tensorflow"
+
+    def __init__(self, model, src_vocab, tgt_vocab, hp, nbest=1, trained=None):
+        self.model, self.src_vocab, self.tgt_vocab, self.hp, self.nbest = model, src_vocab, tgt_vocab, hp, nbest
+        self.name, self.checkpoints, self.vocab_sha256 = ((trained.name, trained.checkpoints, trained.vocab_sha256)
+                                                          if trained else ("", [], None))
+        self._scorer = None  # compiled at the first score()
+        self.configure()
+
+    def configure(self):
+        self.decode = decoder_for(self.model, self.hp, self.nbest)
+
+    def nbest_ids(self, rows):
+        src = source_batch(rows)  # (n, T1)
         ids, scores = self.decode(src, decode_limits(src, self.hp))
-        return ids[:, :self.nbest].numpy(), scores[:, :self.nbest].numpy()  # best first
+        ids, scores = ids[:, :self.nbest].numpy(), scores[:, :self.nbest].numpy()  # best first
+        return [list(zip(row_ids, row_scores)) for row_ids, row_scores in zip(ids, scores)]
 
-    def best_translation_ids(self, cleaned):
-        """The best translation's ids of one cleaned sentence, ending in </S>."""
-        return vocab.ending_in_eos(self.nbest_ids([cleaned])[0][0, 0])
+    def token_log_probs(self, src_rows, tgt_rows):
+        self._scorer = self._scorer or token_log_probs(self.model)
+        logp = self._scorer(source_batch(src_rows), source_batch(tgt_rows)).numpy().astype(np.float64)
+        return [row[:len(ids)] for row, ids in zip(logp, tgt_rows)]
+
+    def attention(self, line, translation=None):
+        """The attention of every layer and head for a sentence and its translation (the best one, or the text
+        given): {"source", "target": tokens, "translation": text, "maps": {kind: array (layers, h, Tq, Tk)}},
+        as attention_weights() computes them."""
+        cleaned = self.src_vocab.clean(line)
+        if not cleaned:
+            raise UserError("the sentence is empty once cleaned as the training text was; give a German sentence")
+        src, = engines.encode(self.src_vocab, [cleaned], self.hp)
+        if translation is None:  # at most decode_cap positions: one that stopped at its limit ends without </S>
+            tgt = vocab.ending_in_eos(self.nbest_ids([src])[0][0][0])[:self.hp.decode_cap]
+        else:
+            tgt, = engines.encode(self.tgt_vocab, [self.tgt_vocab.clean(translation)], self.hp, target=True)
+        model = getattr(self.model, "members", [self.model])[0]  # an ensemble's first model
+        source, target, maps = attention_weights(model, self.src_vocab, self.tgt_vocab, src, tgt)
+        return {"source": source, "target": target, "translation": self.tgt_vocab.decode([tgt])[0], "maps": maps}
+
+
+def attention_weights(model, src_vocab, tgt_vocab, src, translation):
+    """(source tokens, target tokens, {kind: array (layers, h, Tq, Tk)}) of one sentence.
+
+    src: its ids ending in </S>; translation: its translation's ids ending in </S>.
+    """
+    maps = model.attention_maps(tf.constant([src]), shift_right(tf.constant([translation])))
+    target = ["<S>"] + tgt_vocab.tokens(translation[:-1])  # the decoder's input at each position
+    return (src_vocab.tokens(src), target,
+            {kind: np.stack([tf.cast(w[0], tf.float32).numpy() for w in weights]) for kind, weights in maps.items()})
+
+
+def load_translator(hp, choice=engines.LATEST, nbest=1):
+    """The Translator of the model the flags choose (load_trained())."""
+    trained = load_trained(hp, choice)
+    return Translator(trained.model, trained.src_vocab, trained.tgt_vocab, hp, nbest, trained)

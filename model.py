@@ -15,30 +15,11 @@ import keras
 import tensorflow as tf
 
 from hyperparams import PRECISIONS
-from modules import (LAYER_NORM_EPSILON, Embedding, FeedForward, MultiHeadAttention, PositionalEncoding,
+from modules import (LAYER_NORM_EPSILON, Embedding, FeedForward, MultiHeadAttention, PositionalEncoding, TiedOutput,
                      causal_mask, fold_seed, padding_mask, query_mask)
 from vocab import BOS
 
 FF_MULTIPLIER = 4  # inner feed-forward width = 4C, as the original and the paper
-
-
-class TiedOutput(keras.layers.Layer):
-    """Logits from the embedding table itself, plus a bias per word: (N, T, C), (V, C) -> (N, T, V).
-
-    A float32 layer, so that inside it Keras reads the table in float32 even
-    under a 16-bit policy (read by the caller, it would arrive rounded).
-    """
-
-    def __init__(self, *, vocab_size, **kwargs):
-        super().__init__(dtype="float32", **kwargs)
-        self.bias = self.add_weight(shape=(vocab_size,), initializer="zeros", name="bias")  # (V,)
-
-    def call(self, hidden, table):
-        # As one (N·T, C) x (C, V) product: a batched (N, T, C) x (V, C)^T one would broadcast the
-        # table over the N sentences, and its gradient would hold one (V, C) table per sentence.
-        flat = tf.reshape(tf.cast(hidden, tf.float32), (-1, tf.shape(hidden)[-1]))  # (N·T, C)
-        logits = tf.matmul(flat, table, transpose_b=True) + self.bias  # (N·T, V)
-        return tf.reshape(logits, tf.concat([tf.shape(hidden)[:-1], tf.shape(table)[:1]], 0))  # (N, T, V)
 
 
 class EncoderBlock(keras.layers.Layer):
@@ -257,6 +238,11 @@ class Transformer(keras.Model):
         src, tgt_in = inputs
         return self.decode(tgt_in, self.encode(src, training=training), src, training=training)
 
+    def teacher_forced(self, src, tgt, training=False):
+        """src (N, T1), tgt (N, T2) ids -> logits (N, T2, V) of each target word given the reference words before
+        it: the decoder's input is <S> and tgt shifted right (training, dev loss, scoring)."""
+        return self((src, shift_right(tgt)), training=training)
+
     def attention_maps(self, src, tgt_in):
         """Every layer's attention weights for src ids (N, T1) and decoder input ids (N, T2):
         {"encoder self-attention": [(N, h, T1, T1)] per block, "decoder self-attention": [(N, h, T2, T2)],
@@ -266,6 +252,13 @@ class Transformer(keras.Model):
         return {"encoder self-attention": encoder_weights,
                 "decoder self-attention": [w for w, _ in decoder_weights],
                 "cross-attention": [w for _, w in decoder_weights]}
+
+    def start_decoding(self, src, width, repeat=1):
+        """What decode_step() needs before the first step, for src ids (N, T1), each sentence repeated `repeat`
+        times (beam search): the encoder output's cross-attention keys and values (encoder_keys_values()),
+        computed once, and empty caches of `width` positions (empty_caches())."""
+        enc = tf.repeat(self.encode(src), repeat, axis=0)  # (N·repeat, T1, C)
+        return self.encoder_keys_values(enc), self.empty_caches(tf.shape(enc)[0], width, enc.dtype)
 
     def decode_step(self, tokens, position, caches, enc_kvs, src):
         """Logits of the word after tokens[:, :position + 1], computing position `position` only.

@@ -129,6 +129,25 @@ class Embedding(keras.layers.Layer):
         return x * real * math.sqrt(self.units)
 
 
+class TiedOutput(keras.layers.Layer):
+    """Logits from the embedding table itself, plus a bias per word: (N, T, C), (V, C) -> (N, T, V).
+
+    A float32 layer, so that inside it Keras reads the table in float32 even
+    under a 16-bit policy (read by the caller, it would arrive rounded).
+    """
+
+    def __init__(self, *, vocab_size, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.bias = self.add_weight(shape=(vocab_size,), initializer="zeros", name="bias")  # (V,)
+
+    def call(self, hidden, table):
+        # As one (N·T, C) x (C, V) product: a batched (N, T, C) x (V, C)^T one would broadcast the
+        # table over the N sentences, and its gradient would hold one (V, C) table per sentence.
+        flat = tf.reshape(tf.cast(hidden, tf.float32), (-1, tf.shape(hidden)[-1]))  # (N·T, C)
+        logits = tf.matmul(flat, table, transpose_b=True) + self.bias  # (N·T, V)
+        return tf.reshape(logits, tf.concat([tf.shape(hidden)[:-1], tf.shape(table)[:1]], 0))  # (N, T, V)
+
+
 class PositionalEncoding(keras.layers.Layer):
     """Adds position information: sinusoid, or a learned table of maxlen rows (paper 3.5)."""
 

@@ -16,12 +16,16 @@ import cli
 
 cli.import_tensorflow()  # before any module that imports TensorFlow: filters its start-up lines
 
-import hyperparams
+import engines
+import inference
 import plotting
-from cli import UserError, check_writable, run, write_atomic
-from hyperparams import parse_args
-from inference import Translator, add_checkpoint_flags
+from cli import parse_args, run
+from files import check_writable, write_atomic
+from hyperparams import for_evaluation
 
+# The settings plot_attention.py reads (--help lists these; the model's own come from hparams.json)
+SETTINGS = ("logdir", "vocab_dir", "decode_extra", "decode_maxlen", "beam_size", "length_penalty",
+            "average_checkpoints", "preset")
 
 
 def add_plot_flags(parser):
@@ -29,24 +33,19 @@ def add_plot_flags(parser):
     parser.add_argument("--out", required=True, metavar="FILE.png", help="where to write the PNG")
     parser.add_argument("--layer", type=int, default=None, help="draw this layer only (0 = first)")
     parser.add_argument("--head", type=int, default=None, help="draw this head only (0 = first)")
-    add_checkpoint_flags(parser)
+    engines.add_model_flags(parser, ct2=False)
 
 
 def main(argv):
-    explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_plot_flags)
-    hp = hyperparams.for_evaluation(explicit)
+    explicit, args = parse_args(argv, description=__doc__.splitlines()[0], settings=SETTINGS,
+                                add_arguments=add_plot_flags, epilog=cli.FROM_LOGDIR)
+    hp = for_evaluation(explicit)
     check_writable(os.path.dirname(os.path.abspath(args.out)), "out")
-    translator = Translator(hp, args)
-    cleaned = translator.src_vocab.clean(args.sentence)
-    if not cleaned:
-        raise UserError("the sentence is empty once cleaned as the training text was; give a German sentence")
-    translation = translator.best_translation_ids(cleaned)
-    source, target, maps = plotting.attention(translator.model, translator.src_vocab, translator.tgt_vocab,
-                                              translator.src_vocab.encode([cleaned])[0], translation)
-    png = plotting.png_bytes(plotting.draw(source, target, maps, args.layer, args.head))
+    seen = inference.load_translator(hp, args).attention(args.sentence)
+    png = plotting.png_bytes(plotting.draw(seen["source"], seen["target"], seen["maps"], args.layer, args.head))
     write_atomic(args.out, png)  # never a half-written picture
     width, height = struct.unpack(">II", png[16:24])  # from the PNG header
-    print(f"{args.out}: {width} x {height} pixels; translation: {translator.tgt_vocab.decode([translation])[0]}")
+    print(f"{args.out}: {width} x {height} pixels; translation: {seen['translation']}")
 
 
 if __name__ == "__main__":

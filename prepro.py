@@ -25,6 +25,7 @@ import io
 import json
 import os
 import random
+import re
 
 import cli
 
@@ -36,8 +37,10 @@ from tqdm import tqdm
 import readers
 import shards
 import vocab
-from cli import UserError, check_writable, run, write_files
-from hyperparams import Hyperparams, parse_args
+from cli import parse_args, run
+from files import check_writable, remove_orphans, write_files
+from messages import UserError
+from hyperparams import Hyperparams
 from vocab import BOS, EOS, PAD, UNK
 
 
@@ -153,7 +156,7 @@ def vocab_settings(hp):
 def current_vocab(hp, corpus_sha256):
     """The source and target encoders of the vocab in vocab_dir if it is whole and was built from this
     training text with these settings (then it is reused), else None."""
-    built = vocab.read_manifest(hp.vocab_dir) or {}
+    built = vocab.vocab_record(hp.vocab_dir) or {}  # a damaged one: the vocab is built anew
     if built.get("sha256") != corpus_sha256 or built.get("settings", {}).get(hp.vocab_type) != vocab_settings(hp):
         return None
     try:
@@ -166,10 +169,17 @@ def current_vocab(hp, corpus_sha256):
     return tuple(vocab.WordVocab.load(path, 1) for path in vocab.vocab_files(hp))
 
 
+# The settings prepro.py reads (--help lists these)
+SETTINGS = ("dataset", "source_train", "target_train", "vocab_dir", "vocab_type", "vocab_size", "min_cnt",
+            "vocab_sample", "shard_pairs", "seed", "preset")
+
+
 def main(argv):
-    explicit, _ = parse_args(argv, description=__doc__.splitlines()[0])
+    explicit, _ = parse_args(argv, description=__doc__.splitlines()[0], settings=SETTINGS)
     hp = Hyperparams(**explicit)
     check_writable(hp.vocab_dir, "vocab_dir")
+    remove_orphans(hp.vocab_dir, "|".join(map(re.escape, (vocab.SRC_VOCAB, vocab.TGT_VOCAB, vocab.SUBWORD_MODEL,
+                                                          vocab.VOCAB_MANIFEST))))  # left by a killed prepro.py
     text_files = shards.text_files(hp)  # before the digest: a change while it is read shows at the next start
     corpus_sha256 = readers.corpus_digest(hp.source_train, hp.target_train)
     encoders, contents = current_vocab(hp, corpus_sha256), {}
@@ -190,7 +200,7 @@ def main(argv):
     files = {**contents, shards.manifest_path(hp): json.dumps(manifest, indent=1) + "\n"}
     if contents:  # corpus.json last: it vouches for the vocab files
         files[os.path.join(hp.vocab_dir, vocab.VOCAB_MANIFEST)] = json.dumps(vocab.vocab_manifest(
-            hp, contents, vocab.read_manifest(hp.vocab_dir), corpus_sha256, vocab_settings(hp)), indent=2) + "\n"
+            hp, contents, vocab.vocab_record(hp.vocab_dir), corpus_sha256, vocab_settings(hp)), indent=2) + "\n"
     write_files(files, written=shard_files)  # the shards first, the manifests last
     shards.remove_stale_shards(hp, manifest)
     print(f"{shards.shard_dir(hp)}: {manifest['pairs']} pairs in {len(manifest['shards'])} shards")

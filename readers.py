@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import regex
 
-from cli import UserError, file_digest
+from files import file_digest
+from messages import UserError
 
 
 _NOT_KEPT = regex.compile(r"[^\s\p{Latin}']")  # the original's refine rule

@@ -18,13 +18,13 @@ temporary names and renamed once all are complete; the manifest comes last.
 """
 import collections
 import hashlib
-import json
 import os
 
 import tensorflow as tf
 
 import readers
-from cli import UserError, discard, file_digest
+from files import discard, file_digest, read_record, remove_orphans
+from messages import UserError
 from vocab import UNK
 
 MANIFEST = "manifest.json"
@@ -103,6 +103,7 @@ def write_shards(hp, id_pairs, provenance):
     so that a failure before leaves the old shards whole."""
     directory = shard_dir(hp)
     os.makedirs(directory, exist_ok=True)
+    remove_orphans(directory, rf"train-\d{{5}}\.tfrecord|{MANIFEST}")  # left by a prepro.py that was killed
     writer = ShardWriter(directory, hp.shard_pairs)
     try:
         for src, tgt in id_pairs:
@@ -132,19 +133,27 @@ def manifest_path(hp):
     return os.path.join(shard_dir(hp), MANIFEST)
 
 
-def read_manifest(hp):
-    """The shards' manifest as prepro.py wrote it, or None if there is none (or it is damaged)."""
-    try:
-        with open(manifest_path(hp), encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
+# manifest.json, as files.read_record checks it
+MANIFEST_RECORD = {"format": int, "corpus_sha256": str, "vocab_sha256": str, "vocab_type": str, "shard_pairs?": int,
+                   "text_files?": [[(str, int)]], "pairs": int,
+                   "shards": [{"name": str, "pairs": int, "sha256": str, "bytes": int, "lengths": {str: int}}]}
+AGAIN = "run prepro.py with the same settings again"
+
+
+def shard_manifest(hp, fix=None):
+    """The shards' manifest as prepro.py wrote it, or None if there is none. A damaged one, or one of another
+    format, is a UserError ending in `fix`, or with fix None taken for absent (prepro.py writes it anew)."""
+    manifest = read_record(manifest_path(hp), MANIFEST_RECORD, fix)
+    if manifest is not None and manifest["format"] != FORMAT:
+        if fix is None:
+            return None
+        raise UserError(f"{manifest_path(hp)} was written by another version of prepro.py; {fix}")
+    return manifest
 
 
 def current(hp, provenance):
     """Whether hp's shards were written for `provenance` and are all intact."""
-    manifest = read_manifest(hp)
+    manifest = shard_manifest(hp)
     return (manifest is not None and all(manifest.get(k) == v for k, v in provenance.items())
             and all(shard_intact(hp, entry) for entry in manifest["shards"]))
 
@@ -166,11 +175,11 @@ def text_files(hp):
             for path in (hp.source_train, hp.target_train)]
 
 
-def corpus_digest(hp):
-    """The training text's sha256: from the shards' manifest while the files are those prepro.py read
-    (same path, size and modification time), else read in full. A large corpus is then not read at
-    every start of train.py."""
-    manifest = read_manifest(hp)
+def known_corpus_digest(hp):
+    """The training text's sha256 (readers.corpus_digest): from the shards' manifest while the files are those
+    prepro.py read (same path, size and modification time), else read in full. A large corpus is then not read
+    at every start of train.py."""
+    manifest = shard_manifest(hp, fix=AGAIN)
     if text_files(hp) == (manifest or {}).get("text_files"):
         return manifest["corpus_sha256"]
     return readers.corpus_digest(hp.source_train, hp.target_train)
@@ -180,19 +189,18 @@ def checked_shards(hp, provenance):
     """The manifest of hp's shards, refused (one line) unless prepro.py wrote them, whole, for the
     vocab and training text of `provenance`. Only the shards' sizes are compared here: TFRecord checks
     each record's checksum as train.py reads it (a damaged shard stops training with DataLossError)."""
-    manifest, path, again = read_manifest(hp), manifest_path(hp), "run prepro.py with the same settings again"
+    manifest, path = shard_manifest(hp, fix=AGAIN), manifest_path(hp)
     if manifest is None:
-        raise UserError(f"{path} not found (or not written by this version of prepro.py): the training pairs "
-                        f"have no id shards yet; {again}")
+        raise UserError(f"{path} not found (the training pairs have no id shards yet); {AGAIN}")
     for key, words in (("corpus_sha256", "another training text"), ("vocab_sha256", "another vocab"),
                        ("vocab_type", "another --vocab_type")):
         if manifest.get(key) != provenance[key]:
             raise UserError(f"the id shards in {shard_dir(hp)} were made from {words} than the one given now; "
-                            f"{again}")
+                            f"{AGAIN}")
     for entry in manifest["shards"]:
         if not shard_intact(hp, entry, quick=True):
             raise UserError(f"{os.path.join(shard_dir(hp), entry['name'])} is missing or is not the shard {path} "
-                            f"lists (changed, or prepro.py was stopped while writing); {again}")
+                            f"lists (changed, or prepro.py was stopped while writing); {AGAIN}")
     return manifest
 
 

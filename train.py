@@ -11,10 +11,8 @@ again on the same logdir to resume from the latest checkpoint: the epoch and
 the global step continue where they stopped.
 """
 import contextlib
-import signal
-import threading
+import dataclasses
 import time
-from dataclasses import dataclass
 
 import cli
 
@@ -29,13 +27,14 @@ import data_load
 import hyperparams
 import shards
 import vocab
-from checkpoints import checkpoint_name
-from cli import UserError, check_writable, run
+from cli import parse_args, run
 from dev_eval import DevEvaluation
-from hyperparams import parse_args
+from files import check_writable
+from messages import UserError
 from model import build_model
-from training import (TrainStep, averaged_weights, make_optimizer, make_strategy, steps_per_epoch, worker_count,
-                      worker_index)
+from optimizer import averaged_weights, make_optimizer
+from training import (Position, StopOnSignal, TrainingClock, TrainStep, grouped, make_strategy, steps_per_epoch,
+                      worker_count, worker_index)
 
 
 def check_finite(first_bad_step, hp):
@@ -48,170 +47,122 @@ def check_finite(first_bad_step, hp):
                         f"(now {hp.lr}) or train without --mixed_precision (now {hp.mixed_precision})")
 
 
-class StopOnSignal:
-    """Within `with`, SIGINT (Ctrl-C) and SIGTERM set .signal instead of killing the process.
-
-    The loop then finishes its step, writes a checkpoint and returns. A second
-    Ctrl-C interrupts at once.
-    """
-
-    def __enter__(self):
-        self.signal, self.previous = None, {}
-        if threading.current_thread() is threading.main_thread():  # Python delivers signals there only
-            for number in (signal.SIGINT, signal.SIGTERM):
-                self.previous[number] = signal.signal(number, self._note)
-        return self
-
-    def _note(self, number, frame):
-        self.signal = signal.Signals(number).name
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def __exit__(self, *exc):
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-
-
-class TrainingClock:
-    """Seconds spent training, not counting the time inside paused() (dev evaluation, checkpoints)."""
-
-    def __init__(self):
-        self.total, self.since = 0.0, time.perf_counter()
-
-    def now(self):
-        return self.total + time.perf_counter() - self.since
-
-    @contextlib.contextmanager
-    def paused(self):
-        self.total = self.now()
-        try:
-            yield
-        finally:
-            self.since = time.perf_counter()
-
-
-@dataclass
-class Place:
-    """Where the loop stands: the epoch it trains, the batches done in it, the global (optimizer) step."""
-    epoch: int
-    done: int
-    step: int
-
-
 class Loop:
-    """The epochs of one run: steps, TensorBoard reports, checkpoints and dev evaluations."""
+    """The epochs of one run: steps, TensorBoard reports, checkpoints and dev evaluations.
+
+    for each group of --accumulate batches: one optimizer step, then after_step() reports, saves and
+    evaluates when they are due and says whether training stops; at the epoch's end, end_epoch().
+    """
 
     def __init__(self, hp, strategy, worker, step, checkpoint, batches_per_epoch, writer, dev):
         self.hp, self.strategy, self.worker, self.step = hp, strategy, worker, step
-        self.checkpoint, self.batches_per_epoch, self.writer, self.dev = checkpoint, batches_per_epoch, writer, dev
+        self.checkpoint, self.writer, self.dev = checkpoint, writer, dev
+        self.position = Position(checkpoint, batches_per_epoch)
         self.clock = TrainingClock()  # for tokens/s: training only, without dev evaluation and checkpoints
-        self.place = Place(epoch=int(checkpoint.epoch.numpy()) + 1, done=int(checkpoint.position.numpy()),
-                           step=int(step.optimizer.iterations.numpy()))
         self.reported = 0.0  # the clock's reading at the last report
 
     def finished(self):
         """Why there is nothing left to train (a line to print), or None."""
-        hp, latest = self.hp, checkpoints.latest(self.hp.logdir)
-        if hp.max_steps and self.place.step >= hp.max_steps:
+        hp, latest, position = self.hp, checkpoints.latest(self.hp.logdir), self.position
+        if hp.max_steps and position.step >= hp.max_steps:
             return f"{latest} has reached --max_steps {hp.max_steps}; raise it to train on"
-        if self.place.epoch > hp.num_epochs:
+        if position.epoch > hp.num_epochs:
             return f"{latest} has finished all {hp.num_epochs} epochs; raise --num_epochs to train on"
-        if self.dev and hp.patience and self.dev.stale >= hp.patience:
+        if self.patience_ran_out():
             return (f"training stopped early: no better dev BLEU in {self.dev.stale} evaluations "
                     f"(best {self.dev.best:.2f}); raise --patience to train on")
         return None
 
-    def run(self, epochs):
-        """Trains the epochs left; returns early, with a checkpoint, on SIGINT or SIGTERM, at --max_steps, or
-        when --patience runs out."""
+    def run(self, training_set):
+        """Trains the epochs left; stops early, with a checkpoint, on SIGINT or SIGTERM, at --max_steps, or
+        when --patience runs out, and says why."""
+        why = None
         with StopOnSignal() as stop:
-            for epoch in range(self.place.epoch, self.hp.num_epochs + 1):
-                self.place.epoch = epoch
+            while why is None and self.position.epoch <= self.hp.num_epochs:
                 try:
-                    finished = self.run_epoch(epochs, stop)
+                    why = self.run_epoch(training_set, stop)
                 except tf.errors.DataLossError as e:  # a record's checksum failed as it was read
                     said = e.message.splitlines()[0]
                     raise UserError(f"an id shard in {shards.shard_dir(self.hp)} is damaged ({said}); run "
                                     "prepro.py with the same settings again (the last checkpoint is kept)") from None
-                if not finished:
-                    return
-                self.place.done = 0
+        if why:
+            self.writer.flush()
+            print(why)
 
-    def run_epoch(self, epochs, stop):
-        """One epoch from place.done on; False if training stops within or after it."""
-        hp, place = self.hp, self.place
-        start, epoch_started = time.time(), self.clock.now()
-        self.reported = epoch_started
+    def run_epoch(self, training_set, stop):
+        """One epoch from where the run stands: why training stops within it or at its end, or None."""
+        hp, position = self.hp, self.position
+        self.started, self.reported = (time.time(), self.clock.now()), self.clock.now()
         self.shapes = set()  # the batch shapes met this epoch: each is one program to compile (--jit)
         # each input pipeline (one per worker) reads its own shards; the same seed orders them everywhere
         batches = self.strategy.distribute_datasets_from_function(
-            lambda context: epochs.batches(hp.seed + place.epoch, context.input_pipeline_id, place.done))
+            lambda context: training_set.batches(hp.seed + position.epoch, context.input_pipeline_id, position.done))
         self.step.expect(batches.element_spec)  # one graph for all batch shapes
-        with tqdm(total=self.batches_per_epoch, initial=place.done, desc=f"epoch {place.epoch}/{hp.num_epochs}",
-                  unit="batch", disable=self.worker > 0) as bar:
-            for src, tgt in batches:
-                self.shapes.add(tuple(t.shape for part in (src, tgt)
-                                      for t in self.strategy.experimental_local_results(part)))
-                place.done += 1
-                mid_epoch = place.done < self.batches_per_epoch
-                # with --accumulate N, every N-th batch (and an epoch's last) ends an optimizer step; the
-                # gradient norm is measured on every summary_every-th step; not at an epoch's end, where
-                # the last batches of length buckets are small and their gradients noisier
-                apply = place.done % hp.accumulate == 0 or not mid_epoch
-                self.step(src, tgt, (place.step + 1) % hp.summary_every == 0, apply)
-                bar.update()
-                if not apply:
-                    continue
-                place.step += 1
-                if place.step % hp.summary_every == 0:
-                    mean_loss, acc = self.report(measured=True)
-                    bar.set_postfix(mean_loss=f"{mean_loss:.3f}", acc=f"{acc:.3f}")
-                if stop.signal or (hp.save_every and place.step % hp.save_every == 0 and mid_epoch):
-                    path = self.save()
-                if self.dev and hp.eval_every and place.step % hp.eval_every == 0 and mid_epoch:
-                    bar.set_postfix(dev_bleu=f"{self.evaluate():.2f}")
-                    if self.patience_ran_out():
-                        bar.close()
-                        return self.end_early(f"saved {self.save()}")
-                if stop.signal:
-                    bar.close()
-                    self.writer.flush()
-                    print(f"{stop.signal} at step {place.step}: saved {path}; run the same command to resume")
-                    return False
-                if hp.max_steps and place.step >= hp.max_steps:
+        with tqdm(total=position.batches_per_epoch, initial=position.done, unit="batch", disable=self.worker > 0,
+                  desc=f"epoch {position.epoch}/{hp.num_epochs}") as self.bar:
+            for group in grouped(batches, hp.accumulate):
+                self.shapes.update(self.shape(batch) for batch in group)
+                # the gradient norm is measured at every summary_every-th step
+                self.step(group, measure_norm=(position.step + 1) % hp.summary_every == 0)
+                position.advance(len(group))
+                self.bar.update(len(group))
+                why = self.after_step(stop)
+                if why or (hp.max_steps and position.step >= hp.max_steps):
                     break
-        self.end_epoch(time.time() - start, epoch_started)
-        if hp.max_steps and place.step >= hp.max_steps:
-            print(f"reached --max_steps {hp.max_steps}: training ends")
-            return False
-        if self.patience_ran_out():
-            return self.end_early("the last checkpoint is saved")
-        return True
+        return why or self.end_epoch()
+
+    def shape(self, batch):
+        """The shapes of a batch's parts on every local replica."""
+        return tuple(t.shape for part in batch for t in self.strategy.experimental_local_results(part))
+
+    def after_step(self, stop):
+        """After each optimizer step: the report, checkpoint and dev evaluation that are due, and why training
+        stops now (a signal, --patience), or None."""
+        hp, position = self.hp, self.position
+        if position.step % hp.summary_every == 0:
+            mean_loss, acc = self.report(measured=True)
+            self.bar.set_postfix(mean_loss=f"{mean_loss:.3f}", acc=f"{acc:.3f}")
+        if stop.signal:
+            return f"{stop.signal} at step {position.step}: saved {self.save()}; run the same command to resume"
+        if hp.save_every and position.step % hp.save_every == 0 and position.mid_epoch:
+            self.save()
+        if self.dev and hp.eval_every and position.step % hp.eval_every == 0 and position.mid_epoch:
+            self.bar.set_postfix(dev_bleu=f"{self.evaluate():.2f}")
+            if self.patience_ran_out():
+                return self.early_stop(f"saved {self.save()}")
+        return None
 
     def patience_ran_out(self):
         return bool(self.dev and self.hp.patience and self.dev.stale >= self.hp.patience)
 
-    def end_early(self, saved):
-        """Says that --patience ended training; returns False (the loop stops)."""
-        self.writer.flush()
-        print(f"no better dev BLEU in the last {self.dev.stale} evaluations (best {self.dev.best:.2f}, kept in "
-              f"{checkpoints.best_checkpoint(self.hp.logdir)}): --patience {self.hp.patience} ends training; {saved}")
-        return False
+    def early_stop(self, saved):
+        """Why --patience ends training."""
+        return (f"no better dev BLEU in the last {self.dev.stale} evaluations (best {self.dev.best:.2f}, kept in "
+                f"{checkpoints.best_checkpoint(self.hp.logdir)}): --patience {self.hp.patience} ends training; {saved}")
 
-    def end_epoch(self, seconds, epoch_started):
-        """The epoch's last report, checkpoint, dev evaluation and summary line."""
+    def end_epoch(self):
+        """The epoch's last report, checkpoint, dev evaluation and summary line (also where --max_steps ends
+        it early); why training stops after it (--max_steps, --patience), or None."""
+        position, (start, epoch_started) = self.position, self.started
         if self.step.interval.steps.numpy() > 0:
             self.report(measured=False)
         mean_loss, acc = self.step.epoch.means()
         tokens_per_s = self.step.epoch.tokens.numpy() / max(self.clock.now() - epoch_started, 1e-9)
         self.step.epoch.reset()
-        with self.writer.as_default(step=self.place.step):
+        with self.writer.as_default(step=position.step):
             tf.summary.scalar("batch_shapes", len(self.shapes))
-        self.writer.flush()
+        epoch, ended = position.epoch, not position.mid_epoch
+        if ended:
+            position.next_epoch()
         path = self.save()
-        scores = f"dev BLEU {self.evaluate():.2f} (best {self.dev.best:.2f}), " if self.dev else ""
+        scores = f"dev BLEU {self.evaluate(epoch):.2f} (best {self.dev.best:.2f}), " if self.dev else ""
         self.writer.flush()
-        print(f"epoch {self.place.epoch}: step {self.place.step}, mean_loss {mean_loss:.3f}, acc {acc:.3f}, {scores}"
-              f"{tokens_per_s:,.0f} tokens/s, {len(self.shapes)} batch shapes, {seconds:.0f} s, saved {path}")
+        print(f"epoch {epoch}: step {position.step}, mean_loss {mean_loss:.3f}, acc {acc:.3f}, {scores}"
+              f"{tokens_per_s:,.0f} tokens/s, {len(self.shapes)} batch shapes, {time.time() - start:.0f} s, "
+              f"saved {path}")
+        if self.hp.max_steps and position.step >= self.hp.max_steps:
+            return f"reached --max_steps {self.hp.max_steps}: training ends"
+        return self.early_stop("the last checkpoint is saved") if self.patience_ran_out() else None
 
     def report(self, measured):
         """Writes the means since the last report to TensorBoard (and grad_norm if this step measured it);
@@ -221,7 +172,7 @@ class Loop:
         tokens_per_s = sums.tokens.numpy() / max(self.clock.now() - self.reported, 1e-9)
         sums.reset()
         self.reported = self.clock.now()
-        with self.writer.as_default(step=self.place.step):
+        with self.writer.as_default(step=self.position.step):
             tf.summary.scalar("mean_loss", mean_loss)
             tf.summary.scalar("acc", acc)
             tf.summary.scalar("lr", float(keras.ops.convert_to_numpy(self.step.optimizer.learning_rate)))
@@ -233,36 +184,33 @@ class Loop:
         return mean_loss, acc
 
     def save(self):
-        """Checks the loss stayed finite, then checkpoints the place reached; returns the checkpoint's path."""
-        hp, place = self.hp, self.place
-        check_finite(self.step.first_bad_step, hp)
-        finished = place.done == self.batches_per_epoch
-        self.checkpoint.epoch.assign(place.epoch if finished else place.epoch - 1)
-        self.checkpoint.position.assign(place.done % self.batches_per_epoch)
+        """Checks the loss stayed finite, then checkpoints the position reached; returns the checkpoint's path."""
+        check_finite(self.step.first_bad_step, self.hp)
+        name = self.position.record()
         with self.clock.paused():
-            return checkpoints.save_checkpoint(self.checkpoint, hp.logdir, checkpoint_name(place.epoch, place.step),
-                                               hp.keep_checkpoints, self.worker)
+            return checkpoints.save_checkpoint(self.checkpoint, self.hp.logdir, name, self.hp.keep_checkpoints,
+                                               self.worker)
 
-    def evaluate(self):
+    def evaluate(self, epoch=None):
         """Dev BLEU now (logged, and the best model kept), of the weights' moving average if one is kept;
-        not counted as training time."""
+        not counted as training time. epoch: the one it follows (default: the one in progress)."""
         with self.clock.paused(), averaged_weights(self.step.model, self.step.optimizer):
-            return self.dev(self.place.epoch, self.place.step)
+            return self.dev(epoch or self.position.epoch, self.position.step)
 
 
 def load_data(hp, strategy):
     """The vocabs, once checked against the training text and against a model being resumed, and the
-    training pairs' id shards as Epochs for this strategy's workers; the vocab's digest for hparams.json."""
+    training pairs' id shards as a TrainingSet for this strategy's workers; the vocab's digest for hparams.json."""
     src_vocab, tgt_vocab = vocab.load_vocabs(hp)
-    corpus_sha256 = shards.corpus_digest(hp)
+    corpus_sha256 = shards.known_corpus_digest(hp)
     vocab.check_vocab_source(hp, corpus_sha256)  # the vocab was built from this training text ...
     vocab_sha256 = vocab.vocab_digest(hp)
     hyperparams.check_same_vocab(hp, vocab_sha256)  # ... and a resumed model was trained with it
     manifest = shards.checked_shards(hp, {"corpus_sha256": corpus_sha256, "vocab_sha256": vocab_sha256,
                                           "vocab_type": hp.vocab_type})  # ... and so were the shards
-    epochs = data_load.Epochs(hp, manifest, (src_vocab.size, tgt_vocab.size), worker_count(strategy),
+    training_set = data_load.TrainingSet(hp, manifest, (src_vocab.size, tgt_vocab.size), worker_count(strategy),
                               strategy.num_replicas_in_sync)
-    return src_vocab, tgt_vocab, epochs, vocab_sha256
+    return src_vocab, tgt_vocab, training_set, vocab_sha256
 
 
 def make_checkpoint(model, optimizer):
@@ -280,8 +228,15 @@ def make_checkpoint(model, optimizer):
                                rng=[v for v in model.variables if id(v) not in weights])
 
 
+# Settings train.py does not read (--help lists the others): evaluation's, and those of prepro.py alone
+NOT_READ = {"test_split", "source_test", "target_test", "results_dir", "beam_size", "length_penalty",
+            "average_checkpoints", "sampling_topk", "sampling_temperature", "vocab_sample", "shard_pairs"}
+
+
 def main(argv):
-    explicit, _ = parse_args(argv, description=__doc__.splitlines()[0])
+    explicit, _ = parse_args(argv, description=__doc__.splitlines()[0],
+                             settings=[f.name for f in dataclasses.fields(hyperparams.Hyperparams)
+                                       if f.name not in NOT_READ])
     hp = hyperparams.for_training(explicit)
     check_writable(hp.logdir, "logdir")
     strategy = make_strategy(hp.strategy)  # first: a multiworker process joins its cluster here
@@ -294,11 +249,11 @@ def main(argv):
 def fit(hp, strategy, worker, argv):
     """settings -> data -> model -> restore -> epochs, in hp.logdir; argv is recorded in hparams.json."""
     keras.utils.set_random_seed(hp.seed)
-    src_vocab, tgt_vocab, epochs, vocab_sha256 = load_data(hp, strategy)
-    if epochs.steps == 0:
-        raise UserError(f"only {epochs.pairs} training pairs fit --maxlen {hp.maxlen}, fewer than one "
+    src_vocab, tgt_vocab, training_set, vocab_sha256 = load_data(hp, strategy)
+    if training_set.batches_per_epoch == 0:
+        raise UserError(f"only {training_set.pairs} training pairs fit --maxlen {hp.maxlen}, fewer than one "
                         f"batch of --batch_size {hp.batch_size}; lower the batch size or raise maxlen")
-    optimizer_steps = steps_per_epoch(epochs.steps, hp.accumulate)
+    optimizer_steps = steps_per_epoch(training_set.batches_per_epoch, hp.accumulate)
 
     with strategy.scope():  # variables made under the strategy live on every replica
         model = build_model(hp, src_vocab.size, tgt_vocab.size)
@@ -308,23 +263,26 @@ def fit(hp, strategy, worker, argv):
     checkpoints.resume(checkpoint, hp.logdir)
     if worker == 0:  # the chief writes the files; other workers only compute
         hyperparams.save(hp, command=["train.py", *argv], vocab_sha256=vocab_sha256)
-    print(f"{epochs.pairs} training pairs fit --maxlen {hp.maxlen} ({epochs.dropped} longer ones are left out), "
-          f"{optimizer_steps} steps per epoch{f' ({epochs.steps} batches)' if hp.accumulate > 1 else ''}, "
+    print(f"{training_set.pairs} training pairs fit --maxlen {hp.maxlen} ({training_set.dropped} longer ones are left "
+          "out), "
+          f"{optimizer_steps} steps per epoch"
+          f"{f' ({training_set.batches_per_epoch} batches)' if hp.accumulate > 1 else ''}, "
           f"{model.count_params():,} parameters, "
           f"vocab {src_vocab.size} -> {tgt_vocab.size}, {strategy.num_replicas_in_sync} replica(s)")
-    if len(epochs.parts) > 1:
-        print(f"worker {worker} reads {len(epochs.parts[worker])} of {sum(map(len, epochs.parts))} id shards")
+    if len(training_set.parts) > 1:
+        print(f"worker {worker} reads {len(training_set.parts[worker])} of {sum(map(len, training_set.parts))} id "
+              "shards")
 
     step = TrainStep(model, optimizer, hp.label_smoothing, jit=hp.jit, strategy=strategy, accumulate=hp.accumulate,
                      rdrop_alpha=hp.rdrop_alpha)
     writer = tf.summary.create_file_writer(hp.logdir) if worker == 0 else tf.summary.create_noop_writer()
     dev = DevEvaluation(hp, model, src_vocab, tgt_vocab, writer, worker) if hp.dev_eval else None
-    loop = Loop(hp, strategy, worker, step, checkpoint, epochs.steps, writer, dev)
+    loop = Loop(hp, strategy, worker, step, checkpoint, training_set.batches_per_epoch, writer, dev)
     done = loop.finished()
     if done:
         print(done)
         return
-    loop.run(epochs)
+    loop.run(training_set)
 
 
 if __name__ == "__main__":

@@ -1,152 +1,108 @@
-"""What one optimizer step needs: Adam with its schedule, the compiled step and its running sums.
+"""One optimizer step, compiled, with its running sums; and what train.py's loop keeps around it.
 
-train.py runs TrainStep in its loop; bench.py times it. With a tf.distribute
-strategy (make_strategy), the same step runs on every replica.
+train.py runs TrainStep on each group of --accumulate batches (grouped());
+bench.py times it. With a tf.distribute strategy (make_strategy), the same
+step runs on every replica. Position, TrainingClock and StopOnSignal are the
+loop's: where the run stands, how long it trained, and a stop asked for.
 """
 import contextlib
-import math
+import signal
+import threading
+import time
 
-import keras
 import tensorflow as tf
 
-from model import shift_right
+from checkpoints import checkpoint_name
 from modules import loss_and_accuracy, rdrop_kl
 from vocab import PAD
 
 
-class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """lr = scale * C^-0.5 * min(step^-0.5, step * warmup^-1.5) (paper 5.3, eq. 3).
+class StopOnSignal:
+    """Within `with`, SIGINT (Ctrl-C) and SIGTERM set .signal instead of killing the process.
 
-    Rises linearly for `warmup` steps, to scale * (C * warmup)^-0.5, then falls
-    as 1 / sqrt(step). Keras counts the steps taken before this one from 0,
-    the paper's step_num from 1.
+    The loop then finishes its step, writes a checkpoint and returns. A second
+    Ctrl-C interrupts at once.
     """
 
-    def __init__(self, units, warmup, scale=1.0):
-        self.units, self.warmup, self.scale = units, warmup, scale
+    def __enter__(self):
+        self.signal, self.previous = None, {}
+        if threading.current_thread() is threading.main_thread():  # Python delivers signals there only
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self.previous[number] = signal.signal(number, self._note)
+        return self
 
-    def __call__(self, iterations):
-        step = tf.cast(iterations, tf.float32) + 1.0
-        return self.scale * self.units ** -0.5 * tf.minimum(step ** -0.5, step * self.warmup ** -1.5)
+    def _note(self, number, frame):
+        self.signal = signal.Signals(number).name
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def get_config(self):
-        return {"units": self.units, "warmup": self.warmup, "scale": self.scale}
-
-
-class DecayingSchedule(PaperSchedule):
-    """The paper's warm-up to the same peak, then down to 0 at step `total` (the run's last).
-
-    paper_decay: the paper's rate, times a factor falling linearly from 1 to 0
-    over the last `fraction` of the steps. cosine: from the peak along half a
-    cosine, 0.5 * (1 + cos(pi * p)), p going from 0 after the warm-up to 1 at
-    `total`. Both reach 0 where training ends, which smooths the last weights.
-    """
-
-    def __init__(self, units, warmup, scale=1.0, *, kind, total, fraction=0.2):
-        super().__init__(units, warmup, scale)
-        self.kind, self.total, self.fraction = kind, total, fraction
-
-    def __call__(self, iterations):
-        if not self.total:
-            raise ValueError(f"the {self.kind} schedule needs the run's number of steps")
-        step = tf.cast(iterations, tf.float32) + 1.0
-        if self.kind == "cosine":
-            peak = self.scale * (self.units * self.warmup) ** -0.5
-            progress = tf.clip_by_value((step - self.warmup) / max(self.total - self.warmup, 1), 0.0, 1.0)
-            decayed = peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
-            return tf.where(step < self.warmup, peak * step / self.warmup, decayed)
-        factor = tf.clip_by_value((self.total - step) / (self.fraction * self.total), 0.0, 1.0)
-        return super().__call__(iterations) * factor
-
-    def get_config(self):
-        return {**super().get_config(), "kind": self.kind, "total": self.total, "fraction": self.fraction}
+    def __exit__(self, *exc):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
 
-class Adam(keras.optimizers.Adam):
-    """Keras's Adam, each weight's update one fused kernel, with a moving average of the weights
-    (use_ema) whose decay warms up.
+class TrainingClock:
+    """Seconds spent training, not counting the time inside paused() (dev evaluation, checkpoints)."""
 
-    Keras starts the average at the weights after the first step and then uses
-    a fixed decay d; with d = 0.999 the first step's weights would still weigh
-    e^-1 after a thousand steps. Here the decay after t earlier steps is
-    min(d, (1 + t) / (10 + t)), as TensorFlow's ExponentialMovingAverage with
-    num_updates and OpenNMT-tf's moving_average_decay: the average covers
-    about the last t / 9 steps until d takes over.
-    """
+    def __init__(self):
+        self.total, self.since = 0.0, time.perf_counter()
 
-    def update_step(self, gradient, variable, learning_rate):
-        """Keras's Adam update in one fused TensorFlow kernel per weight (ResourceApplyAdam, the
-        arithmetic of Keras's own update_step) instead of about ten element-wise ops, each a pass
-        over the weight. A gather's gradient (rows of an embedding table) is made dense first, which
-        sums a row's repeats as Adam's definition (and TensorFlow 1's Adam) does; Keras's update
-        would instead add up their squares in the second moment. amsgrad keeps Keras's update."""
-        if self.amsgrad:
-            return super().update_step(gradient, variable, learning_rate)
-        dtype = variable.dtype
-        step = tf.cast(self.iterations + 1, dtype)
-        index = self._get_variable_index(variable)
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
-            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
-            lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype),
-            grad=tf.cast(tf.convert_to_tensor(gradient), dtype))
+    def now(self):
+        return self.total + time.perf_counter() - self.since
 
-    def _update_model_variables_moving_average(self, trainable_variables):  # Keras's hook, run after each update
-        if not self.use_ema:
-            return
-        t = tf.cast(self.iterations, tf.float32)  # steps before this one
-        decay = tf.where(t > 0, tf.minimum(self.ema_momentum, (1.0 + t) / (10.0 + t)), 0.0)
-        for variable, average in zip(trainable_variables, self._model_variables_moving_average):
-            if average is not None:
-                average.assign(decay * average + (1.0 - decay) * variable)
+    @contextlib.contextmanager
+    def paused(self):
+        self.total = self.now()
+        try:
+            yield
+        finally:
+            self.since = time.perf_counter()
 
 
-def make_optimizer(hp, total_steps=0):
-    """Adam with the paper's settings and --lr_schedule; wrapped for loss scaling when training in float16.
+class Position:
+    """Where the run stands, its one home: the epoch in progress (from 1), the batches done in it, and the
+    optimizer steps done. Python numbers while training (reading the device's would wait for every step);
+    written into the checkpoint's `epoch` (the epochs finished) and `position` (the batches done since) by
+    record(), read back from them when a run resumes."""
 
-    total_steps: the optimizer steps the run will take, where the schedule ends
-    (--max_steps wins when set); only paper_decay and cosine use it. With
-    --ema_decay the optimizer also keeps the moving average of the weights.
-    """
-    if hp.lr_schedule == "paper":
-        lr = PaperSchedule(hp.hidden_units, hp.warmup_steps, hp.lr_scale)
-    elif hp.lr_schedule in ("paper_decay", "cosine"):
-        lr = DecayingSchedule(hp.hidden_units, hp.warmup_steps, hp.lr_scale, kind=hp.lr_schedule,
-                              total=hp.max_steps or total_steps, fraction=hp.decay_fraction)
-    else:
-        lr = hp.lr
-    ema = dict(use_ema=True, ema_momentum=hp.ema_decay) if hp.ema_decay else {}
-    optimizer = Adam(lr, beta_1=hp.adam_beta1, beta_2=hp.adam_beta2, epsilon=hp.adam_epsilon, **ema)
-    if hp.mixed_precision == "fp16":  # small float16 gradients would round to zero unscaled
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
+    def __init__(self, checkpoint, batches_per_epoch):
+        self.checkpoint, self.batches_per_epoch = checkpoint, batches_per_epoch
+        self.epoch, self.done = int(checkpoint.epoch.numpy()) + 1, int(checkpoint.position.numpy())
+        self.step = int(checkpoint.optimizer.iterations.numpy())
+
+    def advance(self, batches):
+        """After an optimizer step over `batches` batches."""
+        self.done += batches
+        self.step += 1
+
+    def next_epoch(self):
+        self.epoch, self.done = self.epoch + 1, 0
+
+    @property
+    def mid_epoch(self):
+        return self.done < self.batches_per_epoch
+
+    def record(self):
+        """Writes the position into the checkpoint's variables, before it is saved; returns the checkpoint's name."""
+        self.checkpoint.epoch.assign(self.epoch - 1)
+        self.checkpoint.position.assign(self.done)
+        return checkpoint_name(self.epoch if self.done else self.epoch - 1, self.step)
+
+
+def grouped(batches, size):
+    """Consecutive groups of `size` batches, the last group of an epoch what is left: one optimizer step each."""
+    group = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def steps_per_epoch(batches, accumulate):
     """Optimizer steps in an epoch of `batches` batches: one per `accumulate`, and one for the rest."""
     return -(-batches // accumulate)
-
-
-def keeps_average(optimizer):
-    """Whether the optimizer keeps a moving average of the weights (--ema_decay)."""
-    return getattr(getattr(optimizer, "inner_optimizer", optimizer), "use_ema", False)
-
-
-@contextlib.contextmanager
-def averaged_weights(model, optimizer):
-    """Within `with`, the model holds the optimizer's moving average of its weights, if it keeps one;
-    its own weights come back afterwards, bit for bit."""
-    if not keeps_average(optimizer):
-        yield
-        return
-    own = [v.numpy() for v in model.trainable_variables]
-    optimizer.finalize_variable_values(model.trainable_variables)  # Keras: copies the averages in
-    try:
-        yield
-    finally:
-        for variable, value in zip(model.trainable_variables, own):
-            variable.assign(value)
 
 
 class RunningSums:
@@ -176,7 +132,7 @@ class RunningSums:
 
 
 class TrainStep:
-    """A compiled step: step(src, tgt, measure_norm, apply) computes a batch's gradients and updates the model.
+    """One optimizer step, compiled: step(batches, measure_norm) updates the model from a group of batches.
 
     What it measures stays on the device: `interval` and `epoch` sums (since
     the last report, and since the epoch began), the number of the first step
@@ -188,11 +144,11 @@ class TrainStep:
     replica's loss is divided by the global batch's target word count: the
     summed gradients are then those of the one-device loss on the whole batch.
 
-    accumulate > 1 (gradient accumulation): a step with apply=False only adds
-    the batch's gradients, weighted by its target words, to a running sum; the
-    step with apply=True adds its own and updates the weights with the sum
-    divided by the target words of all those batches: the update one batch
-    holding them all would give. The sums are empty again after each update.
+    accumulate > 1 (gradient accumulation): a group holds up to `accumulate`
+    batches; each but the last only adds its gradients, weighted by its target
+    words, to a running sum; the last adds its own and updates the weights
+    with the sum divided by the target words of all of them: the update one
+    batch holding them all would give. The sums are empty again after it.
     rdrop_alpha > 0 (R-Drop, Liang et al., 2021): the batch runs twice, with
     different dropout, and the loss is the mean of the two cross-entropies plus
     alpha x the symmetric KL divergence between the two passes' predictions.
@@ -222,21 +178,23 @@ class TrainStep:
         which held about 100 MB in the multi30k_cpu preset (docs/benchmarks.md)."""
         self.batch_spec, self._traced = batch_spec, set()  # the same spec again: found in tf.function's cache
 
-    def __call__(self, src, tgt, measure_norm=False, apply=True):
-        """src, tgt ids (N, T1), (N, T2), or their per-replica parts: one batch, and with apply (always,
-        unless accumulating) an optimizer step. measure_norm and apply are Python bools."""
-        flags = (measure_norm and apply, apply or self.accumulate == 1)
-        if self.batch_spec is not None and flags not in self._traced:  # a set of bools: no spec compared per step
-            self._step.get_concrete_function(*self.batch_spec, *flags)
-            self._traced.add(flags)
-        self._step(src, tgt, *flags)
+    def __call__(self, batches, measure_norm=False):
+        """One optimizer step on `batches`, a list of (src, tgt) ids (N, T1), (N, T2) (or their per-replica
+        parts), at most `accumulate` of them. measure_norm (a Python bool): measure the gradient's norm."""
+        for i, (src, tgt) in enumerate(batches):
+            apply = i == len(batches) - 1
+            flags = (measure_norm and apply, apply)
+            if self.batch_spec is not None and flags not in self._traced:  # a set of bools: no spec compared
+                self._step.get_concrete_function(*self.batch_spec, *flags)
+                self._traced.add(flags)
+            self._step(src, tgt, *flags)
 
     def _gradients(self, src, tgt, count):
         """Loss, accuracy (sums over the batch / count) and the gradients of the (scaled) loss."""
         with tf.GradientTape() as tape:
             if self.rdrop_alpha:  # both passes in one batch: rows n and N + n are the same pair
                 src, tgt = tf.concat([src, src], 0), tf.concat([tgt, tgt], 0)
-            logits = self.model((src, shift_right(tgt)), training=True)  # (N, T2, V), or (2N, T2, V)
+            logits = self.model.teacher_forced(src, tgt, training=True)  # (N, T2, V), or (2N, T2, V)
             if self.rdrop_alpha:
                 loss, acc = loss_and_accuracy(logits, tgt, self.epsilon, 2.0 * count)  # the two passes' mean
                 first, second = tf.split(logits, 2)

@@ -9,22 +9,24 @@ words, or raw text for a subword vocab); each output line is the detokenized
 translation of the input line at the same place, an empty line for an empty
 one. Lines from a pipe are translated in batches of --batch_size as they
 arrive; at a terminal it asks for one sentence at a time. With --nbest N each
-input gives N lines `index ||| translation ||| score`, best first.
+input gives N lines `index ||| translation ||| score`, best first. With
+--ct2 DIR the CTranslate2 export in DIR translates, without TensorFlow.
+A sentence longer than --decode_maxlen tokens is refused with its line number.
 """
 import io
 import os
 import sys
 
 import cli
-
-cli.import_tensorflow()  # before any module that imports TensorFlow: filters its start-up lines
-
-import hyperparams
+import engines
 import readers
-from cli import UserError, run, write_atomic
-from hyperparams import parse_args
-from inference import Translator, add_checkpoint_flags
+from cli import output, parse_args, run
+from files import write_atomic
+from messages import UserError
 
+# The settings translate.py reads (--help lists these; the model's own come from hparams.json or export.json)
+SETTINGS = ("logdir", "vocab_dir", "batch_size", "seed", "decode_extra", "decode_maxlen", "beam_size",
+            "length_penalty", "average_checkpoints", "sampling_topk", "sampling_temperature", "preset")
 
 
 def add_translate_flags(parser):
@@ -33,7 +35,7 @@ def add_translate_flags(parser):
     parser.add_argument("--output", default=None, metavar="FILE", help="write the translations to FILE (with --input)")
     parser.add_argument("--nbest", type=int, default=1, metavar="N",
                         help="print the N best translations of each sentence (a smaller beam is widened to N)")
-    add_checkpoint_flags(parser, ensemble=True)
+    engines.add_model_flags(parser, ensemble=True)
 
 
 def format_results(results, first_index, nbest):
@@ -44,18 +46,16 @@ def format_results(results, first_index, nbest):
             for n, hypotheses in enumerate(results) for text, score in hypotheses]
 
 
-def stream(translate, lines, out, batch_size, nbest):
-    """Translates an iterable of lines in batches, writing (and flushing) each batch's output."""
+def stream(translate, lines, write, batch_size, nbest):
+    """Translates an iterable of lines in batches, writing each batch's output with write(text)."""
     batch, done = [], 0
     for line in lines:
         batch.append(line.rstrip("\r\n"))
         if len(batch) == batch_size:
-            out.write("".join(f"{o}\n" for o in format_results(translate(batch), done, nbest)))
-            out.flush()
+            write("".join(f"{o}\n" for o in format_results(translate(batch, first_line=done + 1), done, nbest)))
             done, batch = done + len(batch), []
     if batch:
-        out.write("".join(f"{o}\n" for o in format_results(translate(batch), done, nbest)))
-        out.flush()
+        write("".join(f"{o}\n" for o in format_results(translate(batch, first_line=done + 1), done, nbest)))
 
 
 def interactive(translate, nbest):
@@ -67,14 +67,20 @@ def interactive(translate, nbest):
         except (EOFError, KeyboardInterrupt):
             print()
             return
-        for text in format_results(translate([line]), index, nbest):
+        try:
+            results = translate([line])
+        except UserError as e:  # a sentence too long: said, and the next one asked for
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        for text in format_results(results, index, nbest):
             print(f"en> {text}")
         index += 1
 
 
 def main(argv):
-    explicit, args = parse_args(argv, description=__doc__.splitlines()[0], add_arguments=add_translate_flags)
-    hp = hyperparams.for_evaluation(explicit)
+    explicit, args = parse_args(argv, description=__doc__.splitlines()[0], settings=SETTINGS,
+                                add_arguments=add_translate_flags, epilog=cli.FROM_LOGDIR)
+    hp = engines.settings(explicit, args)
     if args.nbest < 1:
         raise UserError(f"--nbest must be at least 1, got {args.nbest}")
     if args.output and not args.input:
@@ -86,24 +92,23 @@ def main(argv):
     if args.output and os.path.realpath(args.output) == os.path.realpath(args.input):
         raise UserError(f"--output is the --input file {args.input}: the translations would replace the German "
                         "text; pass another --output")
-    translate = Translator(hp, args, nbest=args.nbest)
+    translate = engines.open_engine(hp, args, nbest=args.nbest)
 
     if args.sentences:
-        print("\n".join(format_results(translate(args.sentences), 0, args.nbest)))
+        output("".join(f"{line}\n" for line in format_results(translate(args.sentences), 0, args.nbest)))
     elif args.input:
         lines = [text or "" for _, text in readers.read_sentences(args.input, "input")]
         out = io.StringIO()
-        stream(translate, lines, out, hp.batch_size, args.nbest)
-        text = out.getvalue()
+        stream(translate, lines, out.write, hp.batch_size, args.nbest)
         if args.output:
-            write_atomic(args.output, text)  # never a half-written file
+            write_atomic(args.output, out.getvalue())  # never a half-written file
             print(f"{args.output}: {len(lines)} sentences translated", file=sys.stderr)
         else:
-            sys.stdout.write(text)
+            output(out.getvalue())
     elif sys.stdin.isatty():
         interactive(translate, args.nbest)
     else:  # decoded as --input is: UTF-8 or a one-line error
-        stream(translate, (text for _, text in readers.decode_lines(sys.stdin.buffer, "<stdin>")), sys.stdout,
+        stream(translate, (text for _, text in readers.decode_lines(sys.stdin.buffer, "<stdin>")), output,
                hp.batch_size, args.nbest)
 
 

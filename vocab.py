@@ -4,13 +4,12 @@ prepro.py builds them into vocab_dir with corpus.json, a manifest of each
 file's sha256; load_vocabs() checks the files against it before use.
 """
 import hashlib
-import json
 import os
 
 import sentencepiece
-import tensorflow as tf
 
-from cli import UserError, file_digest
+from files import file_digest, read_record
+from messages import UserError
 from readers import read_lines, refine
 
 
@@ -108,7 +107,8 @@ class SubwordVocab:
 
     def graph_tokenizer(self):
         """The same model as tensorflow-text's tokenizer: ops that a SavedModel can hold."""
-        import tensorflow_text as tf_text  # here, not at the top: only export.py needs its ops
+        import tensorflow as tf  # here, not at the top: vocabs serve the CTranslate2 engine, without TensorFlow
+        import tensorflow_text as tf_text  # only export.py needs its ops
 
         return tf_text.SentencepieceTokenizer(model=self.model, out_type=tf.int32)
 
@@ -158,19 +158,14 @@ def vocab_manifest(hp, contents, previous, corpus_sha256, settings):
             "files": files, "settings": built_with}
 
 
-def read_manifest(vocab_dir):
-    """vocab_dir's manifest as prepro.py wrote it, or None if there is none."""
-    path = os.path.join(vocab_dir, VOCAB_MANIFEST)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
-        manifest = None
-    if not (isinstance(manifest, dict) and isinstance(manifest.get("files"), dict)):
-        raise UserError(f"{path} is not the record prepro.py writes; run prepro.py again")
-    return manifest
+# corpus.json, as files.read_record checks it
+VOCAB_RECORD = {"source_train": str, "target_train": str, "sha256": str, "files": {str: str}, "settings?": {str: dict}}
+
+
+def vocab_record(vocab_dir, fix=None):
+    """vocab_dir's corpus.json as prepro.py wrote it, or None if there is none; a damaged one is a UserError
+    ending in `fix`, or with fix None taken for absent (prepro.py writes it anew)."""
+    return read_record(os.path.join(vocab_dir, VOCAB_MANIFEST), VOCAB_RECORD, fix)
 
 
 def check_vocab_files(hp):
@@ -179,7 +174,7 @@ def check_vocab_files(hp):
         if not os.path.isfile(path):
             kind = " --vocab_type subword" if hp.vocab_type == "subword" else ""
             raise UserError(f"{path} not found; run prepro.py{kind} first (with the same --vocab_dir)")
-    manifest = read_manifest(hp.vocab_dir)
+    manifest = vocab_record(hp.vocab_dir, fix="run prepro.py again")
     manifest_path = os.path.join(hp.vocab_dir, VOCAB_MANIFEST)
     if manifest is None:
         raise UserError(f"{manifest_path} not found, so the vocab files beside it cannot be checked (they were "
@@ -192,7 +187,7 @@ def check_vocab_files(hp):
 
 def check_vocab_source(hp, corpus_sha256):
     """Refuses a vocab that prepro.py built from another training text than hp's (whose digest is given)."""
-    built = read_manifest(hp.vocab_dir) or {}
+    built = vocab_record(hp.vocab_dir, fix="run prepro.py again") or {}
     if built.get("sha256") != corpus_sha256:
         raise UserError(f"the vocab in {hp.vocab_dir} was built from {built.get('source_train')} and "
                         f"{built.get('target_train')}, not from the --source_train {hp.source_train} and "

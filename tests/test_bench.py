@@ -10,8 +10,8 @@ from conftest import ROOT
 
 
 def test_synthetic_pairs_have_the_promised_lengths():
-    import bench
-    x, y = bench.synthetic_pairs(200, 12, seed=0)
+    import speed
+    x, y = speed.synthetic_pairs(200, 12, seed=0)
     for ids in (x, y):
         lengths = (ids != 0).sum(1)
         assert lengths.min() >= 4 and lengths.max() <= 12
@@ -29,7 +29,7 @@ def test_bench_refuses_an_unknown_measure(tmp_path):
                                            (["--decode_len", "0"], "--decode_len must be at least 1, got 0")])
 def test_bench_refuses_counts_out_of_range(argv, message):
     import bench
-    from cli import UserError
+    from messages import UserError
     with pytest.raises(UserError, match=message):
         bench.main(argv)
 
@@ -79,3 +79,20 @@ def test_train_preset_runs_train_py_and_reports_its_epochs_and_memory(tmp_path):
     assert all(e["tokens_per_s"] > 0 and 1 <= e["batch_shapes"] <= 5 for e in record["epochs"])
     assert record["peak_rss_mb"] > 100  # train.py's own peak: TensorFlow alone takes more
     assert not (tmp_path / "logdir").exists()  # trained in a temporary logdir
+
+
+def test_decode_measures_of_both_engines_beam_search_and_latency(tmp_path):
+    tiny = ["--hidden_units", "32", "--num_blocks", "1", "--num_heads", "2", "--maxlen", "10", "--decode_len", "6"]
+    measures = ["--measures", "decode_cached,decode_ct2_float32,decode_ct2_int8"]
+    for extra in (["--beam_size", "2", "--sentences", "5"], ["--sentences", "1", "--latency_sentences", "3"]):
+        result = subprocess.run([sys.executable, str(ROOT / "bench.py"), *tiny, *measures, *extra], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [r["measure"] for r in records] == ["decode_cached", "decode_ct2_float32", "decode_ct2_int8"]
+        assert all(r["sentences_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in records)
+        assert all(r["settings"]["sentences"] == (5 if "--beam_size" in extra else 3) for r in records)
+        assert all(("ms_per_sentence" in r) == ("--latency_sentences" in extra) for r in records)
+        assert records[1]["ct2_isa"] and "tf" not in records[1]  # the CPU code CTranslate2 chose; no TensorFlow
+        assert records[0]["settings"]["beam_size"] == (2 if "--beam_size" in extra else 1)
+

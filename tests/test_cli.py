@@ -1,7 +1,10 @@
 """The scripts as users run them: bad input gives one line on stderr, exit code 2, no output file."""
 import dataclasses
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -104,3 +107,63 @@ def test_resuming_with_another_shape_corpus_or_vocab_is_refused(tmp_path):
     prepro.main(second)  # rebuilt from the second corpus, while logdir holds a model of the first vocab
     result = run("train.py", *second, *TINY_MODEL, "--batch_size", "8", "--num_epochs", "2", cwd=tmp_path)
     assert_one_line_error(result, "is not the one the model in", "(it was rebuilt since)")
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, 3.5])
+def test_ctrl_c_while_starting_is_one_line_and_130(tmp_path, delay):
+    """SIGINT at moments that land in the interpreter's start, in TensorFlow's import and after it."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "eval.py"), "--logdir", str(tmp_path / "none")],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    if process.returncode == 2:  # it had already ended on its own, with its one line
+        assert err.splitlines() == [err.strip()] and "run train.py first" in err
+        return
+    assert process.returncode == 130, err
+    assert err.strip() == "eval.py: interrupted" and out == ""
+
+
+def test_train_py_interrupted_while_importing_tensorflow(tmp_path):
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--logdir", str(tmp_path / "log")],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # TensorFlow takes seconds to import
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and err.strip() == "train.py: interrupted", err
+    assert not (tmp_path / "log").exists()
+
+
+def test_help_lists_the_settings_a_script_reads(tmp_path):
+    shown = {}
+    for script in ("prepro.py", "train.py", "eval.py", "translate.py", "score.py", "export.py", "serve.py"):
+        result = run(script, "--help", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        shown[script] = set(re.findall(r"--(\w+)", result.stdout))
+    assert "lr" in shown["train.py"] and not {"lr", "adam_beta1", "num_epochs"} & shown["eval.py"]
+    assert {"beam_size", "results_dir", "test_split", "ct2", "all"} <= shown["eval.py"]
+    assert {"vocab_size", "min_cnt"} <= shown["prepro.py"] and "hidden_units" not in shown["prepro.py"]
+    assert {"max_batch_tokens", "max_queue", "ct2", "host", "port"} <= shown["serve.py"]
+    assert {"format", "quantization", "overwrite"} <= shown["export.py"] and "results_dir" not in shown["export.py"]
+
+
+def test_a_flag_hidden_from_help_is_still_accepted_where_it_must_match(trained_model, tmp_path):
+    """The Makefile passes one command line to every script: eval.py takes the model's flags, if they match."""
+    _, flags = trained_model
+    result = run("eval.py", *flags, "--hidden_units", "32", "--results_dir", tmp_path, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = run("eval.py", *flags, "--hidden_units", "64", cwd=tmp_path)
+    assert result.returncode == 2 and "hidden_units: 32 != 64" in result.stderr
+
+
+def test_notes_go_to_stderr_and_a_full_stdout_is_one_line(trained_model, tmp_path):
+    _, flags = trained_model
+    result = run("translate.py", *flags, "--raw_weights", "eins zwei", "drei", cwd=tmp_path)
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 2  # two lines in, two out
+    assert result.stderr.startswith("note: --raw_weights changes nothing")
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, str(ROOT / "translate.py"), *flags, "eins zwei"], cwd=tmp_path,
+                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["translate.py: error: cannot write the results to stdout (No space left "
+                                          "on device); free some space or redirect them elsewhere"]

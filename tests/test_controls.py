@@ -17,14 +17,17 @@ import prepro
 import score
 import train
 import translate
-from cli import UserError
+from messages import UserError
 from conftest import ROOT, TINY_MODEL, corpus_flags, toy_pairs
-from decoding import cached_greedy_decoder, combine, decode_limits, make_decoder
-from hyperparams import Hyperparams, parse_args
+from decoding import cached_greedy_decoder, decode_limits, make_decoder
+from cli import parse_args
+from hyperparams import Hyperparams
 from inference import load_trained
 from model import build_model
 from modules import FeedForward, rdrop_kl
-from training import DecayingSchedule, PaperSchedule, TrainStep, averaged_weights, make_optimizer
+from inference import Ensemble, mean_log_probs
+from optimizer import DecayingSchedule, PaperSchedule, averaged_weights, make_optimizer
+from training import TrainStep
 from vocab import EOS, PAD
 
 SMALL = dict(hidden_units=16, num_blocks=2, num_heads=2, dropout_rate=0.0, maxlen=8)
@@ -59,11 +62,11 @@ def test_accumulated_batches_give_the_update_of_one_batch_holding_them_all():
     accumulated, whole = fresh_model(), fresh_model()
     start = values(accumulated)
     step = TrainStep(accumulated, keras.optimizers.SGD(1.0), 0.1, accumulate=2)
-    step(SRC[0], TGT[0], apply=False)
-    for before, after in zip(start, values(accumulated)):  # the first batch only adds to the sums
-        np.testing.assert_array_equal(before, after)
-    step(SRC[1], TGT[1], apply=True)
-    TrainStep(whole, keras.optimizers.SGD(1.0), 0.1)(tf.concat(SRC, 0), tf.concat(TGT, 0))
+    step([(SRC[0], TGT[0]), (SRC[1], TGT[1])])  # one optimizer step: the first batch only adds to the sums
+    for total in step.sums:  # which are empty again after the update
+        np.testing.assert_array_equal(total.numpy(), 0.0)
+    assert float(step.words.numpy()) == 0.0
+    TrainStep(whole, keras.optimizers.SGD(1.0), 0.1)([(tf.concat(SRC, 0), tf.concat(TGT, 0))])
     assert int(step.optimizer.iterations) == 1
     assert not all(np.array_equal(a, s) for a, s in zip(values(accumulated), start))
     for a, b in zip(values(accumulated), values(whole)):
@@ -74,15 +77,15 @@ def test_recomputed_blocks_give_the_update_of_blocks_kept_for_the_backward_pass(
     """--recompute: the blocks run again in the backward pass, with the dropout masks of the forward pass."""
     dropout = dict(dropout_rate=0.3, residual_dropout=0.3, ff_dropout=0.3, recompute=True)
     recomputing, keeping = fresh_model(**dropout), fresh_model(**dropout)
-    TrainStep(recomputing, keras.optimizers.SGD(1.0), 0.1)(SRC[0], TGT[0])
+    TrainStep(recomputing, keras.optimizers.SGD(1.0), 0.1)([(SRC[0], TGT[0])])
     # the same seeds, each block's activations kept as without --recompute
     monkeypatch.setattr(model_module, "recomputed", lambda block, hidden, *, enc=None, **kwargs: block(
         hidden, training=True, **kwargs, **({} if enc is None else {"enc": enc}))[0])
-    TrainStep(keeping, keras.optimizers.SGD(1.0), 0.1)(SRC[0], TGT[0])
+    TrainStep(keeping, keras.optimizers.SGD(1.0), 0.1)([(SRC[0], TGT[0])])
     for a, b in zip(values(recomputing), values(keeping)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     without_dropout = fresh_model(recompute=True)
-    TrainStep(without_dropout, keras.optimizers.SGD(1.0), 0.1)(SRC[0], TGT[0])
+    TrainStep(without_dropout, keras.optimizers.SGD(1.0), 0.1)([(SRC[0], TGT[0])])
     assert not all(np.allclose(a, b) for a, b in zip(values(recomputing), values(without_dropout)))
 
 
@@ -93,7 +96,7 @@ def test_a_run_resumes_with_recompute_switched_on_or_off(tmp_path, before, after
     saved = fresh_model(**dropout, recompute=before)
     optimizer = make_optimizer(Hyperparams(**SMALL))
     optimizer.build(saved.trainable_variables)
-    TrainStep(saved, optimizer, 0.1)(SRC[0], TGT[0])
+    TrainStep(saved, optimizer, 0.1)([(SRC[0], TGT[0])])
     checkpoints.save_checkpoint(train.make_checkpoint(saved, optimizer), str(tmp_path), "model_epoch_01_gs_1", keep=1)
     resumed = fresh_model(**dropout, recompute=after)
     optimizer = make_optimizer(Hyperparams(**SMALL))
@@ -101,7 +104,7 @@ def test_a_run_resumes_with_recompute_switched_on_or_off(tmp_path, before, after
     assert checkpoints.resume(train.make_checkpoint(resumed, optimizer), str(tmp_path))
     for a, b in zip(values(resumed), values(saved)):
         np.testing.assert_array_equal(a, b)
-    TrainStep(resumed, optimizer, 0.1)(SRC[1], TGT[1])  # and trains on
+    TrainStep(resumed, optimizer, 0.1)([(SRC[1], TGT[1])])  # and trains on
 
 
 def test_recomputing_the_blocks_lowers_the_peak_memory_of_a_training_step():
@@ -112,13 +115,13 @@ def test_recomputing_the_blocks_lowers_the_peak_memory_of_a_training_step():
     for recompute in (False, True):
         model = fresh_model(hidden_units=32, num_blocks=3, maxlen=32, recompute=recompute)
         step = TrainStep(model, keras.optimizers.SGD(0.1), 0.1)
-        step(src, tgt)  # traced, and the buffers of a step made once
+        step([(src, tgt)])  # traced, and the buffers of a step made once
         try:
             tf.config.experimental.reset_memory_stats("CPU:0")
         except ValueError:
             pytest.skip("this TensorFlow build keeps no statistics of its CPU allocator")
         before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-        step(src, tgt)
+        step([(src, tgt)])
         peaks[recompute] = tf.config.experimental.get_memory_info("CPU:0")["peak"] - before  # the step's own
     assert peaks[True] < 0.5 * peaks[False], peaks
 
@@ -129,9 +132,9 @@ def test_the_moving_average_follows_the_weights_and_leaves_them_untouched(ema_de
     model = fresh_model()
     optimizer = make_optimizer(hp)
     step = TrainStep(model, optimizer, 0.1)
-    step(SRC[0], TGT[0])
+    step([(SRC[0], TGT[0])])
     first = values(model)  # the average starts as the weights after the first step
-    step(SRC[1], TGT[1])
+    step([(SRC[1], TGT[1])])
     second = values(model)
     # the decay after t = 1 earlier step: min(ema_decay, (1 + t) / (10 + t))
     with averaged_weights(model, optimizer):
@@ -154,15 +157,15 @@ def test_rdrop_adds_the_symmetric_kl_between_two_passes():
     assert float(rdrop_kl(first, first, TGT[0])) == 0.0
     # without dropout the two passes agree: the step is the plain one, the loss the mean of the two
     plain, rdrop = fresh_model(), fresh_model()
-    TrainStep(plain, keras.optimizers.SGD(1.0), 0.1)(SRC[0], TGT[0])
+    TrainStep(plain, keras.optimizers.SGD(1.0), 0.1)([(SRC[0], TGT[0])])
     step = TrainStep(rdrop, keras.optimizers.SGD(1.0), 0.1, rdrop_alpha=5.0)
-    step(SRC[0], TGT[0])
+    step([(SRC[0], TGT[0])])
     for a, b in zip(values(plain), values(rdrop)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     # with dropout they differ, and the KL term changes the update
     with_dropout = [fresh_model(dropout_rate=0.3) for _ in range(2)]
     for model, alpha in zip(with_dropout, (0.0, 5.0)):
-        TrainStep(model, keras.optimizers.SGD(1.0), 0.1, rdrop_alpha=alpha)(SRC[0], TGT[0])
+        TrainStep(model, keras.optimizers.SGD(1.0), 0.1, rdrop_alpha=alpha)([(SRC[0], TGT[0])])
     assert not all(np.allclose(a, b) for a, b in zip(*map(values, with_dropout)))
 
 
@@ -188,15 +191,15 @@ def test_schedules_that_end_at_a_step():
 
 def test_ensembles_combine_log_probabilities():
     a, b = tf.random.stateless_normal((3, 13), seed=(1, 1)), tf.random.stateless_normal((3, 13), seed=(2, 2))
-    np.testing.assert_array_equal(combine([a]), a)  # one model: its logits
-    np.testing.assert_allclose(combine([a, b]), (tf.nn.log_softmax(a) + tf.nn.log_softmax(b)) / 2, rtol=1e-6)
+    np.testing.assert_allclose(mean_log_probs([a]), tf.nn.log_softmax(a), rtol=1e-6)  # one model: its log-probabilities
+    np.testing.assert_allclose(mean_log_probs([a, b]), (tf.nn.log_softmax(a) + tf.nn.log_softmax(b)) / 2, rtol=1e-6)
     model, other = fresh_model(), fresh_model(dropout_rate=0.1, hidden_units=8)
     src = tf.concat(SRC, 0)
     limits = decode_limits(src, Hyperparams(**SMALL))
     for beam in (1, 3):  # a model twice is the model alone
-        alone, twice = (make_decoder(m, beam, 0.6)(src, limits)[0].numpy() for m in (model, [model, model]))
+        alone, twice = (make_decoder(m, beam, 0.6)(src, limits)[0].numpy() for m in (model, Ensemble([model, model])))
         np.testing.assert_array_equal(alone, twice)
-    assert make_decoder([model, other], 3, 0.6)(src, limits)[0].shape[:2] == (4, 3)
+    assert make_decoder(Ensemble([model, other]), 3, 0.6)(src, limits)[0].shape[:2] == (4, 3)
 
 
 def test_sampling_is_seeded_and_top_1_is_greedy():
@@ -261,8 +264,8 @@ def test_training_counts_optimizer_steps_and_evaluation_uses_the_average(average
 
 
 def add_flags(parser):
-    from inference import add_checkpoint_flags
-    add_checkpoint_flags(parser, ensemble=True)
+    import engines
+    engines.add_model_flags(parser, ensemble=True)
 
 
 def test_max_steps_ends_training_mid_epoch(corpus, capsys):

@@ -6,7 +6,7 @@ import pytest
 import vocab
 import readers
 import data_load
-from cli import UserError
+from messages import UserError
 from conftest import SHARED_DATA, write_lines
 from vocab import EOS, PAD, UNK
 
@@ -117,9 +117,21 @@ def test_train_batches_are_seeded_full_batches():
     assert first == batches(1) and first != batches(2)
 
 
-def test_eval_batches_keep_the_last_partial_batch():
-    x = np.zeros((10, 3), np.int32)
-    assert [len(b) for b in data_load.eval_batches(x, 4)] == [4, 4, 2]
+def test_an_engine_translates_in_batches_the_last_one_partial():
+    import engines
+    from hyperparams import Hyperparams
+    from vocab import WordVocab
+
+    class Recording(engines.Engine):  # the batching of both engines, without a model
+        nbest, calls = 1, []
+        hp, src_vocab = Hyperparams(batch_size=4), WordVocab(["<PAD>", "<UNK>", "<S>", "</S>", "eins"])
+        tgt_vocab = src_vocab
+
+        def nbest_ids(self, rows):
+            self.calls.append(len(rows))
+            return [[([4, 3], 0.0)] for _ in rows]
+
+    assert [t[0][0] for t in Recording()(["eins"] * 10)] == ["eins"] * 10 and Recording.calls == [4, 4, 2]
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "iwslt2016").is_dir(), reason="../shared/data/iwslt2016 is absent")
@@ -136,7 +148,7 @@ def test_a_broken_vocab_source_record_says_what_to_run(tmp_path, record):
     (tmp_path / vocab.VOCAB_MANIFEST).write_text(record)
     hp = Hyperparams(vocab_dir=str(tmp_path), source_train=write_lines(tmp_path / "a.de", ["x"]),
                      target_train=write_lines(tmp_path / "a.en", ["y"]))
-    with pytest.raises(UserError, match="is not the record prepro.py writes; run prepro.py again"):
+    with pytest.raises(UserError, match=r"corpus.json is damaged \(.*\); run prepro.py again"):
         vocab.check_vocab_source(hp, "0" * 64)
 
 

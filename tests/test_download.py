@@ -15,7 +15,7 @@ import pytest
 import corpora
 import download
 import fetch
-from cli import UserError
+from messages import UserError
 from conftest import ROOT, SHARED_DATA
 from corpora import corpus_paths
 

@@ -20,6 +20,8 @@ import tensorflow as tf
 
 import checkpoints
 import cli
+import ct2
+import files
 import eval as evaluate
 import export
 import plot_attention
@@ -29,6 +31,7 @@ import translate
 import vocab
 from conftest import ROOT, TINY_MODEL, corpus_flags, toy_pairs, write_lines
 from hyperparams import Hyperparams
+from messages import UserError
 
 TRAIN = TINY_MODEL + ["--batch_size", "16"]
 
@@ -102,14 +105,14 @@ def test_export_overwrite_replaces_only_its_own_savedmodel(trained, tmp_path, ca
     _, flags = trained
     out = tmp_path / "exports" / "exported"  # inside a directory that does not exist yet
     export.main(flags + ["--out", str(out)])
-    marker = json.loads((out / export.MARKER).read_text())
+    marker = json.loads((out / ct2.MARKER).read_text())
     assert marker["written_by"] == "export.py" and marker["name"].startswith("model_epoch_01")
     first = snapshot(out)
     line = fails(export.main, "export.py", flags + ["--out", out], capsys, monkeypatch)
     assert "exists and is not empty" in line and "--overwrite" in line
     assert snapshot(out) == first
     export.main(flags + ["--out", str(out), "--overwrite"])
-    assert (out / export.MARKER).is_file() and (out / "saved_model.pb").is_file()
+    assert (out / ct2.MARKER).is_file() and (out / "saved_model.pb").is_file()
     assert sorted(os.listdir(out.parent)) == ["exported"]  # no temporary or old directory is left
 
 
@@ -133,7 +136,7 @@ def test_a_full_disk_while_prepro_writes_keeps_the_whole_old_vocab(trained, tmp_
     vocab_dir = Path(flag(flags, "vocab_dir"))
     before = snapshot(vocab_dir)
     other = corpus_flags(tmp_path, toy_pairs(64, seed=5), toy_pairs(2, seed=2))[:4]  # another training text
-    fail_on_call(monkeypatch, cli.os, "fsync", 2, OSError(errno.ENOSPC, "No space left on device"))
+    fail_on_call(monkeypatch, files.os, "fsync", 2, OSError(errno.ENOSPC, "No space left on device"))
     line = fails(prepro.main, "prepro.py", other + ["--vocab_dir", vocab_dir], capsys, monkeypatch, after_work=True)
     assert f"cannot write {vocab_dir / 'en.vocab.tsv'} (No space left on device)" in line
     assert snapshot(vocab_dir) == before  # the complete old set, and no temporary file
@@ -158,7 +161,7 @@ def test_a_vocab_set_mixed_by_a_kill_is_refused(trained, tmp_path):
     finally:
         os.replace = replace
     hp = Hyperparams(vocab_dir=str(vocab_dir), min_cnt=1)
-    with pytest.raises(cli.UserError, match=r"de.vocab.tsv is not the file .*corpus.json lists .* run prepro.py"):
+    with pytest.raises(UserError, match=r"de.vocab.tsv is not the file .*corpus.json lists .* run prepro.py"):
         vocab.load_vocabs(hp)
 
 
@@ -174,8 +177,8 @@ def test_a_full_disk_at_the_writability_check_leaves_no_probe(tmp_path, monkeypa
         return f
 
     monkeypatch.setattr("builtins.open", full)
-    with pytest.raises(cli.UserError, match="cannot write to --results_dir .* \\(No space left on device\\)"):
-        cli.check_writable(str(tmp_path / "results"), "results_dir")
+    with pytest.raises(UserError, match="cannot write to --results_dir .* \\(No space left on device\\)"):
+        files.check_writable(str(tmp_path / "results"), "results_dir")
     monkeypatch.undo()
     assert os.listdir(tmp_path / "results") == []
 
@@ -186,7 +189,7 @@ def test_eval_writes_its_results_and_their_json_both_or_neither(copy, capsys, mo
     results = directory / "results"
     before = snapshot(results)
     assert len(before) == 2  # the results file and its .json
-    fail_on_call(monkeypatch, cli.os, "fsync", 2, OSError(errno.ENOSPC, "No space left on device"))
+    fail_on_call(monkeypatch, files.os, "fsync", 2, OSError(errno.ENOSPC, "No space left on device"))
     line = fails(evaluate.main, "eval.py", flags, capsys, monkeypatch, after_work=True)
     assert ".json (No space left on device)" in line
     assert snapshot(results) == before
@@ -240,7 +243,7 @@ def test_a_corpus_with_no_word_after_refining_is_refused(tmp_path, capsys, monke
 
 def test_a_min_cnt_that_leaves_no_word_is_refused(trained, tmp_path):
     directory, flags = trained
-    with pytest.raises(cli.UserError, match=r"de.vocab.tsv: no word is seen at least --min_cnt 1000 times"):
+    with pytest.raises(UserError, match=r"de.vocab.tsv: no word is seen at least --min_cnt 1000 times"):
         train.main(flags + TRAIN + ["--min_cnt", "1000", "--logdir", str(tmp_path / "l")])
 
 
@@ -253,8 +256,9 @@ def test_a_damaged_checkpoint_list_resumes_from_the_newest_checkpoint(copy, stat
     else:
         (logdir / "checkpoint").write_bytes(state)
     train.main(flags + TRAIN + ["--num_epochs", "2"])
-    out = capsys.readouterr().out
-    assert "is missing or damaged; using the checkpoints found" in out
+    out = capsys.readouterr()
+    assert "note: " in out.err and "is missing or damaged; using the checkpoints found" in out.err  # a note: stderr
+    out = out.out
     assert f"resuming from {logdir / 'model_epoch_01_gs_4'}" in out
     assert checkpoints.listed(str(logdir)) == ["model_epoch_01_gs_4", "model_epoch_02_gs_8"]
 
@@ -288,7 +292,7 @@ def test_a_damaged_checkpoint_is_named_with_what_to_do(copy, damage, capsys, mon
 def test_hparams_json_that_is_a_directory(tmp_path, capsys, monkeypatch):
     (tmp_path / "logdir" / "hparams.json").mkdir(parents=True)
     line = fails(evaluate.main, "eval.py", ["--logdir", tmp_path / "logdir"], capsys, monkeypatch)
-    assert "hparams.json is not a settings file written by train.py (Is a directory)" in line
+    assert "hparams.json is damaged (Is a directory); move it away and run train.py again" in line
 
 
 def test_a_second_training_on_one_logdir_stops_and_a_killed_one_leaves_no_lock(trained, capsys, monkeypatch):
@@ -302,7 +306,7 @@ def test_a_second_training_on_one_logdir_stops_and_a_killed_one_leaves_no_lock(t
                                f"with checkpoints.exclusive({logdir!r}):\n print('held', flush=True); time.sleep(60)"],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(cli.UserError, match="is training in"):
+    with pytest.raises(UserError, match="is training in"):
         with checkpoints.exclusive(logdir):
             pass
     holder.send_signal(signal.SIGKILL)

@@ -1,19 +1,23 @@
 import dataclasses
+
+import cli
 import json
 
 import pytest
 
 import hyperparams
-from cli import UserError
-from hyperparams import Hyperparams, parse_args
+from messages import UserError
+from cli import parse_args
+from hyperparams import Hyperparams
 
 
 def test_every_field_is_a_typed_flag_with_help():
     explicit, _ = parse_args(["--maxlen", "7", "--lr", "0.5", "--sinusoid", "false",
                               "--logdir", "runs/a"], description="t")
     assert explicit == {"maxlen": 7, "lr": 0.5, "sinusoid": False, "logdir": "runs/a"}
-    helps = hyperparams._field_help()
+    helps = cli._field_help()
     assert set(helps) == {f.name for f in dataclasses.fields(Hyperparams)}  # every field has a comment
+    assert {group for group, _ in helps.values()} == {"data", "model", "training", "evaluation"}
 
 
 def test_defaults_are_the_originals():

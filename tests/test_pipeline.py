@@ -14,7 +14,8 @@ import hyperparams
 import prepro
 import shards
 import train
-from cli import UserError
+from cli import parse_args
+from messages import UserError
 from conftest import TINY_MODEL, corpus_flags, decoders_on_test_set, toy_pairs, write_lines
 
 BATCH = ["--batch_size", "16"]
@@ -176,8 +177,8 @@ def test_training_with_length_buckets(tmp_path):
     flags = corpus_flags(tmp_path, toy_pairs(120, seed=1), toy_pairs(10, seed=2)) + ["--maxlen", "10"]
     prepro.main(flags)
     train.main(flags + TINY_MODEL + ["--batch_tokens", "64", "--num_epochs", "1"])
-    hp = hyperparams.Hyperparams(**hyperparams.parse_args(flags, description="")[0])
-    lengths = shards.histogram(shards.read_manifest(hp)["shards"])
+    hp = hyperparams.Hyperparams(**parse_args(flags, description="")[0])
+    lengths = shards.histogram(shards.shard_manifest(hp)["shards"])
     steps = data_load.count_batches(lengths, maxlen=hp.maxlen, batch_size=hp.batch_size, batch_tokens=64)
     assert steps > 120 // hp.batch_size  # short sentences: more, smaller batches
     assert os.path.basename(tf.train.latest_checkpoint(hp.logdir)) == f"model_epoch_01_gs_{steps}"

@@ -10,7 +10,8 @@ from conftest import toy_pairs
 from hyperparams import Hyperparams
 from model import build_model, shift_right
 from modules import loss_and_accuracy
-from training import TrainStep, make_optimizer
+from optimizer import make_optimizer
+from training import TrainStep
 
 SETTINGS = dict(hidden_units=32, num_blocks=2, num_heads=4, dropout_rate=0.0, maxlen=10, lr=0.003)
 SRC = tf.constant([[5, 6, 7, 3, 0], [8, 9, 3, 0, 0]])
@@ -64,7 +65,7 @@ def epoch_losses(epochs=2, **settings):
     losses = []
     for _ in range(epochs):
         for src, tgt in toy_batches():
-            step(src, tgt)
+            step([(src, tgt)])
         loss_sum, steps = step.epoch.loss.numpy(), step.epoch.steps.numpy()
         step.epoch.reset()
         losses.append(loss_sum / steps)
@@ -104,6 +105,6 @@ def test_the_logged_gradient_norm_is_that_of_the_loss_without_the_loss_scale(pre
     optimizer = make_optimizer(hp)
     optimizer.build(model.trainable_variables)
     step = TrainStep(model, optimizer, hp.label_smoothing)
-    step(src, tgt, True)
+    step([(src, tgt)], True)
     assert float(step.grad_norm) == pytest.approx(expected, rel=tolerance)
     assert expected > 0.1

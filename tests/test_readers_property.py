@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import readers
-from cli import UserError
+from messages import UserError
 
 # Any text on one line: Unicode of every category, stray "<", spaces, tags; no line breaks
 # (a line break would make two lines out of one).

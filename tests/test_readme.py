@@ -22,6 +22,7 @@ import urllib.request
 import pytest
 
 import bench
+import cli
 import download
 import eval as evaluate
 import export
@@ -128,7 +129,7 @@ def test_every_command_is_known_to_work(sandbox, monkeypatch, capsys):
                 module, add_flags = SCRIPTS[words[1]]
                 argv = words[2:]
                 if words[1] in SLOW or OTHER_DATA & {w.split("=")[0] for w in argv}:
-                    explicit, _ = hyperparams.parse_args(argv, description="", add_arguments=add_flags)
+                    explicit, _ = cli.parse_args(argv, description="", add_arguments=add_flags)
                     hyperparams.Hyperparams(**explicit)  # the values are valid together
                     parsed.append(line)
                 else:

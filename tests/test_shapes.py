@@ -15,7 +15,8 @@ from conftest import ROOT
 from decoding import beam_search_decoder, cached_greedy_decoder, decode_limits
 from hyperparams import Hyperparams
 from model import build_model
-from training import TrainStep, make_optimizer
+from optimizer import make_optimizer
+from training import TrainStep
 from vocab import EOS, PAD
 
 
@@ -92,7 +93,7 @@ def test_empty_rows_change_neither_the_loss_nor_the_update():
         optimizer.build(model.trainable_variables)
         step = TrainStep(model, optimizer, hp.label_smoothing)
         fill = ((0, rows), (0, 0))
-        step(tf.constant(np.pad(x, fill)), tf.constant(np.pad(y, fill)))
+        step([(tf.constant(np.pad(x, fill)), tf.constant(np.pad(y, fill)))])
         results.append((step.interval.means(), step.interval.tokens.numpy(), model.get_weights()))
     (means, tokens, weights), (means_filled, tokens_filled, weights_filled) = results
     assert tokens == tokens_filled and means == pytest.approx(means_filled, rel=1e-6)
@@ -117,7 +118,7 @@ def test_a_step_that_expects_its_dataset_runs_every_batch_shape_on_one_graph():
         if expect:
             step.expect(dataset.element_spec)
         for i, (src, tgt) in enumerate(batches):
-            step(src, tgt, measure_norm=i % 3 == 0)
+            step([(src, tgt)], measure_norm=i % 3 == 0)
             if i == 7:  # 3 shapes so far; further on, rounding differences grow with every update
                 weights = model.get_weights()
         results.append((step._step.experimental_get_tracing_count(), weights))
@@ -127,11 +128,11 @@ def test_a_step_that_expects_its_dataset_runs_every_batch_shape_on_one_graph():
         np.testing.assert_allclose(w, w_alone, rtol=1e-5, atol=2e-6)
 
 
-def test_eval_batches_cut_each_batch_to_a_multiple_of_the_shape_step():
-    x = np.full((7, 40), PAD, np.int32)
-    for i, length in enumerate([3, 9, 17, 2, 1, 40, 5]):
-        x[i, :length] = 4
-    assert [b.shape[1] for b in data_load.eval_batches(x, 2)] == [16, 24, 40, 8]  # 40: the array's width
+def test_a_source_batch_is_cut_to_a_multiple_of_the_shape_step():
+    from inference import source_batch
+
+    rows = [[4] * length for length in [3, 9, 17, 2, 1, 40, 5]]
+    assert [source_batch(rows[i:i + 2]).shape[1] for i in range(0, 7, 2)] == [16, 24, 40, 8]
     assert [data_load.round_up(n) for n in (1, 8, 9, 16)] == [8, 8, 16, 16]
 
 
@@ -171,7 +172,7 @@ def test_with_jit_a_run_compiles_once_per_batch_shape(tmp_path):
     assert record["batch_shapes"] <= record["xla_compilations"] <= record["batch_shapes"] + 2
 
 
-def test_training_and_decoding_pipelines_run_without_the_autotuner():
+def test_training_pipelines_run_without_the_autotuner():
     # with it, deleting an iterator at an epoch's end could wait for the autotuner's next pass
     x, y = random_pairs(50, 10, seed=3)
     pairs, _ = data_load.array_pairs(x, y)
@@ -179,4 +180,3 @@ def test_training_and_decoding_pipelines_run_without_the_autotuner():
         batches = data_load.train_batches(pairs, maxlen=10, batch_size=8, seed=1, batch_tokens=batch_tokens, total=9)
         assert batches.options().autotune.enabled is False
         assert sum(1 for _ in batches) == 9
-    assert data_load.eval_batches(x, 8).options().autotune.enabled is False

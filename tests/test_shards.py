@@ -11,9 +11,10 @@ import readers
 import shards
 import train
 import vocab
-from cli import UserError
+from messages import UserError
 from conftest import TINY_MODEL, corpus_flags, toy_pairs, write_lines
-from hyperparams import Hyperparams, parse_args
+from cli import parse_args
+from hyperparams import Hyperparams
 from vocab import PAD
 
 PAIRS = 230  # with --shard_pairs 50: shards of 50, 50, 50, 50 and 30 pairs
@@ -29,7 +30,7 @@ def corpus(tmp_path):
 
 def read_back(hp, sizes):
     """Every pair of hp's shards, in shard order, as (source ids, target ids) lists."""
-    paths = [os.path.join(shards.shard_dir(hp), e["name"]) for e in shards.read_manifest(hp)["shards"]]
+    paths = [os.path.join(shards.shard_dir(hp), e["name"]) for e in shards.shard_manifest(hp)["shards"]]
     pairs = []
     for path in paths:  # one at a time, so that the order is the files'
         pairs += [(a.numpy().tolist(), b.numpy().tolist()) for a, b in data_load.shard_pairs([path], seed=0,
@@ -39,7 +40,7 @@ def read_back(hp, sizes):
 
 def test_shards_hold_every_pair_as_the_vocab_encodes_it(corpus):
     hp, pairs, _ = corpus
-    manifest = shards.read_manifest(hp)
+    manifest = shards.shard_manifest(hp)
     assert [e["pairs"] for e in manifest["shards"]] == [50, 50, 50, 50, 30]
     src_vocab, tgt_vocab = vocab.load_vocabs(hp)
     expected = list(zip(src_vocab.encode([s for s, _ in pairs]), tgt_vocab.encode([t for _, t in pairs])))
@@ -84,7 +85,7 @@ def cut_shard(hp):
 
 
 def other_vocab(hp):
-    manifest = shards.read_manifest(hp)
+    manifest = shards.shard_manifest(hp)
     manifest["vocab_sha256"] = "0" * 64
     with open(shards.manifest_path(hp), "w") as f:
         json.dump(manifest, f)
@@ -134,8 +135,8 @@ def test_two_workers_read_disjoint_shards_and_every_pair_once(corpus, batch_toke
     hp, pairs, _ = corpus
     hp = Hyperparams(**{**hp.__dict__, "batch_tokens": batch_tokens, "batch_size": 8})
     src_vocab, tgt_vocab = vocab.load_vocabs(hp)
-    manifest = shards.read_manifest(hp)
-    epochs = data_load.Epochs(hp, manifest, (src_vocab.size, tgt_vocab.size), pipelines=2, replicas=2)
+    manifest = shards.shard_manifest(hp)
+    epochs = data_load.TrainingSet(hp, manifest, (src_vocab.size, tgt_vocab.size), pipelines=2, replicas=2)
     assert sorted(sum(epochs.parts, [])) == sorted(set(sum(epochs.parts, []))) and all(epochs.parts)
     seen, steps = [], []
     for worker in range(2):
@@ -145,7 +146,7 @@ def test_two_workers_read_disjoint_shards_and_every_pair_once(corpus, batch_toke
             for a, b in zip(src.numpy(), tgt.numpy()):
                 if (a != PAD).any():
                     seen.append((tuple(a[a != PAD]), tuple(b[b != PAD])))
-    assert steps[0] == steps[1] == epochs.steps  # the workers keep step
+    assert steps[0] == steps[1] == epochs.batches_per_epoch  # the workers keep step
     encoded = zip(src_vocab.encode([s for s, _ in pairs]), tgt_vocab.encode([t for _, t in pairs]))
     fitting = [(tuple(a), tuple(b)) for a, b in encoded if max(len(a), len(b)) <= hp.maxlen]
     if batch_tokens:  # every pair that fits maxlen, exactly once across the two workers
@@ -160,9 +161,9 @@ def test_a_resumed_epoch_skips_exactly_the_batches_done(corpus):
     hp, _, _ = corpus
     hp = Hyperparams(**{**hp.__dict__, "batch_tokens": 24})
     src_vocab, tgt_vocab = vocab.load_vocabs(hp)
-    epochs = data_load.Epochs(hp, shards.read_manifest(hp), (src_vocab.size, tgt_vocab.size))
+    epochs = data_load.TrainingSet(hp, shards.shard_manifest(hp), (src_vocab.size, tgt_vocab.size))
     whole = [s.numpy().tolist() for s, _ in epochs.batches(seed=3)]
-    assert len(whole) == epochs.steps
+    assert len(whole) == epochs.batches_per_epoch
     assert [s.numpy().tolist() for s, _ in epochs.batches(seed=3, done=5)] == whole[5:]
     assert [s.numpy().tolist() for s, _ in epochs.batches(seed=4)] != whole
 

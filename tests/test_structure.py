@@ -22,7 +22,7 @@ def imported(path):
 
 def test_the_scripts_are_the_entry_points_the_readme_names():
     assert SCRIPTS == {"prepro", "train", "eval", "translate", "export", "plot_attention", "download", "bench",
-                       "bench_corpus", "score"}
+                       "bench_corpus", "bench_serve", "score", "serve", "figures"}
 
 
 def test_no_module_imports_a_script():
@@ -46,3 +46,16 @@ def test_pyflakes_finds_nothing():
     result = subprocess.run([sys.executable, "-m", "pyflakes", *map(str, SOURCES), *map(str, ROOT.glob("tests/*.py"))],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_script_imports_cli_before_any_module_that_takes_time():
+    """cli.py, imported first, makes a Ctrl-C while the script starts one line and exit code 130."""
+    for path in SOURCES:
+        if path.stem not in SCRIPTS:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        first = next(node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+                     and (node.names[0].name if isinstance(node, ast.Import) else node.module).split(".")[0]
+                     not in sys.stdlib_module_names)
+        name = first.names[0].name if isinstance(first, ast.Import) else first.module
+        assert name == "cli", f"{path.name} imports {name} before cli"

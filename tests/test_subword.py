@@ -17,9 +17,11 @@ import eval as evaluate
 import hyperparams
 import prepro
 import train
-from cli import UserError
+import weights
+from messages import UserError
 from conftest import ROOT, corpus_flags, toy_pairs, write_lines
-from hyperparams import Hyperparams, parse_args
+from cli import parse_args
+from hyperparams import Hyperparams
 from model import build_model
 
 
@@ -157,13 +159,13 @@ def test_averaging_checkpoints_averages_their_weights(corpus):
     hp = hyperparams.for_evaluation(parse_args(flags, description="")[0])
     subword = vocab.load_vocabs(hp)[0]
     model = build_model(hp, subword.size, subword.size)
-    paths = checkpoints.newest(hp.logdir, 2)
+    paths = weights.newest(hp.logdir, 2)
     assert [p.rsplit("_gs_", 1)[0][-2:] for p in paths] == ["05", "06"]  # the epoch 5 and 6 checkpoints
     values = []
     for path in paths:
-        checkpoints.restore(model, hp, path)
+        weights.restore(model, hp, path)
         values.append([w.numpy() for w in model.weights])
-    checkpoints.average(model, hp, paths)
+    weights.average(model, hp, paths)
     for weight, a, b in zip(model.weights, *values):
         np.testing.assert_allclose(weight.numpy(), (a + b) / 2, rtol=1e-6, atol=1e-7)
     evaluate.main(flags + ["--average_checkpoints", "2"])
@@ -175,7 +177,8 @@ def test_a_missing_or_broken_subword_model_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="subword.model not found; run prepro.py --vocab_type subword first"):
         vocab.load_vocabs(hp)
     (tmp_path / vocab.SUBWORD_MODEL).write_bytes(b"no model")
-    manifest = {"files": {vocab.SUBWORD_MODEL: hashlib.sha256(b"no model").hexdigest()}}
+    manifest = {"files": {vocab.SUBWORD_MODEL: hashlib.sha256(b"no model").hexdigest()}, "source_train": "a.de",
+                "target_train": "a.en", "sha256": "0" * 64}
     (tmp_path / vocab.VOCAB_MANIFEST).write_text(json.dumps(manifest))  # as if prepro.py had written it
     with pytest.raises(UserError, match="subword.model is not a SentencePiece model; rebuild it with prepro.py"):
         vocab.load_vocabs(hp)
@@ -191,18 +194,18 @@ def test_the_best_checkpoint_is_replaced_only_once_the_new_one_is_complete(tmp_p
         "best", "model_epoch_02_gs_10", "model_epoch_02_gs_10"]  # .json, .index, .data-*: epoch 1's are gone
     assert checkpoints.best_checkpoint(str(tmp_path)) == str(tmp_path / "best" / "model_epoch_02_gs_10")
     (tmp_path / "best" / "best.json").write_text("{")
-    with pytest.raises(UserError, match="best.json is not the record train.py writes; delete"):
+    with pytest.raises(UserError, match="best.json is damaged \\(not JSON.*\\); delete"):
         checkpoints.best_record(str(tmp_path))
 
 
 def test_the_exported_subword_model_translates_raw_text_as_translate_does(corpus, tmp_path):
     import export
-    import translate
+    import engines
     from test_translate import exported_translations
     directory, flags, _, test_pairs = corpus  # trained by the test above
     export.main(flags + ["--beam_size", "2", "--out", str(tmp_path / "saved")])
     german = [s for s, _ in test_pairs[:8]] + [""]
     hp = hyperparams.for_evaluation(parse_args(flags + ["--beam_size", "2"], description="")[0])
-    expected = [hypotheses[0][0] for hypotheses in translate.Translator(hp)(german)]
+    expected = [hypotheses[0][0] for hypotheses in engines.open_engine(hp)(german)]
     assert exported_translations(tmp_path / "saved", german, "subword") == expected
     assert expected[0][0].isupper() and expected[0].endswith(".")  # cased, punctuated raw text

@@ -5,11 +5,12 @@ import sys
 
 import pytest
 
+import engines
 import eval as evaluate
 import prepro
 import train
 import translate
-from cli import UserError
+from messages import UserError
 from conftest import ROOT, TINY_MODEL, corpus_flags, toy_pairs
 
 
@@ -51,9 +52,9 @@ def test_arguments_and_stdin(trained):
 def translate_refined(flags, sentence):
     """The in-process translation of one sentence, for comparison."""
     import hyperparams
-    from hyperparams import parse_args
+    from cli import parse_args
     hp = hyperparams.for_evaluation(parse_args(flags, description="")[0])
-    return translate.Translator(hp)([sentence])[0][0][0]
+    return engines.open_engine(hp)([sentence])[0][0][0]
 
 
 def test_nbest_lists_the_best_hypotheses_first(trained, capsys):

@@ -1,0 +1,148 @@
+"""Load on serve.py over loopback: throughput, latency and errors with and without batching; overload; memory.
+
+    python bench_serve.py --logdir L --vocab_dir V --sentences corpora/multi30k/test_2016_flickr.de.gz
+    python bench_serve.py --ct2 exported_ct2 --sentences corpora/multi30k/test_2016_flickr.de.gz
+
+Each run starts serve.py (a process of its own, on 127.0.0.1) with the model
+flags given here and the run's own batching flags, waits until it listens,
+then C client threads each send --requests requests of one sentence (the
+--sentences file's, in turn), one after the other on a kept-alive
+connection, for at most --seconds. It prints one JSON line per run:
+
+    batched C      serve.py's defaults, C = 1, 8, 32 clients
+    one_at_a_time  --max_batch_tokens 1: every decoder call translates one sentence, C = 1, 8, 32
+    overload       --max_queue 8, 64 clients: every request answered, 200 or 503, and how fast
+    memory         the server's resident memory before and after --memory_requests requests (32 clients)
+
+with sentences_per_s, latency p50, p95, p99 and max (ms), and status counts.
+"""
+import concurrent.futures
+import http.client
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+from cli import Parser, run
+from messages import UserError
+from readers import read_sentences
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CLIENTS = (1, 8, 32)
+
+
+def add_flags(parser):
+    parser.add_argument("--sentences", required=True, metavar="FILE", help="German sentences the clients send")
+    parser.add_argument("--requests", type=int, default=40, help="requests per client and run (default: 40)")
+    parser.add_argument("--seconds", type=float, default=120, help="the longest a run sends for (default: 120)")
+    parser.add_argument("--memory_requests", type=int, default=10000,
+                        help="requests of the memory run, 0 to skip it (default: 10000)")
+
+
+def start_server(model_flags, run_flags):
+    """serve.py with these flags on a free port: (process, port), once it listens."""
+    process = subprocess.Popen([sys.executable, os.path.join(HERE, "serve.py"), *model_flags, *run_flags,
+                                "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        found = re.search(r"serving .* on http://[\d.]+:(\d+)", line)
+        if found:
+            threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()  # keep it drained
+            return process, int(found[1])
+    raise UserError(f"serve.py did not start: {''.join(lines)[-500:]}")
+
+
+def stop_server(process):
+    process.terminate()
+    process.wait(timeout=120)
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read())[1]) / 1024
+
+
+def client(port, sentences, first, count, deadline):
+    """One client: count requests, one sentence each, in turn from sentences[first]; [(status, seconds)]."""
+    connection, done = http.client.HTTPConnection("127.0.0.1", port, timeout=120), []
+    for i in range(count):
+        if time.monotonic() > deadline:
+            break
+        body = json.dumps({"text": sentences[(first + i) % len(sentences)]})
+        start = time.perf_counter()
+        connection.request("POST", "/translate", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        done.append((response.status, time.perf_counter() - start))
+    connection.close()
+    return done
+
+
+def load(port, sentences, clients, requests, seconds):
+    """C clients at once: their figures."""
+    deadline = time.monotonic() + seconds
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        results = pool.map(lambda c: client(port, sentences, c * requests, requests, deadline), range(clients))
+        answers = [answer for done in results for answer in done]
+    wall = time.perf_counter() - start
+    latencies = sorted(seconds * 1000 for _, seconds in answers)
+    statuses = {}
+    for status, _ in answers:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+
+    def percentile(p):
+        return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))], 1)
+
+    return {"clients": clients, "requests": len(answers), "statuses": statuses,
+            "sentences_per_s": round(statuses.get("200", 0) / wall, 2), "p50_ms": round(statistics.median(latencies), 1),
+            "p95_ms": percentile(95), "p99_ms": percentile(99), "max_ms": round(latencies[-1], 1),
+            "errors": len(answers) - statuses.get("200", 0)}
+
+
+def measure(name, model_flags, run_flags, sentences, clients, args):
+    process, port = start_server(model_flags, run_flags)
+    try:
+        for count in clients:
+            figures = load(port, sentences, count, args.requests, args.seconds)
+            print(json.dumps({"run": name, "serve_flags": run_flags, **figures}), flush=True)
+    finally:
+        stop_server(process)
+
+
+def measure_memory(model_flags, sentences, args):
+    process, port = start_server(model_flags, [])
+    try:
+        load(port, sentences, 32, 16, args.seconds)  # warm: every decoder shape of these sentences made
+        before = rss_mb(process.pid)
+        figures = load(port, sentences, 32, -(-args.memory_requests // 32), 10 * args.seconds)
+        after = rss_mb(process.pid)
+    finally:
+        stop_server(process)
+    print(json.dumps({"run": "memory", **figures, "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1),
+                      "rss_growth_mb": round(after - before, 1)}), flush=True)
+
+
+def main(argv):
+    parser = Parser(description=__doc__.splitlines()[0])
+    add_flags(parser)
+    args, model_flags = parser.parse_known_args(argv)  # the rest goes to serve.py: --logdir or --ct2, ...
+    if args.requests < 1 or args.seconds <= 0 or args.memory_requests < 0:
+        raise UserError("--requests and --seconds must be positive, --memory_requests 0 or more")
+    sentences = [text for _, text in read_sentences(args.sentences, "sentences") if text and text.strip()]
+    if not sentences:
+        raise UserError(f"{args.sentences} holds no sentence; pass a file of German sentences to --sentences")
+    measure("batched", model_flags, [], sentences, CLIENTS, args)
+    measure("one_at_a_time", model_flags, ["--max_batch_tokens", "1"], sentences, CLIENTS, args)
+    measure("overload", model_flags, ["--max_queue", "8"], sentences, [64], args)
+    if args.memory_requests:
+        measure_memory(model_flags, sentences, args)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,110 @@
+"""serve.py over real HTTP on 127.0.0.1: translate.py's translations, batching, bad requests, a full queue, SIGTERM."""
+import concurrent.futures
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, Server, get, post
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def served(trained_model):
+    """The session's tiny model behind serve.py: (server, flags, translate.py's translations of the test set)."""
+    directory, flags = trained_model
+    german = (directory / "test.de").read_text(encoding="utf-8").splitlines()
+    expected = subprocess.run([sys.executable, str(ROOT / "translate.py"), *flags, "--beam_size", "2", "--nbest", "2",
+                               *german[:4]], capture_output=True, text=True, timeout=300)
+    assert expected.returncode == 0, expected.stderr[-2000:]
+    server = Server(*flags, "--max_sentences", "8", "--max_chars", "400", "--max_beam_size", "6")
+    yield server, german, [line.split(" ||| ") for line in expected.stdout.splitlines()]
+    code, log = server.stop()
+    assert code == 0, log[-2000:]
+
+
+def test_translations_and_nbest_lists_are_translate_py_s(served):
+    server, german, expected = served
+    status, answer, _ = post(server.url + "/translate", {"text": german[:4], "beam_size": 2, "nbest": 2})
+    assert status == 200
+    assert answer["translations"] == [expected[2 * i][1] for i in range(4)]
+    got = [(str(i), h["translation"], f"{h['score']:.4f}") for i, hs in enumerate(answer["nbest"]) for h in hs]
+    assert got == [tuple(row) for row in expected]
+    status, answer, _ = post(server.url + "/translate", {"text": german[0], "beam_size": 2})
+    assert status == 200 and answer == {"translations": [expected[0][1]]}  # a list even for one string
+
+
+def test_concurrent_requests_share_decoder_calls(served):
+    server, german, _ = served
+    before = json.loads(get(server.url + "/health")[1])["decoder_calls"]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda s: post(server.url + "/translate", {"text": s}), german[:8]))
+    assert all(status == 200 for status, _, _ in answers)
+    calls = json.loads(get(server.url + "/health")[1])["decoder_calls"] - before
+    assert calls < 8  # sentences of different requests went through one call
+
+
+def test_attention_has_every_layer_and_head(served):
+    server, german, _ = served
+    status, answer, _ = post(server.url + "/attention", {"text": german[0]})
+    assert status == 200
+    weights = answer["attention"]
+    assert (answer["layers"], answer["heads"]) == (len(weights), len(weights[0])) == (1, 2)
+    assert len(weights[0][0]) == len(answer["target"]) and len(weights[0][0][0]) == len(answer["source"])
+    assert answer["source"][-1] == "</S>" and answer["target"][0] == "<S>"
+    assert all(abs(sum(row) - 1) < 1e-3 for row in weights[0][1])  # each query's weights sum to 1
+    status, forced, _ = post(server.url + "/attention", {"text": german[0], "translation": "one two"})
+    assert status == 200 and forced["target"] == ["<S>", "one", "two"]
+
+
+BAD = [
+    (None, b'{"text": "eins"', 400, None, "not JSON"),
+    (None, b'{"text": "Gr\xfc\xdfe"}', 400, None, "not UTF-8"),
+    ([1, 2], None, 422, None, "JSON object"),
+    ({"text": 5}, None, 422, "text", "a string or a list of strings"),
+    ({"text": ["eins", 2]}, None, 422, "text[1]", "must be a string"),
+    ({"text": "eins", "colour": "red"}, None, 422, "colour", "not a field"),
+    ({"beam_size": 2}, None, 422, "text", "missing"),
+    ({"text": "   "}, None, 422, "text", "empty"),
+    ({"text": []}, None, 422, "text", "empty list"),
+    ({"text": ["eins"] * 9}, None, 413, "text", "--max_sentences"),
+    ({"text": "eins " * 100}, None, 413, "text", "--max_chars"),
+    ({"text": "eins", "beam_size": 10 ** 9}, None, 422, "beam_size", "between 1 and 6"),
+    ({"text": "eins", "beam_size": "4"}, None, 422, "beam_size", "an integer"),
+    ({"text": "eins", "nbest": 0}, None, 422, "nbest", "between 1 and 6"),
+    ({"text": "eins", "length_penalty": "x"}, None, 422, "length_penalty", "a number"),
+]
+
+
+@pytest.mark.parametrize("body, raw, status, field, words", BAD, ids=[b[4] for b in BAD])
+def test_bad_requests_get_a_json_error_and_never_reach_the_model(served, body, raw, status, field, words):
+    server, _, _ = served
+    before = json.loads(get(server.url + "/health")[1])["decoder_calls"]
+    got, answer, _ = post(server.url + "/translate", body, raw)
+    assert got == status and answer["field"] == field and words in answer["error"]
+    assert "Traceback" not in json.dumps(answer)
+    assert json.loads(get(server.url + "/health")[1])["decoder_calls"] == before
+
+
+def test_a_full_queue_answers_503_at_once_and_sigterm_loses_no_request(trained_model):
+    _, flags = trained_model
+    server = Server(*flags, "--max_queue", "3", "--max_wait_ms", "1500", "--max_batch_tokens", "100000")
+    status, answer, headers = post(server.url + "/translate", {"text": ["eins", "zwei", "drei", "vier"]})
+    assert status == 503 and headers["Retry-After"] == "1" and answer["limit"] == 3
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        pending = [pool.submit(post, server.url + "/translate", {"text": s}) for s in ("eins", "zwei", "drei")]
+        time.sleep(0.5)  # the three wait for the batch to fill or for 1.5 s
+        start = time.time()
+        status, answer, _ = post(server.url + "/translate", {"text": "vier"})
+        assert status == 503 and time.time() - start < 1  # no hang
+        code, log = server.stop(signal.SIGTERM)  # while they are still waiting
+        answers = [future.result() for future in pending]
+    assert [status for status, _, _ in answers] == [200, 200, 200]
+    assert all(answer["translations"][0] for _, answer, _ in answers)
+    assert code == 0, log[-2000:]
+    assert "Traceback" not in log
+    assert sum(" 503 " in line for line in log.splitlines()) == 2  # one log line per request
