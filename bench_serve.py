@@ -100,7 +100,8 @@ def load(port, sentences, clients, requests, seconds):
         return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))], 1)
 
     return {"clients": clients, "requests": len(answers), "statuses": statuses,
-            "sentences_per_s": round(statuses.get("200", 0) / wall, 2), "p50_ms": round(statistics.median(latencies), 1),
+            "sentences_per_s": round(statuses.get("200", 0) / wall, 2),
+            "p50_ms": round(statistics.median(latencies), 1),
             "p95_ms": percentile(95), "p99_ms": percentile(99), "max_ms": round(latencies[-1], 1),
             "errors": len(answers) - statuses.get("200", 0)}
 

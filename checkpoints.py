@@ -173,7 +173,7 @@ def exclusive(logdir):
     this run created is removed again if the run fails before writing to it.
     Holding the lock, it removes what a killed run left half written.
     """
-    path, created = os.path.join(logdir, LOCK), not os.path.isdir(logdir)
+    path, created = os.path.join(logdir, LOCK), missing_directories(logdir)
     os.makedirs(logdir, exist_ok=True)
     try:
         lock = open(path, "a+", encoding="utf-8")
@@ -197,8 +197,20 @@ def exclusive(logdir):
     except BaseException:
         if created and os.listdir(logdir) == [LOCK]:  # the run failed before it wrote anything
             os.remove(path)
-            os.rmdir(logdir)
+            for directory in created:  # the logdir, then the parents made for it, while empty
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
         raise
+
+
+def missing_directories(path):
+    """The directories of path that do not exist yet, deepest first."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
 
 
 

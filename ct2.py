@@ -187,6 +187,11 @@ def load_vocabs(directory, hp):
     return tuple(vocab.WordVocab(_tokens(os.path.join(directory, name))) for name in names)
 
 
+def usable_cores():
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def gnmt_penalty(length, alpha):
     """decoding.length_penalty() in Python: ((5 + length) / 6)^alpha."""
     return ((5.0 + length) / 6.0) ** alpha
@@ -211,7 +216,8 @@ class Translator(Engine):
         self.name = f"{record['name']}_ct2_{record.get('quantization', 'float32')}"
         self.checkpoints, self.vocab_sha256 = record["checkpoints"], record["vocab_sha256"]
         self.ids = {token: i for i, token in enumerate(self.tgt_vocab.tokens(range(self.tgt_vocab.size)))}
-        self.model = ctranslate2.Translator(directory, device="auto", intra_threads=threads)
+        # (its default of 4 threads on fewer cores slows it down: as many as this process may use)
+        self.model = ctranslate2.Translator(directory, device="auto", intra_threads=threads or usable_cores())
         if hp.sampling_topk:
             ctranslate2.set_random_seed(hp.seed)
 
@@ -226,16 +232,24 @@ class Translator(Engine):
                     sampling_temperature=hp.sampling_temperature)
 
     def nbest_ids(self, rows):
+        """One call for the whole batch at its longest limit. A sentence whose hypotheses all ended before its
+        own limit was searched as with that limit (the search stopped before reaching it); the few others
+        are translated again in calls of their own limit, as ours translates them."""
+        limits = [decode_limit(len(row), self.hp) for row in rows]
+        found = self._translate(rows, range(len(rows)), max(limits))
         groups = {}
-        for i, row in enumerate(rows):  # its limit is one per call: a call per limit
-            groups.setdefault(decode_limit(len(row), self.hp), []).append(i)
-        found = [None] * len(rows)
+        for i, hypotheses in enumerate(found):
+            if any(len(ids) >= limits[i] for ids, _ in hypotheses):
+                groups.setdefault(limits[i], []).append(i)
         for limit, members in groups.items():
-            results = self.model.translate_batch([self.src_vocab.tokens(rows[i][:-1]) for i in members],
-                                                 **self._options(limit))  # its own </S> (add_source_eos)
-            for i, result in zip(members, results):
-                found[i] = self._ranked(result)
+            for i, hypotheses in zip(members, self._translate(rows, members, limit)):
+                found[i] = hypotheses
         return found
+
+    def _translate(self, rows, members, limit):
+        results = self.model.translate_batch([self.src_vocab.tokens(rows[i][:-1]) for i in members],
+                                             **self._options(limit))  # its own </S> (add_source_eos)
+        return [self._ranked(result) for result in results]
 
     def _ranked(self, result):
         """A result's hypotheses as (ids, score), ranked as our beam search ranks them: log-probability divided

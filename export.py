@@ -183,7 +183,6 @@ def save(write, out, record, replace):
     tmp, old = temporary_name(out), temporary_name(out + ".old")
     try:
         os.makedirs(os.path.dirname(out), exist_ok=True)  # --out may name a new directory inside new ones
-        restore_or_remove_orphans(out)
         record = {**record, **(write(tmp) or {})}
         with open(os.path.join(tmp, ct2.MARKER), "w", encoding="utf-8") as f:
             f.write(json.dumps(record, indent=2) + "\n")
@@ -219,6 +218,7 @@ def main(argv):
     if args.quantization != "float32" and args.format != "ctranslate2":
         raise UserError(f"--quantization {args.quantization} is for --format ctranslate2; a SavedModel keeps the "
                         "model's float32 weights")
+    restore_or_remove_orphans(args.out)  # before check_out: a killed run's previous export is back at --out
     replace = check_out(args.out, hp, args.overwrite)
     trained = load_trained(hp, args)
     record = {"written_by": "export.py", "format": args.format, "name": trained.name,

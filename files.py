@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 
 from messages import UserError
@@ -122,8 +123,9 @@ def process_alive(pid):
 
 
 def remove_orphans(directory, names):
-    """Deletes the temporary files `<name>.tmp<pid>` in `directory` whose process is gone (killed while
-    writing): those whose <name> matches the regular expression `names`. Returns how many."""
+    """Deletes the temporary files (or directories, as export.py writes) `<name>.tmp<pid>` in `directory`
+    whose process is gone (killed while writing): those whose <name> matches the regular expression `names`.
+    Returns how many."""
     removed = 0
     if not os.path.isdir(directory):
         return removed
@@ -131,7 +133,11 @@ def remove_orphans(directory, names):
     for entry in os.listdir(directory):
         match = pattern.fullmatch(entry)
         if match and not process_alive(int(match[1])):
-            discard(os.path.join(directory, entry))
+            path = os.path.join(directory, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                discard(path)
             removed += 1
     return removed
 

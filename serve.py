@@ -80,6 +80,8 @@ class Service:
     def __init__(self, engine, args):
         self.engine, self.args = engine, args
         self.variants = collections.OrderedDict()  # decoding settings -> engine, the most recently used last
+        hp = engine.hp  # the served settings: the engine itself, whose decoder main() has traced already
+        self.variants[(hp.beam_size, engine.nbest, float(hp.length_penalty))] = engine
         self.batcher = None  # made on the event loop (lifespan)
         self.body_limit = 4 * args.max_chars + 4096  # UTF-8 takes at most 4 bytes a character, JSON some more
 

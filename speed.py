@@ -160,11 +160,13 @@ def measure_ct2(directory, rows, decode_len, beam_size, one_at_a_time):
     os.environ["CT2_VERBOSE"] = "1"  # it logs its CPU and the instruction set it selects
     import ctranslate2
 
+    from ct2 import usable_cores
+
     with tempfile.TemporaryFile() as log:
         stderr = os.dup(2)
         os.dup2(log.fileno(), 2)  # its C++ logger writes to the file descriptor
         try:
-            translator = ctranslate2.Translator(directory, device="auto")
+            translator = ctranslate2.Translator(directory, device="auto", intra_threads=usable_cores())
         finally:
             os.dup2(stderr, 2)
             os.close(stderr)
@@ -177,4 +179,5 @@ def measure_ct2(directory, rows, decode_len, beam_size, one_at_a_time):
         return translator.translate_batch(sources, beam_size=beam_size, max_decoding_length=decode_len,
                                           min_decoding_length=0, max_input_length=0)
 
-    return {**timed(decode, rows, one_at_a_time), "ct2_isa": isa, "ct2": ctranslate2.__version__}
+    return {**timed(decode, rows, one_at_a_time), "ct2_isa": isa, "ct2": ctranslate2.__version__,
+            "ct2_threads": usable_cores()}

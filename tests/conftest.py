@@ -2,6 +2,7 @@
 import contextlib
 import fcntl
 import gzip
+import hashlib
 import json
 import os
 import random
@@ -15,11 +16,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import pytest
+import tensorflow as tf
 
 ROOT = Path(__file__).resolve().parents[1]
+
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # Small enough that a few epochs take seconds on two CPU cores.
@@ -27,7 +30,9 @@ TINY_MODEL = ["--hidden_units", "32", "--num_blocks", "1", "--num_heads", "2", "
 
 # A toy language pair: each German number word has one English translation.
 GERMAN = "eins zwei drei vier fuenf sechs sieben acht neun zehn elf zwoelf".split()
+
 ENGLISH = "one two three four five six seven eight nine ten eleven twelve".split()
+
 DICTIONARY = dict(zip(GERMAN, ENGLISH))
 
 
@@ -57,10 +62,18 @@ def toy_pairs(count, seed, reverse=False, lengths=(4, 7)):
 
 def corpus_flags(directory, train_pairs, test_pairs):
     """Writes a train/test corpus under `directory`; returns the flags that point every script at it."""
-    flags = []
     for split, pairs in (("train", train_pairs), ("test", test_pairs)):
-        flags += [f"--source_{split}", write_lines(directory / f"{split}.de", [s for s, _ in pairs]),
-                  f"--target_{split}", write_lines(directory / f"{split}.en", [t for _, t in pairs])]
+        write_lines(directory / f"{split}.de", [s for s, _ in pairs])
+        write_lines(directory / f"{split}.en", [t for _, t in pairs])
+    return directory_flags(directory)
+
+
+def directory_flags(directory):
+    """The flags that point every script at the corpus corpus_flags() wrote in `directory`."""
+    flags = []
+    for split in ("train", "test"):
+        flags += [f"--source_{split}", str(directory / f"{split}.de"),
+                  f"--target_{split}", str(directory / f"{split}.en")]
     return flags + ["--vocab_dir", str(directory / "vocab"), "--logdir", str(directory / "logdir"),
                     "--results_dir", str(directory / "results"), "--min_cnt", "1"]
 
@@ -88,6 +101,8 @@ def decoders_on_test_set(flags):
 # The session's tiny model: 200 toy pairs, 16 per batch (12 steps an epoch), two epochs, the second
 # resumed from the first one's checkpoint; 37 test pairs (a partial last batch).
 SESSION_PAIRS, SESSION_TEST, SESSION_BATCH = 200, 37, ["--batch_size", "16"]
+
+SESSION_STEPS = SESSION_PAIRS // 16  # steps an epoch
 SESSION_TRAIN = TINY_MODEL + SESSION_BATCH + ["--summary_every", "5"]
 
 
@@ -102,6 +117,20 @@ def locked(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+# What makes a test end-to-end (marker e2e): it, or a fixture it uses, trains a model or starts a process.
+E2E = re.compile(r"\b(train\.main|run_script|Server|subprocess\.\w+|Popen)\(")
+
+
+def pytest_collection_modifyitems(items):
+    import inspect
+
+    for item in items:
+        functions = [item.function] + [definitions[-1].func for definitions in
+                                       item._fixtureinfo.name2fixturedefs.values()]
+        if any(E2E.search(inspect.getsource(f)) for f in functions if inspect.isfunction(f)):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory, worker_id):
     """One tiny model for the whole session, trained once for all test workers: (its directory, the flags that
@@ -109,18 +138,29 @@ def trained_model(tmp_path_factory, worker_id):
     import prepro
     import train
 
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if worker_id != "master" else base  # under xdist, the workers' directories share a parent
-    directory = root / "session_model"
-    flags = corpus_flags(directory, toy_pairs(SESSION_PAIRS, seed=1), toy_pairs(SESSION_TEST, seed=2)) + [
-        "--maxlen", "10"]
-    with locked(root / "session_model.lock"):
-        if not (directory / "complete").exists():
-            prepro.main(flags)
-            train.main(flags + SESSION_TRAIN + ["--num_epochs", "1"])
-            train.main(flags + SESSION_TRAIN + ["--num_epochs", "2"])  # resumes
-            (directory / "complete").touch()
-    return directory, flags
+    def make(directory):
+        flags = corpus_flags(directory, toy_pairs(SESSION_PAIRS, seed=1), toy_pairs(SESSION_TEST, seed=2)) + [
+            "--maxlen", "10"]
+        prepro.main(flags)
+        train.main(flags + SESSION_TRAIN + ["--num_epochs", "1"])
+        train.main(flags + SESSION_TRAIN + ["--num_epochs", "2"])  # resumes
+
+    directory = shared_once(tmp_path_factory, worker_id, "session_model", make)
+    return directory, directory_flags(directory) + ["--maxlen", "10"]
+
+
+@pytest.fixture(scope="session")
+def session_translations(trained_model, tmp_path_factory, worker_id):
+    """eval.py's translations of the session model's whole test set, as its results file lists them."""
+    _, flags = trained_model
+
+    def make(results):
+        import eval as evaluate
+        evaluate.main(flags + ["--all", "--results_dir", str(results)])
+
+    results = shared_once(tmp_path_factory, worker_id, "session_results", make)
+    [written] = [p for p in results.iterdir() if p.suffix != ".json" and p.name != "complete"]
+    return re.findall(r"- got: (.*)\n", written.read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -133,7 +173,6 @@ def trained_copy(trained_model, tmp_path):
 
 class Server:
     """serve.py in a process of its own, on a free port; .url once it listens."""
-
     def __init__(self, *argv):
         self.process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), *argv, "--port", "0"],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -171,3 +210,171 @@ def post(url, body, raw=None):
 def get(url):
     with urllib.request.urlopen(url, timeout=60) as response:
         return response.status, response.read().decode("utf-8")
+
+
+# Helpers of the tests that break things
+def snapshot(*roots):
+    """Every path under the roots, with the sha256 of each file: equal snapshots mean nothing changed. (A
+    logdir's .lock names the last process that trained there, so only its presence counts.)"""
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and p.name != ".lock" else "dir"
+            for root in map(Path, roots) for p in sorted(root.rglob("*"))}
+
+
+PROGRESS = re.compile(r"\[\d\d:\d\d")  # a tqdm progress bar's elapsed time
+
+
+def fails(main, script, argv, capsys, monkeypatch, after_work=False):
+    """Runs main as `python script argv` would; asserts exit code 2 and returns the one line on stderr, its last.
+
+    after_work: the fault strikes after work that showed progress bars, which may come before the line (each
+    ended by a newline: the error line stands alone).
+    """
+    import cli
+
+    monkeypatch.setattr(sys, "argv", [script, *map(str, argv)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(main)
+    assert exit_info.value.code == 2
+    *before, line = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"{script}: error: ")
+    assert all(not text.strip() or PROGRESS.search(text) for text in before) if after_work else not before, before
+    return line
+
+
+def flag(flags, name):
+    return flags[flags.index(f"--{name}") + 1]
+
+
+def fail_on_call(monkeypatch, module, name, number, error):
+    """Makes the number-th call of module.name raise error (the earlier ones run as usual)."""
+    original, calls = getattr(module, name), []
+
+    def failing(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == number:
+            raise error
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, failing)
+
+
+# A small untrained model and two batches of one width with different numbers of target words (7 and 4)
+SMALL = dict(hidden_units=16, num_blocks=2, num_heads=2, dropout_rate=0.0, maxlen=8)
+
+TWO_SRC = [tf.constant([[4, 5, 6, 3], [7, 8, 3, 0]]), tf.constant([[9, 3, 0, 0], [5, 6, 7, 3]])]
+
+TWO_TGT = [tf.constant([[4, 9, 10, 3], [6, 7, 3, 0]]), tf.constant([[8, 3, 0, 0], [5, 3, 0, 0]])]
+
+
+def fresh_model(**settings):
+    """A model of SMALL's shape (and the settings given), the same initial weights every time."""
+    import keras
+
+    from hyperparams import Hyperparams
+    from model import build_model
+
+    keras.utils.set_random_seed(0)
+    return build_model(Hyperparams(**{**SMALL, **settings}), 11, 13)
+
+
+def values(model):
+    return [v.numpy() for v in model.trainable_variables]
+
+
+def with_logdir(flags, logdir):
+    return [*flags[:flags.index("--logdir")], *flags[flags.index("--logdir") + 2:], "--logdir", str(logdir)]
+
+
+def shared_once(tmp_path_factory, worker_id, name, make):
+    """make(directory) run once for the whole session, whatever the test workers: returns the directory."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if worker_id != "master" else base  # under xdist, the workers' directories share a parent
+    with locked(root / f"{name}.lock"):
+        if not (root / name / "complete").exists():
+            shutil.rmtree(root / name, ignore_errors=True)
+            make(root / name)
+            (root / name / "complete").touch()
+    return root / name
+
+
+@pytest.fixture(scope="session")
+def controls_corpus(tmp_path_factory, worker_id):
+    """A toy corpus of 320 pairs (20 batches of 16 an epoch) with its vocab: (directory, flags); tests train in
+    logdirs of their own."""
+    def make(directory):
+        import prepro
+        prepro.main(corpus_flags(directory, toy_pairs(320, seed=1), toy_pairs(12, seed=2)) + ["--maxlen", "10"])
+
+    directory = shared_once(tmp_path_factory, worker_id, "controls", make)
+    return directory, directory_flags(directory) + ["--maxlen", "10", *TINY_MODEL, "--batch_size", "16"]
+
+
+@pytest.fixture(scope="session")
+def averaged_model(controls_corpus, tmp_path_factory, worker_id):
+    """A model trained two epochs with --ema_decay, 2 batches per step, and a cosine schedule: its flags."""
+    directory, flags = controls_corpus
+    flags = with_logdir(flags, directory / "ema") + ["--num_epochs", "2", "--ema_decay", "0.9", "--accumulate",
+                                                     "2", "--lr_schedule", "cosine", "--warmup_steps", "4",
+                                                     "--lr_scale", "0.1"]
+
+    def make(marker_directory):
+        import train
+        marker_directory.mkdir()
+        train.main(flags)
+
+    shared_once(tmp_path_factory, worker_id, "controls_ema_done", make)
+    return flags
+
+
+@pytest.fixture(scope="session")
+def second_model(controls_corpus, tmp_path_factory, worker_id):
+    """Another model on the same vocab, of another width: its logdir."""
+    directory, flags = controls_corpus
+    flags = with_logdir(flags, directory / "second") + ["--num_epochs", "1", "--hidden_units", "16", "--seed", "7"]
+
+    def make(marker_directory):
+        import train
+        marker_directory.mkdir()
+        train.main(flags)
+
+    shared_once(tmp_path_factory, worker_id, "controls_second_done", make)
+    return directory / "second"
+
+
+# The scripts as users run them
+def run_script(script, *args, cwd):
+    """The script as a user runs it: its CompletedProcess."""
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2
+    lines = [l for l in result.stderr.splitlines() if l.startswith(("prepro.py", "train.py", "eval.py"))]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def random_pairs(count, maxlen, seed, shortest=1):
+    """count padded pairs (count, maxlen) x2 of random lengths shortest..maxlen; row i holds the
+    value i + 4 on both sides, so that a batch row tells which pair it is."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x, y = np.full((2, count, maxlen), 0, np.int32)  # <PAD>
+    for i, (a, b) in enumerate(rng.integers(shortest, maxlen + 1, (count, 2))):
+        x[i, :a], y[i, :b] = i + 4, i + 4
+    return x, y
+
+
+@pytest.fixture
+def small_corpus(tmp_path):
+    """A toy corpus of 64 pairs with its vocab in tmp_path (4 batches of 16 an epoch): the flags to train on it."""
+    import prepro
+
+    flags = corpus_flags(tmp_path, toy_pairs(64, seed=1), toy_pairs(4, seed=2)) + ["--maxlen", "10"]
+    prepro.main(flags)
+    return flags + TINY_MODEL + ["--batch_size", "16"]

@@ -1,112 +1,25 @@
 """The scripts as users run them: bad input gives one line on stderr, exit code 2, no output file."""
 import dataclasses
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+import cli
 import hyperparams
-from conftest import ROOT, write_lines
+from cli import parse_args
+from conftest import ROOT, assert_one_line_error, flag, run_script
 from hyperparams import Hyperparams
 
 
-def run(script, *args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2
-    lines = [l for l in result.stderr.splitlines() if l.startswith(("prepro.py", "train.py", "eval.py"))]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
 def test_unknown_flag(tmp_path):
-    result = run("train.py", "--hidden_unit", "8", cwd=tmp_path)
+    result = run_script("train.py", "--hidden_unit", "8", cwd=tmp_path)
     assert_one_line_error(result, "unrecognized arguments: --hidden_unit")
-
-
-def test_missing_corpus_leaves_no_vocab(tmp_path):
-    result = run("prepro.py", cwd=tmp_path)  # the default IWSLT paths do not exist here
-    assert_one_line_error(result, "corpora/train.tags.de-en.de not found", "download.py", "--source_train")
-    assert not (tmp_path / "preprocessed").exists()
-
-
-@pytest.mark.parametrize("suffix, source_lines, target_lines, message", [
-    ("", ["eins", "zwei", "drei"], ["one", "two"], "has 3 lines but"),
-    ("", ["eins", "zwei", "drei"], [], "has 3 lines but"),
-    ("", [], [], "hold no sentence pairs"),
-    (".xml", ['<seg id="1"> eins </seg>', '<seg id="2"> zwei'], ['<seg id="1"> one </seg>'] * 2,
-     "a.de.xml:2: malformed <seg> line"),
-], ids=["short", "empty-target", "both-empty", "malformed-xml"])
-def test_broken_corpus(tmp_path, suffix, source_lines, target_lines, message):
-    src = write_lines(tmp_path / f"a.de{suffix}", source_lines)
-    tgt = write_lines(tmp_path / f"a.en{suffix}", target_lines)
-    result = run("prepro.py", "--source_train", src, "--target_train", tgt, cwd=tmp_path)
-    assert_one_line_error(result, message, "a.de")
-    assert not (tmp_path / "preprocessed").exists()
-
-
-def test_corpus_not_in_utf8(tmp_path):
-    (tmp_path / "a.de").write_bytes("eins\nGr\u00fc\u00dfe\n".encode("latin-1"))
-    tgt = write_lines(tmp_path / "a.en", ["one", "greetings"])
-    result = run("prepro.py", "--source_train", tmp_path / "a.de", "--target_train", tgt, cwd=tmp_path)
-    assert_one_line_error(result, f"{tmp_path / 'a.de'}:2: not valid UTF-8", "iconv")
-    assert not (tmp_path / "preprocessed").exists()
-
-
-def test_eval_before_training(tmp_path):
-    result = run("eval.py", "--logdir", tmp_path / "logdir", cwd=tmp_path)
-    assert_one_line_error(result, "run train.py first")
-    assert not (tmp_path / "results").exists()
-
-
-def test_the_reference_lists_every_setting():
-    table = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8").split("## Settings", 1)[1]
-    missing = [f.name for f in dataclasses.fields(Hyperparams)
-               if f"| `{f.name}`" not in table and f", `{f.name}`" not in table]  # a row's first or later name
-    assert not missing
-
-
-@pytest.mark.parametrize("script, flag", [("train.py", "logdir"), ("eval.py", "results_dir"),
-                                          ("prepro.py", "vocab_dir")])
-def test_unwritable_output_directory_is_refused_before_any_work(tmp_path, script, flag):
-    (tmp_path / "a_file").write_text("not a directory")
-    corpus = [write_lines(tmp_path / "t.de", ["eins zwei"]), write_lines(tmp_path / "t.en", ["one two"])]
-    hyperparams.save(Hyperparams(logdir=str(tmp_path / "logdir")))  # eval.py first reads a model's settings
-    logdir = [] if flag == "logdir" else ["--logdir", tmp_path / "logdir"]
-    result = run(script, f"--{flag}", tmp_path / "a_file" / "out", "--source_train", corpus[0],
-                 "--target_train", corpus[1], *logdir, cwd=tmp_path)
-    assert_one_line_error(result, f"cannot write to --{flag} {tmp_path / 'a_file' / 'out'}")
-
-
-def test_resuming_with_another_shape_corpus_or_vocab_is_refused(tmp_path):
-    import prepro
-    import train
-    from conftest import TINY_MODEL, corpus_flags, toy_pairs
-    first = corpus_flags(tmp_path / "a", toy_pairs(40, seed=1), toy_pairs(4, seed=2))
-    shared = ["--vocab_dir", str(tmp_path / "vocab"), "--logdir", str(tmp_path / "logdir")]
-    prepro.main(first + shared)
-    train.main(first + shared + TINY_MODEL + ["--batch_size", "8", "--num_epochs", "1"])
-
-    wider = [v if v != "32" else "64" for v in TINY_MODEL]  # --hidden_units 64
-    result = run("train.py", *first, *shared, *wider, "--batch_size", "8", "--num_epochs", "2", cwd=tmp_path)
-    assert_one_line_error(result, "holds a model trained with other settings (hidden_units: 32 != 64)")
-
-    second = corpus_flags(tmp_path / "b", toy_pairs(40, seed=3), toy_pairs(4, seed=2)) + shared
-    result = run("train.py", *second, *TINY_MODEL, "--batch_size", "8", cwd=tmp_path)
-    assert_one_line_error(result, f"the vocab in {tmp_path / 'vocab'} was built from {tmp_path / 'a' / 'train.de'}",
-                          "run prepro.py with these settings")
-
-    prepro.main(second)  # rebuilt from the second corpus, while logdir holds a model of the first vocab
-    result = run("train.py", *second, *TINY_MODEL, "--batch_size", "8", "--num_epochs", "2", cwd=tmp_path)
-    assert_one_line_error(result, "is not the one the model in", "(it was rebuilt since)")
 
 
 @pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, 3.5])
@@ -137,7 +50,7 @@ def test_train_py_interrupted_while_importing_tensorflow(tmp_path):
 def test_help_lists_the_settings_a_script_reads(tmp_path):
     shown = {}
     for script in ("prepro.py", "train.py", "eval.py", "translate.py", "score.py", "export.py", "serve.py"):
-        result = run(script, "--help", cwd=tmp_path)
+        result = run_script(script, "--help", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         shown[script] = set(re.findall(r"--(\w+)", result.stdout))
     assert "lr" in shown["train.py"] and not {"lr", "adam_beta1", "num_epochs"} & shown["eval.py"]
@@ -150,15 +63,15 @@ def test_help_lists_the_settings_a_script_reads(tmp_path):
 def test_a_flag_hidden_from_help_is_still_accepted_where_it_must_match(trained_model, tmp_path):
     """The Makefile passes one command line to every script: eval.py takes the model's flags, if they match."""
     _, flags = trained_model
-    result = run("eval.py", *flags, "--hidden_units", "32", "--results_dir", tmp_path, cwd=tmp_path)
+    result = run_script("eval.py", *flags, "--hidden_units", "32", "--results_dir", tmp_path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    result = run("eval.py", *flags, "--hidden_units", "64", cwd=tmp_path)
+    result = run_script("eval.py", *flags, "--hidden_units", "64", cwd=tmp_path)
     assert result.returncode == 2 and "hidden_units: 32 != 64" in result.stderr
 
 
 def test_notes_go_to_stderr_and_a_full_stdout_is_one_line(trained_model, tmp_path):
     _, flags = trained_model
-    result = run("translate.py", *flags, "--raw_weights", "eins zwei", "drei", cwd=tmp_path)
+    result = run_script("translate.py", *flags, "--raw_weights", "eins zwei", "drei", cwd=tmp_path)
     assert result.returncode == 0 and len(result.stdout.splitlines()) == 2  # two lines in, two out
     assert result.stderr.startswith("note: --raw_weights changes nothing")
     with open("/dev/full", "w") as full:
@@ -167,3 +80,83 @@ def test_notes_go_to_stderr_and_a_full_stdout_is_one_line(trained_model, tmp_pat
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["translate.py: error: cannot write the results to stdout (No space left "
                                           "on device); free some space or redirect them elsewhere"]
+
+
+def test_a_user_mistake_prints_exactly_one_line_with_no_tensorflow_noise(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}  # nothing set by hand
+    result = subprocess.run([sys.executable, str(ROOT / "prepro.py"), "--source_train", "/nonexistent.de",
+                             "--target_train", "/nonexistent.en", "--vocab_dir", tmp_path / "v"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [result.stderr.strip()] and \
+        result.stderr.startswith("prepro.py: error: /nonexistent.de not found")
+
+
+def test_startup_filter_keeps_what_matters():
+    noise = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+             "I0000 00:00:1.0 2125 port.cc:153] oneDNN custom operations are on. You may see ...\n"
+             "I0000 00:00:1.0 2125 cpu_feature_guard.cc:227] This TensorFlow binary is optimized ...\n"
+             "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow ...\n")
+    cuinit = "E0000 00:00:1.0 2137 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error"
+    no_driver = "I0000 00:00:1.0 2125 cudart_stub.cc:31] Could not find cuda drivers on your machine\n"
+    assert cli.startup_lines_worth_showing(noise + no_driver + cuinit) == []  # no GPU here: no news
+    assert cli.startup_lines_worth_showing(noise + cuinit) == [cuinit]  # a driver, yet no GPU: shown
+    assert cli.startup_lines_worth_showing(noise + "E0000 something else broke") == ["E0000 something else broke"]
+
+
+def test_every_field_is_a_typed_flag_with_help():
+    explicit, _ = parse_args(["--maxlen", "7", "--lr", "0.5", "--sinusoid", "false",
+                              "--logdir", "runs/a"], description="t")
+    assert explicit == {"maxlen": 7, "lr": 0.5, "sinusoid": False, "logdir": "runs/a"}
+    helps = cli._field_help()
+    assert set(helps) == {f.name for f in dataclasses.fields(Hyperparams)}  # every field has a comment
+    assert {group for group, _ in helps.values()} == {"data", "model", "training", "evaluation"}
+
+
+def test_help_explains_empty_defaults(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"], description="t")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "empty = from --dataset" in out and "(default: )" not in out
+    assert "(default: iwslt2016)" in out
+
+
+def test_script_flags_are_kept_apart():
+    explicit, own = parse_args(["--all", "--maxlen", "5"], description="t",
+                               add_arguments=lambda p: p.add_argument("--all", action="store_true",
+                                                                      default=False))
+    assert explicit == {"maxlen": 5} and own.all is True
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag"),
+    (["--maxlen", "ten"], "invalid int value: 'ten'"),
+    (["--sinusoid", "maybe"], "expected true or false"),
+    (["--preset", "fast"], "--preset 'fast' is unknown; choose one of original, multi30k_cpu, multi30k_gpu"),
+])
+def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv, description="t")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_preset_fills_settings_under_the_flags_given():
+    explicit, _ = parse_args(["--preset", "multi30k_cpu", "--num_epochs", "3"], description="t")
+    hp = Hyperparams(**explicit)
+    assert (hp.preset, hp.dataset, hp.vocab_type, hp.lr_schedule) == ("multi30k_cpu", "multi30k", "subword", "cosine")
+    assert hp.num_epochs == 3  # the flag given wins over the preset's value
+    assert parse_args(["--preset", "original"], description="t")[0] == {"preset": "original"}
+    for name, values in hyperparams.PRESETS.items():
+        Hyperparams(**values, preset=name)  # every preset is a valid set of settings
+
+
+def test_a_failed_restore_is_the_last_line_without_tensorflow_s_warnings(trained_copy, tmp_path):
+    directory, flags = trained_copy
+    data = Path(flag(flags, "logdir")) / "model_epoch_02_gs_24.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:100])  # damaged
+    result = run_script("eval.py", *flags, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [result.stderr.strip()] and "is damaged" in result.stderr
+    assert "WARNING" not in result.stderr

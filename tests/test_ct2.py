@@ -7,6 +7,7 @@ evaluation (its best checkpoint) for two epochs (their average).
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -159,3 +160,17 @@ def test_a_damaged_or_foreign_export_is_refused_in_one_line(trained, tmp_path, h
         engines.settings({}, parse_args(["--ct2", str(out), "--best"], description="",
                                         add_arguments=lambda p: engines.add_model_flags(p))[1])
     shutil.rmtree(out)
+
+
+def test_the_readme_s_lines_translate_with_ctranslate2_and_sentencepiece_alone(trained, tmp_path):
+    _, flags, variant, _ = trained
+    if variant != "pre_learned_shared":
+        pytest.skip("the README's lines are for a subword model")
+    export.main(flags + ["--out", str(tmp_path / "exported_ct2"), "--format", "ctranslate2"])
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    [example] = [b for b in re.findall(r"^```python\n(.*?)^```", readme, re.M | re.S) if "ctranslate2" in b]
+    result = subprocess.run([sys.executable, "-X", "importtime", "-c", example], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(result.stdout.splitlines()) == 2 and all(result.stdout.splitlines())
+    assert not re.search(r"\| (tensorflow|transformer|engines|ct2)\b", result.stderr)  # those two packages alone

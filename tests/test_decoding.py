@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vocab import BOS, EOS, PAD
-from decoding import beam_search_decoder, cached_greedy_decoder, only_words
+from conftest import SMALL, TWO_SRC, decoders_on_test_set, fresh_model
+from decoding import beam_search_decoder, cached_greedy_decoder, decode_limits, make_decoder, only_words
 from hyperparams import Hyperparams
 from model import build_model
+from vocab import BOS, EOS, PAD
 
 VOCAB = 6  # <PAD> <UNK> <S> </S> and two words: each step chooses among <UNK>, </S>, 4 and 5
+
 WORDS = (1, EOS, 4, 5)
+
 SRC = tf.constant([[4, 5, EOS, PAD], [5, 4, 4, EOS], [4, EOS, PAD, PAD]])
 
 
@@ -70,3 +73,44 @@ def test_beam_size_one_is_greedy_decoding(model):
     limits = tf.constant([7, 7, 7])
     ids, _ = beam_search_decoder(model, 1, 0.6)(SRC, limits)
     np.testing.assert_array_equal(ids[:, 0], cached_greedy_decoder(model)(SRC, limits))
+
+
+def test_sampling_is_seeded_and_top_1_is_greedy():
+    model = fresh_model()
+    src = tf.concat(TWO_SRC, 0)
+    limits = decode_limits(src, Hyperparams(**SMALL))
+    greedy = cached_greedy_decoder(model)(src, limits).numpy()
+    np.testing.assert_array_equal(make_decoder(model, 1, 0.6, (1, 0.7, 5))(src, limits)[0][:, 0], greedy)
+    draws = [make_decoder(model, 1, 0.6, (13, 1.5, seed))(src, limits)[0].numpy() for seed in (5, 5, 6)]
+    np.testing.assert_array_equal(draws[0], draws[1])
+    assert not np.array_equal(draws[0], draws[2])
+    assert not np.array_equal(draws[0][:, 0, :greedy.shape[1]], greedy)
+
+
+def test_cached_decoding_equals_full_decoding_on_a_barely_trained_model(trained_model):
+    full, cached, beam_one = decoders_on_test_set(trained_model[1])  # long, rambling translations up to the limits
+    np.testing.assert_array_equal(cached, full)
+    np.testing.assert_array_equal(beam_one, full)
+    assert full.shape[1] > 20
+
+
+@pytest.fixture(scope="module")
+def wide_model():
+    keras.utils.set_random_seed(2)
+    return build_model(Hyperparams(hidden_units=16, num_blocks=2, num_heads=2, dropout_rate=0.0, maxlen=12,
+                                   sinusoid=True), 12, 12)
+
+
+@pytest.mark.parametrize("decoder", ["greedy", "beam"])
+def test_padding_a_source_batch_to_a_wider_shape_leaves_the_translations_alone(wide_model, decoder):
+    decode = cached_greedy_decoder(wide_model) if decoder == "greedy" else beam_search_decoder(wide_model, 3, 0.6)
+    src = tf.constant([[4, 5, 6, EOS, PAD], [7, 8, 9, 10, EOS], [11, EOS, PAD, PAD, PAD]])
+    hp = Hyperparams(maxlen=12, sinusoid=True, decode_extra=4)
+    limits = decode_limits(src, hp)
+    wider = tf.pad(src, [[0, 0], [0, 11]])  # 16 columns, as a multiple of SHAPE_STEP would give
+    assert (decode_limits(wider, hp).numpy() == limits.numpy()).all()
+    narrow, wide = decode(src, limits), decode(wider, limits)
+    if decoder == "beam":
+        np.testing.assert_allclose(narrow[1], wide[1], rtol=1e-5)  # the scores too
+        narrow, wide = narrow[0], wide[0]
+    np.testing.assert_array_equal(narrow, wide)

@@ -10,8 +10,10 @@ import threading
 import pytest
 
 import files
-from conftest import ROOT
+import hyperparams
+from conftest import ROOT, assert_one_line_error, run_script, write_lines
 from files import read_record, remove_orphans, shape_problem, write_atomic, write_files
+from hyperparams import Hyperparams
 from messages import UserError
 
 
@@ -144,3 +146,33 @@ def test_a_full_disk_while_writing_leaves_the_old_files(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"cannot write .*b \(No space left on device\).*\(nothing was changed\)"):
         write_files({str(tmp_path / "a"): "new a", str(tmp_path / "b"): "new b"})
     assert sorted(os.listdir(tmp_path)) == ["a"] and (tmp_path / "a").read_text() == "old a"
+
+
+def test_a_full_disk_at_the_writability_check_leaves_no_probe(tmp_path, monkeypatch):
+    (tmp_path / "results").mkdir()
+    original = open
+
+    def full(path, *args, **kwargs):  # the file is created, and then nothing fits
+        f = original(path, *args, **kwargs)
+        if ".write_test" in str(path):
+            f.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return f
+
+    monkeypatch.setattr("builtins.open", full)
+    with pytest.raises(UserError, match="cannot write to --results_dir .* \\(No space left on device\\)"):
+        files.check_writable(str(tmp_path / "results"), "results_dir")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path / "results") == []
+
+
+@pytest.mark.parametrize("script, flag", [("train.py", "logdir"), ("eval.py", "results_dir"),
+                                          ("prepro.py", "vocab_dir")])
+def test_unwritable_output_directory_is_refused_before_any_work(tmp_path, script, flag):
+    (tmp_path / "a_file").write_text("not a directory")
+    corpus = [write_lines(tmp_path / "t.de", ["eins zwei"]), write_lines(tmp_path / "t.en", ["one two"])]
+    hyperparams.save(Hyperparams(logdir=str(tmp_path / "logdir")))  # eval.py first reads a model's settings
+    logdir = [] if flag == "logdir" else ["--logdir", tmp_path / "logdir"]
+    result = run_script(script, f"--{flag}", tmp_path / "a_file" / "out", "--source_train", corpus[0],
+                 "--target_train", corpus[1], *logdir, cwd=tmp_path)
+    assert_one_line_error(result, f"cannot write to --{flag} {tmp_path / 'a_file' / 'out'}")

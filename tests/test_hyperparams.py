@@ -1,23 +1,14 @@
-import dataclasses
 
-import cli
+import dataclasses
 import json
 
 import pytest
 
+import eval as evaluate
 import hyperparams
-from messages import UserError
-from cli import parse_args
+from conftest import ROOT, fails
 from hyperparams import Hyperparams
-
-
-def test_every_field_is_a_typed_flag_with_help():
-    explicit, _ = parse_args(["--maxlen", "7", "--lr", "0.5", "--sinusoid", "false",
-                              "--logdir", "runs/a"], description="t")
-    assert explicit == {"maxlen": 7, "lr": 0.5, "sinusoid": False, "logdir": "runs/a"}
-    helps = cli._field_help()
-    assert set(helps) == {f.name for f in dataclasses.fields(Hyperparams)}  # every field has a comment
-    assert {group for group, _ in helps.values()} == {"data", "model", "training", "evaluation"}
+from messages import UserError
 
 
 def test_defaults_are_the_originals():
@@ -44,35 +35,6 @@ def test_dataset_preset_fills_the_paths_not_given():
     assert hp.source_test == "corpora/multi30k/test_2017_mscoco.de.gz"
     assert Hyperparams(dataset="multi30k").target_test == "corpora/multi30k/test_2016_flickr.en.gz"
     assert Hyperparams(test_split="dev2010").source_test == "corpora/IWSLT16.TED.dev2010.de-en.de.xml"
-
-
-def test_help_explains_empty_defaults(capsys):
-    with pytest.raises(SystemExit):
-        parse_args(["--help"], description="t")
-    out = " ".join(capsys.readouterr().out.split())
-    assert "empty = from --dataset" in out and "(default: )" not in out
-    assert "(default: iwslt2016)" in out
-
-
-def test_script_flags_are_kept_apart():
-    explicit, own = parse_args(["--all", "--maxlen", "5"], description="t",
-                               add_arguments=lambda p: p.add_argument("--all", action="store_true",
-                                                                      default=False))
-    assert explicit == {"maxlen": 5} and own.all is True
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag"),
-    (["--maxlen", "ten"], "invalid int value: 'ten'"),
-    (["--sinusoid", "maybe"], "expected true or false"),
-    (["--preset", "fast"], "--preset 'fast' is unknown; choose one of original, multi30k_cpu, multi30k_gpu"),
-])
-def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        parse_args(argv, description="t")
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -152,11 +114,25 @@ def test_evaluation_follows_a_new_test_split_but_keeps_given_paths(tmp_path):
     assert (hp.source_test, hp.target_test) == ("own.de", "own.en")  # explicit paths still win
 
 
-def test_a_preset_fills_settings_under_the_flags_given():
-    explicit, _ = parse_args(["--preset", "multi30k_cpu", "--num_epochs", "3"], description="t")
-    hp = Hyperparams(**explicit)
-    assert (hp.preset, hp.dataset, hp.vocab_type, hp.lr_schedule) == ("multi30k_cpu", "multi30k", "subword", "cosine")
-    assert hp.num_epochs == 3  # the flag given wins over the preset's value
-    assert parse_args(["--preset", "original"], description="t")[0] == {"preset": "original"}
-    for name, values in hyperparams.PRESETS.items():
-        Hyperparams(**values, preset=name)  # every preset is a valid set of settings
+def test_conflicting_controls_are_refused():
+    with pytest.raises(UserError, match="--patience 2 needs --dev_eval true"):
+        Hyperparams(patience=2)
+    with pytest.raises(UserError, match="--sampling_topk 5 samples one translation; .* --beam_size 4"):
+        Hyperparams(sampling_topk=5, beam_size=4)
+    with pytest.raises(UserError, match="--max_steps 50 ends within --warmup_steps 100"):
+        Hyperparams(lr_schedule="cosine", max_steps=50, warmup_steps=100)
+    with pytest.raises(UserError, match="--ema_decay must be in"):
+        Hyperparams(ema_decay=1.0)
+
+
+def test_hparams_json_that_is_a_directory(tmp_path, capsys, monkeypatch):
+    (tmp_path / "logdir" / "hparams.json").mkdir(parents=True)
+    line = fails(evaluate.main, "eval.py", ["--logdir", tmp_path / "logdir"], capsys, monkeypatch)
+    assert "hparams.json is damaged (Is a directory); move it away and run train.py again" in line
+
+
+def test_the_reference_lists_every_setting():
+    table = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8").split("## Settings", 1)[1]
+    missing = [f.name for f in dataclasses.fields(Hyperparams)
+               if f"| `{f.name}`" not in table and f", `{f.name}`" not in table]  # a row's first or later name
+    assert not missing

@@ -1,12 +1,15 @@
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from vocab import BOS, EOS, PAD
+from conftest import fresh_model
 from decoding import cached_greedy_decoder, decode_limits, greedy_decoder, only_words
 from hyperparams import Hyperparams
 from model import build_model, shift_right
+from modules import FeedForward
+from vocab import BOS, EOS, PAD
 
 SMALL = dict(hidden_units=16, num_blocks=2, num_heads=2, dropout_rate=0.0, maxlen=8)
 
@@ -20,6 +23,7 @@ def model(request):
 
 
 SRC = tf.constant([[4, 5, 6, EOS, PAD, PAD], [7, 8, EOS, PAD, PAD, PAD]])
+
 TGT_IN = tf.constant([[BOS, 4, 9, 10, 5], [BOS, 6, 7, 8, 12]])
 
 
@@ -126,3 +130,16 @@ def test_attention_maps_are_distributions_over_the_keys_allowed(model):
     assert np.all(encoder[0, :, :, 4:] == 0) and np.all(encoder[0, :, 4:] == 0)  # ... never see or are pads
     decoder = maps["decoder self-attention"][1].numpy()
     assert np.all(np.triu(decoder[0, 0], k=1) == 0)  # no position sees a later one
+
+
+def test_pre_norm_normalises_each_sublayer_input_and_leaves_the_residual_path_alone():
+    x = tf.random.stateless_normal((2, 3, 8), seed=(1, 2))
+    for pre in (False, True):
+        layer = FeedForward(units=8, inner_units=16, pre_norm=pre)
+        out = layer(x)
+        inner = layer.inner(layer.norm(x) if pre else x)
+        expected = x + layer.outer(inner) if pre else layer.norm(x + layer.outer(inner))
+        np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+    model = fresh_model(norm_position="pre")
+    assert model.encoder_norm is not None and model.decoder_norm is not None  # a final norm on each stack
+    assert fresh_model().encoder_norm is None

@@ -1,12 +1,13 @@
-"""The commands in README.md and docs/reference.md work, and their links lead somewhere.
+"""The commands in README.md, docs/tutorial.md and docs/reference.md work, and their links lead somewhere.
 
 Every command in a ```bash block is checked. The quick ones run for real in a
 sandbox directory that stands in for a fresh checkout after download.py: a
-toy corpus at the IWSLT 2016 paths and a tiny model in `logdir`. Those that
-need the real corpora or hours (train.py, a preset, another corpus or vocab)
-have their flags parsed and checked by the script's own parser; download.py
-runs with its fetchers stubbed out; make commands run with `make -n`;
-`tensorboard --logdir logdir` is started and asked for the run's tags.
+toy corpus at the IWSLT 2016 paths and a tiny model in `logdir`. Those that need the real corpora or
+hours (train.py, a preset, another corpus or vocab) have their flags parsed
+and checked by the script's own parser; download.py runs with its fetchers
+stubbed out; make commands run with `make -n`; `tensorboard --logdir logdir`
+is started and asked for the run's tags; serve.py is started and stopped, and
+curl asks a serve.py of the sandbox's model.
 """
 import json
 import os
@@ -30,16 +31,17 @@ import hyperparams
 import plot_attention
 import prepro
 import score
+import serve
 import train
 import translate
 from conftest import GERMAN, ROOT, toy_pairs, write_lines
 
-DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "reference.md"]
+DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "tutorial.md", ROOT / "docs" / "reference.md"]
 SCRIPTS = {  # script -> (module, the flags it adds to the settings)
     "prepro.py": (prepro, None), "train.py": (train, None), "eval.py": (evaluate, evaluate.add_eval_flags),
     "translate.py": (translate, translate.add_translate_flags), "export.py": (export, export.add_export_flags),
     "plot_attention.py": (plot_attention, plot_attention.add_plot_flags), "bench.py": (bench, bench.add_bench_flags),
-    "score.py": (score, score.add_score_flags),
+    "score.py": (score, score.add_score_flags), "serve.py": (serve, serve.add_serve_flags),
 }
 SLOW = {"train.py", "bench.py"}  # always only parsed
 OTHER_DATA = {"--preset", "--dataset", "--vocab_dir", "--source_train"}  # parsed: they need data the sandbox lacks
@@ -116,12 +118,18 @@ def test_every_command_is_known_to_work(sandbox, monkeypatch, capsys):
             elif words[0] == "tensorboard":
                 servers.append(start_tensorboard(words, sandbox))  # asked for the tags at the end
                 ran.append(line)
+            elif words[0] == "curl":
+                ran.append(ask_serve(words, sandbox))
+            elif words[1] == "serve.py" and not OTHER_DATA & set(words):
+                start_and_stop_serve(words, sandbox)
+                ran.append(line)
             elif words[:2] == ["python", "download.py"]:
                 download.main(words[2:])
                 assert fetched.pop() in ("multi30k", "iwslt2016")
             elif {"|", ">"} & set(words):
+                path = f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"  # the venv's python first
                 shell = subprocess.run(["bash", "-c", line], cwd=sandbox, capture_output=True, text=True,
-                                       env={**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"})
+                                       env={**os.environ, "PATH": path})
                 assert shell.returncode == 0, (line, shell.stderr[-2000:])
                 ran.append(line)
             else:
@@ -138,7 +146,7 @@ def test_every_command_is_known_to_work(sandbox, monkeypatch, capsys):
     out = capsys.readouterr().out
     for server, port in servers:
         check_tensorboard(server, port)
-    assert len(ran) >= 10 and len(parsed) >= 8, (ran, parsed)
+    assert len(ran) >= 14 and len(parsed) >= 8, (ran, parsed)
 
     # what the commands that ran left behind
     english = (sandbox / "english.txt").read_text(encoding="utf-8").splitlines()
@@ -152,8 +160,8 @@ def test_every_command_is_known_to_work(sandbox, monkeypatch, capsys):
     scores = (sandbox / "scores.tsv").read_text(encoding="utf-8").splitlines()
     assert len(scores) == 12 and all(float(line.split("\t")[0]) < 0 for line in scores)
 
-    # the Python example of loading the export, as written
-    [example] = [b for b in blocks(ROOT / "README.md", "python") if "saved_model.load" in b]
+    # the Python example of loading the SavedModel, as written
+    [example] = [b for path in DOCUMENTS for b in blocks(path, "python") if "saved_model.load" in b]
     result = subprocess.run([sys.executable, "-c", example], cwd=sandbox, capture_output=True, text=True)
     assert result.returncode == 0 and "tf.Tensor(" in result.stdout, result.stderr[-2000:]
 
@@ -186,6 +194,41 @@ def check_tensorboard(server, port):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def serve_process(argv, sandbox):
+    """serve.py started with argv (its port replaced by a free one): (the process, its address)."""
+    argv = [w for i, w in enumerate(argv) if w != "--port" and (i == 0 or argv[i - 1] != "--port")]
+    process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), *argv, "--port", "0"], cwd=sandbox,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        found = re.search(r"serving .* on (http://\S+)", line)
+        if found:
+            return process, found[1]
+    raise AssertionError(f"serve.py {' '.join(argv)} did not start")
+
+
+def start_and_stop_serve(words, sandbox):
+    process, address = serve_process(words[2:], sandbox)
+    with urllib.request.urlopen(address + "/health", timeout=30) as response:
+        assert json.load(response)["status"] == "ok"
+    process.terminate()
+    assert process.wait(timeout=60) == 0
+
+
+def ask_serve(words, sandbox):
+    """The curl command, sent to a serve.py of the sandbox's model: it must answer with translations."""
+    process, address = serve_process([], sandbox)
+    try:
+        line = [re.sub(r"^(https?://)?127\.0\.0\.1:\d+", address, w) for w in words]
+        result = subprocess.run(line, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        answer = json.loads(result.stdout)
+        assert answer["translations"] and len(answer["nbest"][0]) == 2
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    return " ".join(words)
 
 
 def slug(heading):

@@ -19,9 +19,10 @@ def served(trained_model):
     directory, flags = trained_model
     german = (directory / "test.de").read_text(encoding="utf-8").splitlines()
     expected = subprocess.run([sys.executable, str(ROOT / "translate.py"), *flags, "--beam_size", "2", "--nbest", "2",
-                               *german[:4]], capture_output=True, text=True, timeout=300)
+                               "--decode_maxlen", "20", *german[:4]], capture_output=True, text=True, timeout=300)
     assert expected.returncode == 0, expected.stderr[-2000:]
-    server = Server(*flags, "--max_sentences", "8", "--max_chars", "400", "--max_beam_size", "6")
+    server = Server(*flags, "--max_sentences", "8", "--max_chars", "400", "--max_beam_size", "6",
+                    "--decode_maxlen", "20")
     yield server, german, [line.split(" ||| ") for line in expected.stdout.splitlines()]
     code, log = server.stop()
     assert code == 0, log[-2000:]
@@ -71,8 +72,9 @@ BAD = [
     ({"beam_size": 2}, None, 422, "text", "missing"),
     ({"text": "   "}, None, 422, "text", "empty"),
     ({"text": []}, None, 422, "text", "empty list"),
-    ({"text": ["eins"] * 9}, None, 413, "text", "--max_sentences"),
-    ({"text": "eins " * 100}, None, 413, "text", "--max_chars"),
+    ({"text": ["eins"] * 9}, None, 413, "text", "--max_sentences 8"),
+    ({"text": "eins " * 100}, None, 413, "text", "--max_chars 400"),
+    ({"text": ["eins", "zwei " * 30]}, None, 413, "text[1]", "31 tokens, more than the 20 a translation may have"),
     ({"text": "eins", "beam_size": 10 ** 9}, None, 422, "beam_size", "between 1 and 6"),
     ({"text": "eins", "beam_size": "4"}, None, 422, "beam_size", "an integer"),
     ({"text": "eins", "nbest": 0}, None, 422, "nbest", "between 1 and 6"),

@@ -84,8 +84,8 @@ def test_the_page_in_a_browser_translates_shows_attention_and_errors(trained_mod
         assert "--max_chars" in error.text and "300" in error.text
     except Exception:
         driver.save_screenshot(str(tmp_path / "failed.png"))  # what the page showed
-        print(f"page: {driver.find_element(By.ID, 'status').text!r}, error {driver.find_element(By.ID, 'error').text!r}, "
-              f"screenshot {tmp_path / 'failed.png'}")
+        status, error = (driver.find_element(By.ID, name).text for name in ("status", "error"))
+        print(f"page: {status!r}, error {error!r}, screenshot {tmp_path / 'failed.png'}")
         raise
     finally:
         driver.quit()

@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import vocab
 import checkpoints
 import data_load
 import eval as evaluate
 import hyperparams
 import prepro
 import train
+import vocab
 import weights
-from messages import UserError
-from conftest import ROOT, corpus_flags, toy_pairs, write_lines
 from cli import parse_args
+from conftest import ROOT, corpus_flags, toy_pairs, write_lines
 from hyperparams import Hyperparams
+from messages import UserError
 from model import build_model
 
 
@@ -184,24 +184,10 @@ def test_a_missing_or_broken_subword_model_is_a_clear_error(tmp_path):
         vocab.load_vocabs(hp)
 
 
-def test_the_best_checkpoint_is_replaced_only_once_the_new_one_is_complete(tmp_path):
-    model = build_model(Hyperparams(hidden_units=16, num_blocks=1, num_heads=2), 10, 10)
-    checkpoints.save_best(model, str(tmp_path), "model_epoch_01_gs_5", 10.0, 5)
-    checkpoints.save_best(model, str(tmp_path), "model_epoch_02_gs_10", 12.5, 10)
-    assert checkpoints.best_record(str(tmp_path)) == {
-        "dev_bleu": 12.5, "checkpoint": str(tmp_path / "best" / "model_epoch_02_gs_10"), "step": 10}
-    assert sorted(p.name.split(".")[0] for p in (tmp_path / "best").iterdir()) == [
-        "best", "model_epoch_02_gs_10", "model_epoch_02_gs_10"]  # .json, .index, .data-*: epoch 1's are gone
-    assert checkpoints.best_checkpoint(str(tmp_path)) == str(tmp_path / "best" / "model_epoch_02_gs_10")
-    (tmp_path / "best" / "best.json").write_text("{")
-    with pytest.raises(UserError, match="best.json is damaged \\(not JSON.*\\); delete"):
-        checkpoints.best_record(str(tmp_path))
-
-
 def test_the_exported_subword_model_translates_raw_text_as_translate_does(corpus, tmp_path):
     import export
     import engines
-    from test_translate import exported_translations
+    from test_export import exported_translations
     directory, flags, _, test_pairs = corpus  # trained by the test above
     export.main(flags + ["--beam_size", "2", "--out", str(tmp_path / "saved")])
     german = [s for s, _ in test_pairs[:8]] + [""]

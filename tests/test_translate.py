@@ -1,29 +1,21 @@
 """translate.py: arguments, stdin and files give the translations eval.py gives, line for line."""
-import re
 import subprocess
 import sys
+import time
 
 import pytest
 
 import engines
-import eval as evaluate
-import prepro
-import train
+import score
 import translate
+from conftest import ROOT, write_lines
 from messages import UserError
-from conftest import ROOT, TINY_MODEL, corpus_flags, toy_pairs
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny model trained for two epochs, and eval.py's translations of its test set."""
-    directory = tmp_path_factory.mktemp("translate")
-    flags = corpus_flags(directory, toy_pairs(400, seed=1), toy_pairs(20, seed=2)) + ["--maxlen", "10"]
-    prepro.main(flags)
-    train.main(flags + TINY_MODEL + ["--batch_size", "16", "--num_epochs", "2"])
-    evaluate.main(flags + ["--all"])
-    results = next(p for p in (directory / "results").iterdir() if p.suffix != ".json").read_text()
-    return directory, flags, re.findall(r"- got: (.*)\n", results)
+def trained(trained_model, session_translations):
+    """The session's model, and eval.py's translations of its test set: (directory, flags, translations)."""
+    return (*trained_model, session_translations)
 
 
 def script(*argv, stdin=""):
@@ -94,50 +86,29 @@ def test_stdin_that_is_not_utf8_is_a_one_line_error(trained):
         "e.g. with iconv"]
 
 
-LOAD_AND_TRANSLATE = """
-import sys
-import tensorflow as tf
-if sys.argv[2] == "subword":
-    import tensorflow_text  # registers the SentencePiece ops
-translate = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-lines = sys.stdin.read().split("\\n")[:-1]
-for text in translate(tf.constant(lines))["translations"].numpy():
-    print(text.decode("utf-8"))
-"""
+def test_sampling_from_the_command_line_is_reproducible(averaged_model):
+    averaged = averaged_model
+    def run(seed):
+        result = subprocess.run([sys.executable, str(ROOT / "translate.py"), *averaged, "--sampling_topk", "5",
+                                 "--sampling_temperature", "2.0", "--seed", str(seed), "eins zwei drei vier",
+                                 "fuenf sechs sieben acht neun"], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    first = run(3)
+    assert len(first.splitlines()) == 2 and first == run(3)
 
 
-def exported_translations(directory, lines, vocab_type):
-    """The SavedModel in `directory`, loaded in a fresh process with only TensorFlow: lines -> translations."""
-    result = subprocess.run([sys.executable, "-c", LOAD_AND_TRANSLATE, str(directory), vocab_type],
-                            input="".join(f"{line}\n" for line in lines), capture_output=True, text=True,
-                            timeout=300, cwd="/")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout.splitlines()
-
-
-def test_the_exported_model_translates_strings_as_eval_does(trained, tmp_path):
-    import export
-    directory, flags, got = trained
-    export.main(flags + ["--out", str(tmp_path / "saved")])
-    german = (directory / "test.de").read_text(encoding="utf-8").splitlines()
-    assert exported_translations(tmp_path / "saved", german + [""], "word") == got + [""]
-
-
-def png_size(path):
-    """(width, height) from a PNG file's header."""
-    header = path.read_bytes()[:24]
-    assert header[:8] == b"\x89PNG\r\n\x1a\n"
-    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
-
-
-def test_plot_attention_draws_a_grid_of_every_kind_layer_and_head(trained, tmp_path):
-    import plot_attention
+def test_a_line_too_long_to_translate_is_refused_before_any_tensor_is_made(trained, tmp_path):
     directory, flags, _ = trained
-    sentence = (directory / "test.de").read_text(encoding="utf-8").splitlines()[0]
-    plot_attention.main(flags + ["--out", str(tmp_path / "all.png"), sentence])
-    assert png_size(tmp_path / "all.png") == (2 * 300, 3 * 300)  # 2 heads x (3 kinds x 1 layer)
-    plot_attention.main(flags + ["--out", str(tmp_path / "one.png"), "--head", "1", sentence])
-    assert png_size(tmp_path / "one.png") == (300, 3 * 300)
-    with pytest.raises(UserError, match="--head 2 does not exist; this model has 2 \\(0 to 1\\)"):
-        plot_attention.main(flags + ["--out", str(tmp_path / "bad.png"), "--head", "2", sentence])
-    assert not (tmp_path / "bad.png").exists()
+    start = time.perf_counter()
+    result = script(*flags, stdin="eins zwei\n" + "drei " * 100000 + "\n")
+    assert time.perf_counter() - start < 60  # (before: 38 s and a tensor of 100,008 x 100,008 per head)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["translate.py: error: line 2 has 100,001 tokens, more than the 256 a "
+                                          "translation may have (--decode_maxlen); split it into sentences, or raise "
+                                          "--decode_maxlen"]
+    long = ["--source", write_lines(tmp_path / "long.de", ["eins"]), "--target",
+            write_lines(tmp_path / "long.en", ["one " * 299])]
+    with pytest.raises(UserError, match="line 1 has 300 tokens, more than the 256"):
+        score.main(flags + long)
