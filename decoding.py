@@ -14,7 +14,7 @@ its longest translation rounded up to a multiple of data_load.SHAPE_STEP:
 every step of a batch computes on the same shapes, and batches share a few.
 (Caches that grew by one position per step gave each step shapes of its own,
 and on a CPU TensorFlow's oneDNN kernels keep what they prepare for each
-shape: docs/benchmarks.md measures what that held.)
+shape: docs/notes/2026-12-04-lab-notebook.md measures what that held.)
 
 Each takes a model.Transformer, or an inference.Ensemble of models that share
 a vocab, which decodes as one model (its next-word scores are the mean of its

@@ -174,8 +174,8 @@ class TrainStep:
     def expect(self, batch_spec):
         """Has the step traced once for all batches of batch_spec, the (src, tgt) element_spec of the dataset
         that feeds it (None where lengths vary), at the first call with each measure_norm and apply. Left
-        alone, tf.function traces it for the first batch's shapes and again for all shapes: twice the graphs,
-        which held about 100 MB in the multi30k_cpu preset (docs/benchmarks.md)."""
+        alone, tf.function traces it for the first batch's shapes and again for all shapes: twice the graphs
+        (docs/notes/2026-12-04-lab-notebook.md measured what they held)."""
         self.batch_spec, self._traced = batch_spec, set()  # the same spec again: found in tf.function's cache
 
     def __call__(self, batches, measure_norm=False):

@@ -70,7 +70,7 @@ class SubwordVocab:
     same in both kinds of vocab. The scripts run it on the host with the
     sentencepiece package (the training pipeline reads id shards, and decoders
     hand back id arrays): importing tensorflow-text would load all its op
-    libraries, 120 MB of every process. export.py runs the same model inside
+    libraries into every process. export.py runs the same model inside
     its graph with tensorflow-text's ops (graph_tokenizer).
     """
 
