@@ -93,7 +93,7 @@ def greedy_decoder(model):
     the length, but plain: the reference for cached_greedy_decoder().
     """
 
-    @tf.function(input_signature=DECODER_SIGNATURE)
+    @tf.function(input_signature=DECODER_SIGNATURE, autograph=False)
     def decode(src, limits):
         enc = model.encode(src)  # (N, T1, C)
 
@@ -112,7 +112,7 @@ def cached_greedy_decoder(model, pick=None):
     one position through the decoder, attending over all decoding_width() cached
     positions, masked beyond the prefix. pick: see _greedy_loop().
     """
-    @tf.function(input_signature=DECODER_SIGNATURE)
+    @tf.function(input_signature=DECODER_SIGNATURE, autograph=False)
     def decode(src, limits):
         enc_kvs, caches = model.start_decoding(src, decoding_width(limits)[1])
 
@@ -179,7 +179,7 @@ def beam_search_decoder(model, beam_size, alpha):  # long: its steps share one t
     """
     k = beam_size
 
-    @tf.function(input_signature=DECODER_SIGNATURE)
+    @tf.function(input_signature=DECODER_SIGNATURE, autograph=False)
     def decode(src, limits):
         # 1. Every sentence's rows repeated k times: row n * k + b is beam b of sentence n.
         n, (longest, width) = tf.shape(src)[0], decoding_width(limits)

@@ -41,7 +41,7 @@ class DevEvaluation:
         self.best = record["dev_bleu"] if record else -1.0
         self.stale = record.get("stale", 0) if record else 0  # evaluations since the best, for --patience
 
-        @tf.function(input_signature=[data_load.IDS] * 2)  # one graph for all lengths
+        @tf.function(input_signature=[data_load.IDS] * 2, autograph=False)  # one graph for all lengths
         def sums(src, tgt):
             logits = model.teacher_forced(src, tgt)
             loss, acc = loss_and_accuracy(logits, tgt, hp.label_smoothing, count=1.0)  # sums over the batch

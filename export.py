@@ -128,7 +128,7 @@ class Exported(tf.Module):
             return self.tokenizer.detokenize(ragged)
         return tf.strings.reduce_join(tf.gather(self.tgt_words, ragged), axis=1, separator=" ")  # (n,)
 
-    @tf.function(input_signature=[tf.TensorSpec((None,), tf.string)])
+    @tf.function(input_signature=[tf.TensorSpec((None,), tf.string)], autograph=False)
     def translate(self, sentences):
         text = self.clean(sentences)
         src = self.encode(text)

@@ -109,7 +109,7 @@ def token_log_probs(model):
     """A compiled function: src (N, T1), tgt (N, T2) ids -> (N, T2) float32 log-probabilities of each target
     token (0 at pads), under the distribution decoding draws from (pads and <S> are not words)."""
 
-    @tf.function(input_signature=[data_load.IDS] * 2)  # one graph for all lengths
+    @tf.function(input_signature=[data_load.IDS] * 2, autograph=False)  # one graph for all lengths
     def score(src, tgt):
         logp = tf.nn.log_softmax(only_words(tf.cast(model.teacher_forced(src, tgt), tf.float32)), axis=-1)
         picked = tf.gather(logp, tgt, batch_dims=2)  # (N, T2)

@@ -167,8 +167,8 @@ class TrainStep:
                 self.sums = [tf.Variable(tf.zeros_like(v), aggregation=tf.VariableAggregation.SUM, **local)
                              for v in model.trainable_variables]
                 self.words = tf.Variable(0.0, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, **local)
-        self._gradients = tf.function(self._gradients, jit_compile=jit)
-        self._step = tf.function(self._step, reduce_retracing=True)
+        self._gradients = tf.function(self._gradients, jit_compile=jit, autograph=False)
+        self._step = tf.function(self._step, reduce_retracing=True, autograph=False)
         self.batch_spec, self._traced = None, set()  # see expect()
 
     def expect(self, batch_spec):

@@ -13,7 +13,7 @@ import pytest
 import cli
 import hyperparams
 from cli import parse_args
-from conftest import ROOT, assert_one_line_error, flag, run_script
+from conftest import ROOT, assert_one_line_error, fails, flag, run_script
 from hyperparams import Hyperparams
 
 
@@ -60,20 +60,25 @@ def test_help_lists_the_settings_a_script_reads(tmp_path):
     assert {"format", "quantization", "overwrite"} <= shown["export.py"] and "results_dir" not in shown["export.py"]
 
 
-def test_a_flag_hidden_from_help_is_still_accepted_where_it_must_match(trained_model, tmp_path):
+def test_a_flag_hidden_from_help_is_still_accepted_where_it_must_match(trained_model, tmp_path, capsys,
+                                                                      monkeypatch):
     """The Makefile passes one command line to every script: eval.py takes the model's flags, if they match."""
+    import eval as evaluate
     _, flags = trained_model
-    result = run_script("eval.py", *flags, "--hidden_units", "32", "--results_dir", tmp_path, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    result = run_script("eval.py", *flags, "--hidden_units", "64", cwd=tmp_path)
-    assert result.returncode == 2 and "hidden_units: 32 != 64" in result.stderr
+    evaluate.main([*flags, "--hidden_units", "32", "--results_dir", str(tmp_path)])
+    assert list(tmp_path.glob("model_epoch_*.json"))
+    line = fails(evaluate.main, "eval.py", [*flags, "--hidden_units", "64"], capsys, monkeypatch)
+    assert "hidden_units: 32 != 64" in line
 
 
-def test_notes_go_to_stderr_and_a_full_stdout_is_one_line(trained_model, tmp_path):
+def test_notes_go_to_stderr_and_a_full_stdout_is_one_line(trained_model, tmp_path, capsys):
+    import translate
     _, flags = trained_model
-    result = run_script("translate.py", *flags, "--raw_weights", "eins zwei", "drei", cwd=tmp_path)
-    assert result.returncode == 0 and len(result.stdout.splitlines()) == 2  # two lines in, two out
-    assert result.stderr.startswith("note: --raw_weights changes nothing")
+    capsys.readouterr()
+    translate.main([*flags, "--raw_weights", "eins zwei", "drei"])
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 2  # two lines in, two out
+    assert err.startswith("note: --raw_weights changes nothing")
     with open("/dev/full", "w") as full:
         result = subprocess.run([sys.executable, str(ROOT / "translate.py"), *flags, "eins zwei"], cwd=tmp_path,
                                 stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)

@@ -11,7 +11,7 @@ import pytest
 
 import files
 import hyperparams
-from conftest import ROOT, assert_one_line_error, run_script, write_lines
+from conftest import fails, write_lines
 from files import read_record, remove_orphans, shape_problem, write_atomic, write_files
 from hyperparams import Hyperparams
 from messages import UserError
@@ -69,25 +69,22 @@ def test_a_directory_is_refused_and_nothing_else_is_written(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["dir"]
 
 
-def test_a_script_s_output_through_a_device_symlink_and_full_device(trained_model, tmp_path):
+def test_a_script_s_output_through_a_device_symlink_and_full_device(trained_model, tmp_path, capsys, monkeypatch):
     """translate.py --output, end to end: the severe case of the fault table."""
+    import translate
     directory, flags = trained_model
-    german = directory / "test.de"
+    german = ["--input", str(directory / "test.de")]
 
-    def translate(out):
-        return subprocess.run([sys.executable, str(ROOT / "translate.py"), *flags, "--input", str(german),
-                               "--output", out], capture_output=True, text=True, timeout=300)
-
-    assert translate("/dev/null").returncode == 0 and stat.S_ISCHR(os.stat("/dev/null").st_mode)
-    result = translate("/dev/full")
-    assert result.returncode == 2
-    assert result.stderr.splitlines() == ["translate.py: error: cannot write /dev/full (No space left on device); "
-                                          "free some space or choose another path (nothing was changed)"]
+    translate.main([*flags, *german, "--output", "/dev/null"])
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    line = fails(translate.main, "translate.py", [*flags, *german, "--output", "/dev/full"], capsys, monkeypatch,
+                 after_work=True)
+    assert line == ("translate.py: error: cannot write /dev/full (No space left on device); free some space or "
+                    "choose another path (nothing was changed)")
     (tmp_path / "target.txt").write_text("")
     (tmp_path / "link.txt").symlink_to(tmp_path / "target.txt")
-    assert translate(str(tmp_path / "link.txt")).returncode == 0
+    translate.main([*flags, *german, "--output", str(tmp_path / "link.txt")])
     assert (tmp_path / "link.txt").is_symlink() and len((tmp_path / "target.txt").read_text().splitlines()) == 37
-
 
 SHAPE = {"name": str, "count": int, "score?": float, "items": [{"id": int, "tags": {str: int}}], "maybe": (str, None)}
 
@@ -168,11 +165,15 @@ def test_a_full_disk_at_the_writability_check_leaves_no_probe(tmp_path, monkeypa
 
 @pytest.mark.parametrize("script, flag", [("train.py", "logdir"), ("eval.py", "results_dir"),
                                           ("prepro.py", "vocab_dir")])
-def test_unwritable_output_directory_is_refused_before_any_work(tmp_path, script, flag):
+def test_unwritable_output_directory_is_refused_before_any_work(tmp_path, script, flag, capsys, monkeypatch):
     (tmp_path / "a_file").write_text("not a directory")
     corpus = [write_lines(tmp_path / "t.de", ["eins zwei"]), write_lines(tmp_path / "t.en", ["one two"])]
     hyperparams.save(Hyperparams(logdir=str(tmp_path / "logdir")))  # eval.py first reads a model's settings
     logdir = [] if flag == "logdir" else ["--logdir", tmp_path / "logdir"]
-    result = run_script(script, f"--{flag}", tmp_path / "a_file" / "out", "--source_train", corpus[0],
-                 "--target_train", corpus[1], *logdir, cwd=tmp_path)
-    assert_one_line_error(result, f"cannot write to --{flag} {tmp_path / 'a_file' / 'out'}")
+    import eval as evaluate
+    import prepro
+    import train
+    main = {"train.py": train.main, "eval.py": evaluate.main, "prepro.py": prepro.main}[script]
+    line = fails(main, script, [f"--{flag}", tmp_path / "a_file" / "out", "--source_train", corpus[0],
+                                "--target_train", corpus[1], *logdir], capsys, monkeypatch)
+    assert f"cannot write to --{flag} {tmp_path / 'a_file' / 'out'}" in line

@@ -94,19 +94,23 @@ def test_missing_corpus_leaves_no_vocab(tmp_path):
     (".xml", ['<seg id="1"> eins </seg>', '<seg id="2"> zwei'], ['<seg id="1"> one </seg>'] * 2,
      "a.de.xml:2: malformed <seg> line"),
 ], ids=["short", "empty-target", "both-empty", "malformed-xml"])
-def test_broken_corpus(tmp_path, suffix, source_lines, target_lines, message):
+def test_broken_corpus(tmp_path, suffix, source_lines, target_lines, message, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     src = write_lines(tmp_path / f"a.de{suffix}", source_lines)
     tgt = write_lines(tmp_path / f"a.en{suffix}", target_lines)
-    result = run_script("prepro.py", "--source_train", src, "--target_train", tgt, cwd=tmp_path)
-    assert_one_line_error(result, message, "a.de")
+    line = fails(prepro.main, "prepro.py", ["--source_train", src, "--target_train", tgt], capsys, monkeypatch,
+                 after_work=True)  # the progress bar of the counting that found the fault
+    assert message in line and "a.de" in line
     assert not (tmp_path / "preprocessed").exists()
 
 
-def test_corpus_not_in_utf8(tmp_path):
+def test_corpus_not_in_utf8(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "a.de").write_bytes("eins\nGr\u00fc\u00dfe\n".encode("latin-1"))
     tgt = write_lines(tmp_path / "a.en", ["one", "greetings"])
-    result = run_script("prepro.py", "--source_train", tmp_path / "a.de", "--target_train", tgt, cwd=tmp_path)
-    assert_one_line_error(result, f"{tmp_path / 'a.de'}:2: not valid UTF-8", "iconv")
+    line = fails(prepro.main, "prepro.py", ["--source_train", tmp_path / "a.de", "--target_train", tgt], capsys,
+                 monkeypatch, after_work=True)
+    assert f"{tmp_path / 'a.de'}:2: not valid UTF-8" in line and "iconv" in line
     assert not (tmp_path / "preprocessed").exists()
 
 

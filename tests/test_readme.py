@@ -6,8 +6,9 @@ toy corpus at the IWSLT 2016 paths and a tiny model in `logdir`. Those that need
 hours (train.py, a preset, another corpus or vocab) have their flags parsed
 and checked by the script's own parser; download.py runs with its fetchers
 stubbed out; make commands run with `make -n`; `tensorboard --logdir logdir`
-is started and asked for the run's tags; serve.py is started and stopped, and
-curl asks a serve.py of the sandbox's model.
+is started and asked for the run's tags; serve.py is started (once for each set of
+flags) and asked for its health, curl asks the serve.py started above it, and each
+serve.py must end with exit code 0 on SIGTERM at the end.
 """
 import json
 import os
@@ -105,44 +106,12 @@ def test_every_command_is_known_to_work(sandbox, monkeypatch, capsys):
     monkeypatch.setattr(download, "multi30k", lambda args: fetched.append(args.dataset))
     monkeypatch.setattr(download, "iwslt2016", lambda args: fetched.append(args.dataset))
     ran, parsed, servers = [], [], []
-    for path in DOCUMENTS:
-        for line, words in commands(path):
-            while re.fullmatch(r"[A-Z_]+=.*", words[0]):  # VAR=value python ...: only the command is checked
-                words.pop(0)
-            if SETUP.match(line):
-                continue
-            elif words[0] == "make":
-                result = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), *words[1:]], cwd=sandbox,
-                                        capture_output=True, text=True)
-                assert result.returncode == 0 and "train.py" in result.stdout, (line, result.stderr)
-            elif words[0] == "tensorboard":
-                servers.append(start_tensorboard(words, sandbox))  # asked for the tags at the end
-                ran.append(line)
-            elif words[0] == "curl":
-                ran.append(ask_serve(words, sandbox))
-            elif words[1] == "serve.py" and not OTHER_DATA & set(words):
-                start_and_stop_serve(words, sandbox)
-                ran.append(line)
-            elif words[:2] == ["python", "download.py"]:
-                download.main(words[2:])
-                assert fetched.pop() in ("multi30k", "iwslt2016")
-            elif {"|", ">"} & set(words):
-                path = f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"  # the venv's python first
-                shell = subprocess.run(["bash", "-c", line], cwd=sandbox, capture_output=True, text=True,
-                                       env={**os.environ, "PATH": path})
-                assert shell.returncode == 0, (line, shell.stderr[-2000:])
-                ran.append(line)
-            else:
-                assert words[0] == "python" and words[1] in SCRIPTS, f"{path.name}: no check for {line!r}"
-                module, add_flags = SCRIPTS[words[1]]
-                argv = words[2:]
-                if words[1] in SLOW or OTHER_DATA & {w.split("=")[0] for w in argv}:
-                    explicit, _ = cli.parse_args(argv, description="", add_arguments=add_flags)
-                    hyperparams.Hyperparams(**explicit)  # the values are valid together
-                    parsed.append(line)
-                else:
-                    module.main(argv)
-                    ran.append(line)
+    serves = {}  # serve.py's flags -> (its process, its address), the newest started last
+    try:
+        check_commands(sandbox, ran, parsed, servers, serves, fetched)
+    finally:
+        stopped = {argv: stop(process) for argv, (process, _) in serves.items()}
+    assert stopped and all(code == 0 for code in stopped.values()), stopped  # SIGTERM ends serve.py cleanly
     out = capsys.readouterr().out
     for server, port in servers:
         check_tensorboard(server, port)
@@ -164,6 +133,48 @@ def test_every_command_is_known_to_work(sandbox, monkeypatch, capsys):
     [example] = [b for path in DOCUMENTS for b in blocks(path, "python") if "saved_model.load" in b]
     result = subprocess.run([sys.executable, "-c", example], cwd=sandbox, capture_output=True, text=True)
     assert result.returncode == 0 and "tf.Tensor(" in result.stdout, result.stderr[-2000:]
+
+
+def check_commands(sandbox, ran, parsed, servers, serves, fetched):
+    """Runs or checks every command of the documents, in order, noting each in ran or parsed."""
+    for path in DOCUMENTS:
+        for line, words in commands(path):
+            while re.fullmatch(r"[A-Z_]+=.*", words[0]):  # VAR=value python ...: only the command is checked
+                words.pop(0)
+            if SETUP.match(line):
+                continue
+            elif words[0] == "make":
+                result = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), *words[1:]], cwd=sandbox,
+                                        capture_output=True, text=True)
+                assert result.returncode == 0 and "train.py" in result.stdout, (line, result.stderr)
+            elif words[0] == "tensorboard":
+                servers.append(start_tensorboard(words, sandbox))  # asked for the tags at the end
+                ran.append(line)
+            elif words[0] == "curl":
+                ran.append(ask_serve(words, list(serves.values())[-1][1]))
+            elif words[1] == "serve.py" and not OTHER_DATA & set(words):
+                start_serve(tuple(words[2:]), serves, sandbox)
+                ran.append(line)
+            elif words[:2] == ["python", "download.py"]:
+                download.main(words[2:])
+                assert fetched.pop() in ("multi30k", "iwslt2016")
+            elif {"|", ">"} & set(words):
+                path = f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"  # the venv's python first
+                shell = subprocess.run(["bash", "-c", line], cwd=sandbox, capture_output=True, text=True,
+                                       env={**os.environ, "PATH": path})
+                assert shell.returncode == 0, (line, shell.stderr[-2000:])
+                ran.append(line)
+            else:
+                assert words[0] == "python" and words[1] in SCRIPTS, f"{path.name}: no check for {line!r}"
+                module, add_flags = SCRIPTS[words[1]]
+                argv = words[2:]
+                if words[1] in SLOW or OTHER_DATA & {w.split("=")[0] for w in argv}:
+                    explicit, _ = cli.parse_args(argv, description="", add_arguments=add_flags)
+                    hyperparams.Hyperparams(**explicit)  # the values are valid together
+                    parsed.append(line)
+                else:
+                    module.main(argv)
+                    ran.append(line)
 
 
 def start_tensorboard(words, sandbox):
@@ -208,26 +219,32 @@ def serve_process(argv, sandbox):
     raise AssertionError(f"serve.py {' '.join(argv)} did not start")
 
 
-def start_and_stop_serve(words, sandbox):
-    process, address = serve_process(words[2:], sandbox)
-    with urllib.request.urlopen(address + "/health", timeout=30) as response:
-        assert json.load(response)["status"] == "ok"
+def start_serve(argv, serves, sandbox):
+    """serve.py started with argv unless the documents started it so before; it must say it is healthy."""
+    if argv not in serves:
+        serves[argv] = serve_process(list(argv), sandbox)
+        with urllib.request.urlopen(serves[argv][1] + "/health", timeout=30) as response:
+            assert json.load(response)["status"] == "ok"
+    serves[argv] = serves.pop(argv)  # the newest one started: the one a curl line below asks
+
+
+def stop(process):
+    """SIGTERM: the process' exit code (or that it did not stop within a minute, when it is killed)."""
     process.terminate()
-    assert process.wait(timeout=60) == 0
-
-
-def ask_serve(words, sandbox):
-    """The curl command, sent to a serve.py of the sandbox's model: it must answer with translations."""
-    process, address = serve_process([], sandbox)
     try:
-        line = [re.sub(r"^(https?://)?127\.0\.0\.1:\d+", address, w) for w in words]
-        result = subprocess.run(line, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        answer = json.loads(result.stdout)
-        assert answer["translations"] and len(answer["nbest"][0]) == 2
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+        return process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return "did not stop"
+
+
+def ask_serve(words, address):
+    """The curl command, sent to the serve.py started above it: it must answer with translations."""
+    line = [re.sub(r"^(https?://)?127\.0\.0\.1:\d+", address, w) for w in words]
+    result = subprocess.run(line, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["translations"] and len(answer["nbest"][0]) == 2
     return " ".join(words)
 
 

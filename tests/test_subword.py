@@ -1,6 +1,8 @@
 """The subword path end to end: a joint SentencePiece vocab on raw text, shared embeddings, the paper's
 schedule, dev BLEU with the best checkpoint, beam search and checkpoint averaging."""
+import contextlib
 import hashlib
+import io
 import json
 import re
 import subprocess
@@ -106,16 +108,24 @@ def events(logdir):
     return found
 
 
-def test_a_subword_model_learns_and_is_scored_on_raw_text(corpus, capsys):
-    directory, flags, _, test_pairs = corpus
+@pytest.fixture(scope="module")
+def trained(corpus):
+    """The corpus with a model trained on it six epochs, evaluating on dev: (corpus, what train.py printed)."""
+    directory, flags, _, _ = corpus
     model_flags = ["--hidden_units", "64", "--num_blocks", "1", "--num_heads", "4", "--dropout_rate", "0",
                    "--share_embeddings", "true", "--lr_schedule", "paper", "--warmup_steps", "100",
                    "--lr_scale", "0.25", "--dev_eval", "true", "--eval_every", "40", "--num_epochs", "6"]
-    train.main(flags + model_flags + ["--summary_every", "25"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        train.main(flags + model_flags + ["--summary_every", "25"])
+    return corpus, printed.getvalue()
+
+
+def test_a_subword_model_learns_and_is_scored_on_raw_text(trained):
+    (directory, flags, _, test_pairs), printed = trained
     logdir = directory / "logdir"
     lines = re.findall(r"^epoch (\d+): step (\d+), mean_loss [\d.]+, acc [\d.]+, dev BLEU [\d.]+ \(best [\d.]+\), "
-                       r"[\d,]+ tokens/s, \d+ batch shapes, \d+ s, saved .*model_epoch_\d\d_gs_\d+$",
-                       capsys.readouterr().out, re.M)
+                       r"[\d,]+ tokens/s, \d+ batch shapes, \d+ s, saved .*model_epoch_\d\d_gs_\d+$", printed, re.M)
     assert lines == [(str(e), str(62 * e)) for e in range(1, 7)]
 
     # TensorBoard: every 25 steps and at each of the 6 epochs' ends (62 steps each) the training scalars;
@@ -154,8 +164,8 @@ def test_a_subword_model_learns_and_is_scored_on_raw_text(corpus, capsys):
     assert scores["sacrebleu"] > 60 and scores["sacrebleu_lowercase"] >= scores["sacrebleu"]
 
 
-def test_averaging_checkpoints_averages_their_weights(corpus):
-    directory, flags, _, _ = corpus  # trained by the test above
+def test_averaging_checkpoints_averages_their_weights(trained):
+    (directory, flags, _, _), _ = trained
     hp = hyperparams.for_evaluation(parse_args(flags, description="")[0])
     subword = vocab.load_vocabs(hp)[0]
     model = build_model(hp, subword.size, subword.size)
@@ -184,11 +194,11 @@ def test_a_missing_or_broken_subword_model_is_a_clear_error(tmp_path):
         vocab.load_vocabs(hp)
 
 
-def test_the_exported_subword_model_translates_raw_text_as_translate_does(corpus, tmp_path):
+def test_the_exported_subword_model_translates_raw_text_as_translate_does(trained, tmp_path):
     import export
     import engines
     from test_export import exported_translations
-    directory, flags, _, test_pairs = corpus  # trained by the test above
+    (directory, flags, _, test_pairs), _ = trained
     export.main(flags + ["--beam_size", "2", "--out", str(tmp_path / "saved")])
     german = [s for s, _ in test_pairs[:8]] + [""]
     hp = hyperparams.for_evaluation(parse_args(flags + ["--beam_size", "2"], description="")[0])

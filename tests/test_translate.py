@@ -1,4 +1,5 @@
 """translate.py: arguments, stdin and files give the translations eval.py gives, line for line."""
+import io
 import subprocess
 import sys
 import time
@@ -8,7 +9,7 @@ import pytest
 import engines
 import score
 import translate
-from conftest import ROOT, write_lines
+from conftest import ROOT, fails, write_lines
 from messages import UserError
 
 
@@ -30,12 +31,12 @@ def test_a_file_translates_as_eval_does(trained, tmp_path):
     assert out.read_text(encoding="utf-8").splitlines() == got
 
 
-def test_arguments_and_stdin(trained):
+def test_arguments_and_stdin(trained, capsys):
     directory, flags, got = trained
     german = (directory / "test.de").read_text(encoding="utf-8").splitlines()
-    result = script(*flags, german[0], german[1].upper() + " !")  # refined as the training text was
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines() == [got[0], translate_refined(flags, german[1].upper())]
+    capsys.readouterr()
+    translate.main([*flags, german[0], german[1].upper() + " !"])  # refined as the training text was
+    assert capsys.readouterr().out.splitlines() == [got[0], translate_refined(flags, german[1].upper())]
     result = script(*flags, "--batch_size", "2", stdin="\n".join([german[0], "", *german[1:5]]) + "\n")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [got[0], "", *got[1:5]]  # an empty line stays in its place
@@ -76,14 +77,12 @@ def test_bad_requests_are_one_line_errors(trained, tmp_path):
     assert german.read_text() == "eins zwei\n"
 
 
-def test_stdin_that_is_not_utf8_is_a_one_line_error(trained):
+def test_stdin_that_is_not_utf8_is_a_one_line_error(trained, capsys, monkeypatch):
     _, flags, _ = trained
-    result = subprocess.run([sys.executable, str(ROOT / "translate.py"), *flags], input=b"eins zwei\nGr\xfc\xdfe\n",
-                            capture_output=True, timeout=300)
-    assert result.returncode == 2
-    assert result.stderr.decode().splitlines() == [
-        "translate.py: error: <stdin>:2: not valid UTF-8 (byte 2 of the line); convert the text to UTF-8, "
-        "e.g. with iconv"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"eins zwei\nGr\xfc\xdfe\n")))
+    line = fails(translate.main, "translate.py", flags, capsys, monkeypatch, after_work=True)
+    assert line == ("translate.py: error: <stdin>:2: not valid UTF-8 (byte 2 of the line); convert the text to "
+                    "UTF-8, e.g. with iconv")
 
 
 def test_sampling_from_the_command_line_is_reproducible(averaged_model):
