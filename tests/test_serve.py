@@ -110,3 +110,26 @@ def test_a_full_queue_answers_503_at_once_and_sigterm_loses_no_request(trained_m
     assert code == 0, log[-2000:]
     assert "Traceback" not in log
     assert sum(" 503 " in line for line in log.splitlines()) == 2  # one log line per request
+
+
+def test_a_ctranslate2_export_is_served_as_translate_py_ct2_translates_it(trained_model, tmp_path):
+    import export
+    directory, flags = trained_model
+    export.main([*flags, "--format", "ctranslate2", "--out", str(tmp_path / "ct2")])
+    german = (directory / "test.de").read_text(encoding="utf-8").splitlines()[:4]
+    expected = subprocess.run([sys.executable, str(ROOT / "translate.py"), "--ct2", str(tmp_path / "ct2"),
+                               "--beam_size", "2", "--nbest", "2", *german], capture_output=True, text=True,
+                              timeout=300)
+    assert expected.returncode == 0, expected.stderr[-2000:]
+    server = Server("--ct2", str(tmp_path / "ct2"))
+    try:
+        status, answer, _ = post(server.url + "/translate", {"text": german, "beam_size": 2, "nbest": 2})
+        assert status == 200
+        got = [(str(i), h["translation"], f"{h['score']:.4f}") for i, hs in enumerate(answer["nbest"]) for h in hs]
+        assert got == [tuple(line.split(" ||| ")) for line in expected.stdout.splitlines()]
+        assert json.loads(get(server.url + "/health")[1])["engine"] == "ctranslate2"
+        status, answer, _ = post(server.url + "/attention", {"text": german[0]})
+        assert status == 501 and "does not return attention weights" in answer["error"]
+    finally:
+        code, log = server.stop()
+    assert code == 0 and "Traceback" not in log, log[-2000:]
