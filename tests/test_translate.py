@@ -19,11 +19,6 @@ def trained(trained_model, session_translations):
     return (*trained_model, session_translations)
 
 
-def script(*argv, stdin=""):
-    return subprocess.run([sys.executable, str(ROOT / "translate.py"), *argv], input=stdin,
-                          capture_output=True, text=True, timeout=300)
-
-
 def test_a_file_translates_as_eval_does(trained, tmp_path):
     directory, flags, got = trained
     out = tmp_path / "en.txt"
@@ -31,15 +26,16 @@ def test_a_file_translates_as_eval_does(trained, tmp_path):
     assert out.read_text(encoding="utf-8").splitlines() == got
 
 
-def test_arguments_and_stdin(trained, capsys):
+def test_arguments_and_stdin(trained, capsys, monkeypatch):
     directory, flags, got = trained
     german = (directory / "test.de").read_text(encoding="utf-8").splitlines()
     capsys.readouterr()
     translate.main([*flags, german[0], german[1].upper() + " !"])  # refined as the training text was
     assert capsys.readouterr().out.splitlines() == [got[0], translate_refined(flags, german[1].upper())]
-    result = script(*flags, "--batch_size", "2", stdin="\n".join([german[0], "", *german[1:5]]) + "\n")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines() == [got[0], "", *got[1:5]]  # an empty line stays in its place
+    stdin = "\n".join([german[0], "", *german[1:5]]) + "\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode("utf-8")), encoding="utf-8"))
+    translate.main([*flags, "--batch_size", "2"])
+    assert capsys.readouterr().out.splitlines() == [got[0], "", *got[1:5]]  # an empty line stays in its place
 
 
 def translate_refined(flags, sentence):
@@ -98,15 +94,16 @@ def test_sampling_from_the_command_line_is_reproducible(averaged_model):
     assert len(first.splitlines()) == 2 and first == run(3)
 
 
-def test_a_line_too_long_to_translate_is_refused_before_any_tensor_is_made(trained, tmp_path):
+def test_a_line_too_long_to_translate_is_refused_before_any_tensor_is_made(trained, tmp_path, capsys,
+                                                                             monkeypatch):
     directory, flags, _ = trained
+    stdin = "eins zwei\n" + "drei " * 100000 + "\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode("utf-8")), encoding="utf-8"))
     start = time.perf_counter()
-    result = script(*flags, stdin="eins zwei\n" + "drei " * 100000 + "\n")
+    line = fails(translate.main, "translate.py", flags, capsys, monkeypatch)
     assert time.perf_counter() - start < 60  # (before: 38 s and a tensor of 100,008 x 100,008 per head)
-    assert result.returncode == 2
-    assert result.stderr.splitlines() == ["translate.py: error: line 2 has 100,001 tokens, more than the 256 a "
-                                          "translation may have (--decode_maxlen); split it into sentences, or raise "
-                                          "--decode_maxlen"]
+    assert line == ("translate.py: error: line 2 has 100,001 tokens, more than the 256 a translation may have "
+                    "(--decode_maxlen); split it into sentences, or raise --decode_maxlen")
     long = ["--source", write_lines(tmp_path / "long.de", ["eins"]), "--target",
             write_lines(tmp_path / "long.en", ["one " * 299])]
     with pytest.raises(UserError, match="line 1 has 300 tokens, more than the 256"):
