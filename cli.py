@@ -3,7 +3,8 @@
 A user's mistake (a missing file, a wrong flag, a full disk) raises
 UserError; run() prints it as the last line on stderr and exits with code 2.
 Ctrl-C ends a script with `<script>: interrupted` and exit code 130 wherever
-it lands, also while TensorFlow is still being imported.
+it lands, also while TensorFlow is still being imported. A script run by a
+Python that lacks the project's packages says so in one line, exit code 2.
 """
 import os
 import signal
@@ -24,9 +25,21 @@ def _is_our_script(path):
     return os.path.dirname(os.path.realpath(path)) == os.path.dirname(os.path.realpath(__file__))
 
 
+def _missing_module(kind, error, trace):
+    """A script run by a Python without the project's packages (not its .venv's): one line, exit code 2."""
+    if not issubclass(kind, ModuleNotFoundError):
+        return sys.__excepthook__(kind, error, trace)
+    sys.stdout.flush()
+    print(f"{os.path.basename(sys.argv[0])}: error: {sys.executable} has no module {error.name!r}; install the "
+          "project (python3 -m venv .venv && .venv/bin/pip install -e .) and run the script with .venv/bin/python",
+          file=sys.stderr, flush=True)
+    os._exit(2)
+
+
 # First, before the imports that take time: a script of this project that is starting up.
 if sys.argv and _is_our_script(sys.argv[0]):
     signal.signal(signal.SIGINT, _interrupted_while_starting)
+    sys.excepthook = _missing_module
 
 import argparse
 import contextlib

@@ -48,6 +48,17 @@ def test_train_py_interrupted_while_importing_tensorflow(tmp_path):
     assert not (tmp_path / "log").exists()
 
 
+@pytest.mark.parametrize("script", ["prepro.py", "eval.py", "translate.py"])
+def test_a_python_without_the_project_s_packages_is_one_line(tmp_path, script):
+    """python3 prepro.py outside the .venv: -S hides the site-packages as a Python without them would."""
+    result = subprocess.run([sys.executable, "-S", str(ROOT / script), "--source_train", str(tmp_path / "none.de")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith(f"{script}: error: {sys.executable} has no module ")
+    assert ".venv/bin/pip install -e ." in result.stderr
+
+
 def test_help_lists_the_settings_a_script_reads(capsys):
     shown = {}
     for script in ("prepro.py", "train.py", "eval.py", "translate.py", "score.py", "export.py", "serve.py"):
