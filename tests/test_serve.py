@@ -13,17 +13,29 @@ from conftest import ROOT, Server, get, post
 pytestmark = pytest.mark.e2e
 
 
+def translate_py_nbest(argv, german):
+    """translate.py's 2-best lists (beam 2) of the sentences, run as a user runs it: rows [index, translation,
+    score]."""
+    result = subprocess.run([sys.executable, str(ROOT / "translate.py"), *argv, "--beam_size", "2", "--nbest", "2",
+                             *german], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [line.split(" ||| ") for line in result.stdout.splitlines()]
+
+
+def nbest_rows(answer):
+    """A /translate answer's n-best lists as translate.py's rows."""
+    return [[str(i), h["translation"], f"{h['score']:.4f}"] for i, hs in enumerate(answer["nbest"]) for h in hs]
+
+
 @pytest.fixture(scope="module")
 def served(trained_model):
     """The session's tiny model behind serve.py: (server, flags, translate.py's translations of the test set)."""
     directory, flags = trained_model
     german = (directory / "test.de").read_text(encoding="utf-8").splitlines()
-    expected = subprocess.run([sys.executable, str(ROOT / "translate.py"), *flags, "--beam_size", "2", "--nbest", "2",
-                               "--decode_maxlen", "20", *german[:4]], capture_output=True, text=True, timeout=300)
-    assert expected.returncode == 0, expected.stderr[-2000:]
+    expected = translate_py_nbest([*flags, "--decode_maxlen", "20"], german[:4])
     server = Server(*flags, "--max_sentences", "8", "--max_chars", "400", "--max_beam_size", "6",
                     "--decode_maxlen", "20")
-    yield server, german, [line.split(" ||| ") for line in expected.stdout.splitlines()]
+    yield server, german, expected
     code, log = server.stop()
     assert code == 0, log[-2000:]
 
@@ -33,8 +45,7 @@ def test_translations_and_nbest_lists_are_translate_py_s(served):
     status, answer, _ = post(server.url + "/translate", {"text": german[:4], "beam_size": 2, "nbest": 2})
     assert status == 200
     assert answer["translations"] == [expected[2 * i][1] for i in range(4)]
-    got = [(str(i), h["translation"], f"{h['score']:.4f}") for i, hs in enumerate(answer["nbest"]) for h in hs]
-    assert got == [tuple(row) for row in expected]
+    assert nbest_rows(answer) == expected
     status, answer, _ = post(server.url + "/translate", {"text": german[0], "beam_size": 2})
     assert status == 200 and answer == {"translations": [expected[0][1]]}  # a list even for one string
 
@@ -117,16 +128,12 @@ def test_a_ctranslate2_export_is_served_as_translate_py_ct2_translates_it(traine
     directory, flags = trained_model
     export.main([*flags, "--format", "ctranslate2", "--out", str(tmp_path / "ct2")])
     german = (directory / "test.de").read_text(encoding="utf-8").splitlines()[:4]
-    expected = subprocess.run([sys.executable, str(ROOT / "translate.py"), "--ct2", str(tmp_path / "ct2"),
-                               "--beam_size", "2", "--nbest", "2", *german], capture_output=True, text=True,
-                              timeout=300)
-    assert expected.returncode == 0, expected.stderr[-2000:]
+    expected = translate_py_nbest(["--ct2", str(tmp_path / "ct2")], german)
     server = Server("--ct2", str(tmp_path / "ct2"))
     try:
         status, answer, _ = post(server.url + "/translate", {"text": german, "beam_size": 2, "nbest": 2})
         assert status == 200
-        got = [(str(i), h["translation"], f"{h['score']:.4f}") for i, hs in enumerate(answer["nbest"]) for h in hs]
-        assert got == [tuple(line.split(" ||| ")) for line in expected.stdout.splitlines()]
+        assert nbest_rows(answer) == expected
         assert json.loads(get(server.url + "/health")[1])["engine"] == "ctranslate2"
         status, answer, _ = post(server.url + "/attention", {"text": german[0]})
         assert status == 501 and "does not return attention weights" in answer["error"]
