@@ -170,6 +170,11 @@ class TrainingSet:
     replicas hands them its batches in turn; one with fewer pairs than another
     ends its epoch with empty batches (no tokens: no loss, no gradient), so
     that all take `steps` steps and every pair is used once.
+
+    With --subword_alpha, epoch e reads the e-th sampled set of shards (the
+    sets in turn, when there are fewer sets than epochs); every epoch has as
+    many batches as the set that makes the most, the others ending in empty
+    batches.
     """
 
     def __init__(self, hp, manifest, vocab_sizes, pipelines=1, replicas=1):
@@ -180,19 +185,23 @@ class TrainingSet:
             raise UserError(f"--batch_tokens {hp.batch_tokens} split over {replicas} replicas cannot hold one pair "
                             f"of --maxlen {hp.maxlen}; raise it to at least {hp.maxlen * replicas}")
         directory = shards.shard_dir(hp)
-        self.parts = [[os.path.join(directory, e["name"]) for e in manifest["shards"][p::pipelines]]
+        self.sets = manifest["samples"] if hp.subword_alpha else [manifest["shards"]]
+        # parts[pipeline][set]: the shard files of one set that one pipeline reads
+        self.parts = [[[os.path.join(directory, e["name"]) for e in entries[p::pipelines]] for entries in self.sets]
                       for p in range(pipelines)]
-        lengths = [shards.histogram(manifest["shards"][p::pipelines]) for p in range(pipelines)]
-        counts = [count_batches(part, maxlen=hp.maxlen, batch_size=self.batch_size, batch_tokens=self.batch_tokens)
-                  for part in lengths]
-        self.batches_per_epoch = max(-(-count // self.local) for count in counts)
-        everything = sum(lengths, collections.Counter())
+        self.batches_per_epoch = max(
+            -(-count_batches(shards.histogram(entries[p::pipelines]), maxlen=hp.maxlen, batch_size=self.batch_size,
+                             batch_tokens=self.batch_tokens) // self.local)
+            for entries in self.sets for p in range(pipelines))
+        everything = shards.histogram(self.sets[0])
         self.pairs = sum(count for length, count in everything.items() if length <= hp.maxlen)
         self.dropped = sum(everything.values()) - self.pairs
 
-    def batches(self, seed, pipeline=0, done=0):
-        """The batches of `pipeline` in the epoch drawn from `seed`, from step `done` on."""
-        pairs = shard_pairs(self.parts[pipeline], seed=seed, vocab_sizes=self.vocab_sizes)
+    def batches(self, seed, pipeline=0, done=0, epoch=1):
+        """The batches of `pipeline` in epoch `epoch` (from 1), in the order drawn from `seed`, from step
+        `done` on."""
+        pairs = shard_pairs(self.parts[pipeline][(epoch - 1) % len(self.sets)], seed=seed,
+                            vocab_sizes=self.vocab_sizes)
         batches = train_batches(pairs, maxlen=self.hp.maxlen, batch_size=self.batch_size, seed=seed,
                                 batch_tokens=self.batch_tokens, shuffle_pairs=self.hp.shuffle_pairs,
                                 total=self.batches_per_epoch * self.local)

@@ -53,7 +53,8 @@ RANGES = {
     "eval_every": NOT_NEGATIVE, "seed": ("in [0, 2^32)", lambda v: 0 <= v < 2 ** 32),
     "decode_extra": ("0 or more", lambda v: v >= 0), "decode_maxlen": NOT_NEGATIVE,
     "beam_size": AT_LEAST_1, "length_penalty": NOT_NEGATIVE, "average_checkpoints": AT_LEAST_1,
-    "sampling_topk": NOT_NEGATIVE, "sampling_temperature": POSITIVE,
+    "sampling_topk": NOT_NEGATIVE, "sampling_temperature": POSITIVE, "subword_alpha": NOT_NEGATIVE,
+    "subword_nbest": ("0 (all segmentations) or at least 2", lambda v: v == 0 or v >= 2),
 }
 
 # --preset NAME: settings applied as if given on the command line, before the flags
@@ -102,6 +103,8 @@ class Hyperparams:
     min_cnt: int = 20  # word only: words seen fewer times become <UNK> (the original: 20)
     vocab_sample: int = 500000  # subword only: SentencePiece learns from a seeded random sample of this many sentences
     shard_pairs: int = 100000  # prepro writes the training ids in shards of this many pairs; workers split the shards
+    subword_alpha: float = 0.0  # subword only: each epoch trains on pieces sampled with this smoothing (smaller: more varied); 0 = off
+    subword_nbest: int = 64  # with subword_alpha: sample among each sentence's N best segmentations; 0 = among all
     maxlen: int = 10  # T: max tokens per sentence incl. </S>; longer pairs are dropped (original: 10)
 
     # model
@@ -187,6 +190,9 @@ class Hyperparams:
         if self.share_embeddings and self.vocab_type != "subword":
             yield ("--share_embeddings needs --vocab_type subword: only the joint subword vocab gives "
                    "source and target the same ids")
+        if self.subword_alpha and self.vocab_type != "subword":
+            yield ("--subword_alpha samples subword pieces; it needs --vocab_type subword (a word has one "
+                   "segmentation)")
         if self.eval_every and not self.dev_eval:
             yield f"--eval_every {self.eval_every} needs --dev_eval true, which evaluates on the dev split"
         if self.batch_tokens and self.batch_tokens < self.maxlen:

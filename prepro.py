@@ -11,7 +11,9 @@ vocab_size pieces learned from the raw German and English text together (from
 a seeded random sample of --vocab_sample sentences when the corpus has more).
 
 Then every training pair is encoded into ids_<vocab_type>/ shards (shards.py),
-a chunk at a time: memory stays flat however large the corpus.
+a chunk at a time: memory stays flat however large the corpus. With
+--subword_alpha, each pair is also cut into sampled pieces once per epoch
+(--num_epochs sets of shards, drawn from --seed): subword regularization.
 
 Beside the vocab, corpus.json names the training text and each vocab file's
 sha256. The files are written under temporary names and renamed together,
@@ -136,13 +138,19 @@ def subword_vocab(hp):
     return {path: model}
 
 
-def id_pairs(hp, src_vocab, tgt_vocab):
-    """Yields the training pairs as (source ids, target ids), each ending in </S>, a chunk at a time."""
+def id_pairs(hp, src_vocab, tgt_vocab, sampling):
+    """Yields each training pair's ids (source ids, target ids, each ending in </S>), in the best segmentation
+    and then in each of the sampled sets of `sampling` (shards.Sampling), read a chunk at a time."""
     counts = readers.Counts()
     pairs = readers.iter_parallel(hp.source_train, hp.target_train, clean=src_vocab.clean, counts=counts)
     with tqdm(desc="writing id shards", unit=" pairs", mininterval=1.0) as bar:
-        for chunk in shards.chunks(pairs, shards.PAIRS_PER_CHUNK):
-            yield from zip(src_vocab.encode([s for s, _ in chunk]), tgt_vocab.encode([t for _, t in chunk]))
+        for number, chunk in enumerate(shards.chunks(pairs, shards.PAIRS_PER_CHUNK)):
+            src, tgt = [s for s, _ in chunk], [t for _, t in chunk]
+            versions = [zip(src_vocab.encode(src), tgt_vocab.encode(tgt))]
+            for sample in range(1, sampling.sets + 1):
+                versions.append(zip(sampling.encode(src_vocab, src, sample, number),
+                                    sampling.encode(tgt_vocab, tgt, sample, number)))
+            yield from zip(*versions)
             bar.update(len(chunk))
     print(f"{hp.source_train}: {counts.pairs} sentence pairs; skipped {counts.metadata} metadata and "
           f"{counts.blank} blank lines")
@@ -171,7 +179,7 @@ def current_vocab(hp, corpus_sha256):
 
 # The settings prepro.py reads (--help lists these)
 SETTINGS = ("dataset", "source_train", "target_train", "vocab_dir", "vocab_type", "vocab_size", "min_cnt",
-            "vocab_sample", "shard_pairs", "seed", "preset")
+            "vocab_sample", "shard_pairs", "subword_alpha", "subword_nbest", "num_epochs", "seed", "preset")
 
 
 def main(argv):
@@ -182,13 +190,13 @@ def main(argv):
                                                           vocab.VOCAB_MANIFEST))))  # left by a killed prepro.py
     text_files = shards.text_files(hp)  # before the digest: a change while it is read shows at the next start
     corpus_sha256 = readers.corpus_digest(hp.source_train, hp.target_train)
-    encoders, contents = current_vocab(hp, corpus_sha256), {}
+    encoders, contents, sampling = current_vocab(hp, corpus_sha256), {}, shards.Sampling(hp)
     if encoders is None:
         contents = (subword_vocab if hp.vocab_type == "subword" else word_vocabs)(hp)
         encoders = word_encoders(contents) if hp.vocab_type == "word" else subword_encoders(contents)
     provenance = {"corpus_sha256": corpus_sha256,
                   "vocab_sha256": shards.digest_of(contents.values()) if contents else vocab.vocab_digest(hp),
-                  "vocab_type": hp.vocab_type, "shard_pairs": hp.shard_pairs}
+                  "vocab_type": hp.vocab_type, "shard_pairs": hp.shard_pairs, "sampling": sampling.settings()}
     if not contents and shards.current(hp, provenance):
         print(f"{hp.vocab_dir}: the vocab and the id shards are up to date with {hp.source_train} and "
               f"{hp.target_train} and these settings; nothing to do")
@@ -196,14 +204,17 @@ def main(argv):
     if not contents:
         print(f"{hp.vocab_dir}: the vocab is up to date with {hp.source_train} and {hp.target_train}; "
               "writing the id shards")
-    manifest, shard_files = shards.write_shards(hp, id_pairs(hp, *encoders), {**provenance, "text_files": text_files})
+    manifest, shard_files = shards.write_shards(hp, id_pairs(hp, *encoders, sampling),
+                                                {**provenance, "text_files": text_files}, sampling.sets)
     files = {**contents, shards.manifest_path(hp): json.dumps(manifest, indent=1) + "\n"}
     if contents:  # corpus.json last: it vouches for the vocab files
         files[os.path.join(hp.vocab_dir, vocab.VOCAB_MANIFEST)] = json.dumps(vocab.vocab_manifest(
             hp, contents, vocab.vocab_record(hp.vocab_dir), corpus_sha256, vocab_settings(hp)), indent=2) + "\n"
     write_files(files, written=shard_files)  # the shards first, the manifests last
     shards.remove_stale_shards(hp, manifest)
-    print(f"{shards.shard_dir(hp)}: {manifest['pairs']} pairs in {len(manifest['shards'])} shards")
+    sampled = (f", and {sampling.sets} sets of them cut into sampled pieces (--subword_alpha {hp.subword_alpha}, "
+               f"one per epoch)" if sampling.sets else "")
+    print(f"{shards.shard_dir(hp)}: {manifest['pairs']} pairs in {len(manifest['shards'])} shards{sampled}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,15 @@ once or more); since a vocab file lists its words most frequent first, the
 words a --min_cnt keeps are the ranking's first ids, and train.py maps the
 others to <UNK>. So one set of shards serves every maxlen and min_cnt.
 
+With --subword_alpha (subword regularization), prepro.py also writes one
+more set of shards per training epoch, sample01-00000.tfrecord, ...: the same
+pairs, each sentence cut into pieces drawn at random (shards.Sampling) instead
+of its best segmentation. Epoch e trains on set e (the sets are reused in turn
+when train.py runs more epochs than prepro.py wrote). Drawn once, at prepro
+time, the samples are files like the rest: training reads them at the same
+speed, and a run resumed mid-epoch sees the same pieces as one that was not
+stopped.
+
 Beside the shards, manifest.json records what made them (the training text's
 and the vocab files' digests, the vocab type, the settings that shaped the
 ids), and for each shard its name, pair count, sha256 and histogram of pair
@@ -19,6 +28,7 @@ temporary names and renamed once all are complete; the manifest comes last.
 import collections
 import hashlib
 import os
+import re
 
 import tensorflow as tf
 
@@ -36,8 +46,35 @@ def shard_dir(hp):
     return os.path.join(hp.vocab_dir, f"ids_{hp.vocab_type}")
 
 
-def shard_name(index):
-    return f"train-{index:05d}.tfrecord"
+def shard_name(index, sample=0):
+    """The file of shard `index` of the best segmentation (sample 0) or of sampled set `sample`."""
+    return f"sample{sample:02d}-{index:05d}.tfrecord" if sample else f"train-{index:05d}.tfrecord"
+
+
+SHARD_NAMES = r"(?:train|sample\d{2,})-\d{5}\.tfrecord"  # every shard_name()
+
+
+class Sampling:
+    """Subword regularization: how prepro.py draws the pieces of the sampled shard sets.
+
+    Set k's chunk c of PAIRS_PER_CHUNK pairs is cut by SentencePiece's sampler
+    seeded from (seed, k, c) alone, so the samples do not depend on how the
+    text was read, and the same settings give the same files.
+    """
+
+    def __init__(self, hp):
+        self.alpha, self.nbest, self.seed = hp.subword_alpha, hp.subword_nbest, hp.seed
+        self.sets = hp.num_epochs if hp.subword_alpha else 0
+
+    def settings(self):
+        """What the manifest records of the sampling (None: no sampled sets)."""
+        return ({"alpha": self.alpha, "nbest": self.nbest, "sets": self.sets, "seed": self.seed}
+                if self.sets else None)
+
+    def encode(self, encoder, sentences, sample, chunk):
+        """Sampled set `sample`'s ids of chunk number `chunk`'s `sentences`."""
+        seed = int.from_bytes(hashlib.sha256(f"{self.seed}/{sample}/{chunk}".encode()).digest()[:4], "big")
+        return encoder.sample(sentences, alpha=self.alpha, nbest=self.nbest, seed=seed)
 
 
 def record(src, tgt):
@@ -62,8 +99,8 @@ def chunks(iterable, size):
 class ShardWriter:
     """Writes pairs of ids into shards of `per_shard` pairs each, under temporary names in `directory`."""
 
-    def __init__(self, directory, per_shard):
-        self.directory, self.per_shard = directory, per_shard
+    def __init__(self, directory, per_shard, sample=0):
+        self.directory, self.per_shard, self.sample = directory, per_shard, sample
         self.shards, self.writer, self.temporary = [], None, []
 
     def add(self, src, tgt):
@@ -77,7 +114,7 @@ class ShardWriter:
 
     def _next_shard(self):
         self.close()
-        name = shard_name(len(self.shards))
+        name = shard_name(len(self.shards), self.sample)
         self.temporary.append(os.path.join(self.directory, f"{name}.tmp{os.getpid()}"))
         self.writer = tf.io.TFRecordWriter(self.temporary[-1])
         self.shards.append({"name": name, "pairs": 0, "lengths": {}})
@@ -96,36 +133,43 @@ class ShardWriter:
         return self.shards, {os.path.join(self.directory, e["name"]): t for e, t in zip(self.shards, self.temporary)}
 
 
-def write_shards(hp, id_pairs, provenance):
-    """Streams `id_pairs` ((source ids, target ids), ...) into shards under temporary names in hp's shard
-    directory. Returns their manifest (`provenance` and the shards) and {final path: temporary file}: the
-    caller renames them into place with cli.write_files, together with the vocab files and the manifest,
-    so that a failure before leaves the old shards whole."""
+def write_shards(hp, id_pairs, provenance, sets=0):
+    """Streams `id_pairs` into shards under temporary names in hp's shard directory: each item is one
+    pair's ids (source ids, target ids) in the best segmentation, followed by its ids in each of `sets`
+    sampled sets. Returns their manifest (`provenance`, the shards and the sampled sets' shards) and
+    {final path: temporary file}: the caller renames them into place with cli.write_files, together with
+    the vocab files and the manifest, so that a failure before leaves the old shards whole."""
     directory = shard_dir(hp)
     os.makedirs(directory, exist_ok=True)
-    remove_orphans(directory, rf"train-\d{{5}}\.tfrecord|{MANIFEST}")  # left by a prepro.py that was killed
-    writer = ShardWriter(directory, hp.shard_pairs)
+    remove_orphans(directory, f"{SHARD_NAMES}|{MANIFEST}")  # left by a prepro.py that was killed
+    writers = [ShardWriter(directory, hp.shard_pairs, sample) for sample in range(sets + 1)]
     try:
-        for src, tgt in id_pairs:
-            writer.add(src, tgt)
-        entries, temporary = writer.finish()
+        for versions in id_pairs:
+            for writer, (src, tgt) in zip(writers, versions, strict=True):
+                writer.add(src, tgt)
+        finished = [writer.finish() for writer in writers]
     except BaseException as e:  # also a user error in the text, or Ctrl-C: no temporary file stays behind
-        writer.close()
-        for tmp in writer.temporary:
-            discard(tmp)
+        for writer in writers:
+            writer.close()
+            for tmp in writer.temporary:
+                discard(tmp)
         if isinstance(e, (OSError, tf.errors.OpError)):  # a full disk, a read-only directory
             why = getattr(e, "strerror", None) or getattr(e, "message", None) or e
             raise UserError(f"cannot write the id shards in {directory} ({why}); free some space or choose "
                             "another --vocab_dir (nothing was changed)") from None
         raise
-    return {**provenance, "format": FORMAT, "pairs": sum(e["pairs"] for e in entries), "shards": entries}, temporary
+    entries = finished[0][0]
+    manifest = {**provenance, "format": FORMAT, "pairs": sum(e["pairs"] for e in entries), "shards": entries}
+    if sets:
+        manifest["samples"] = [entries for entries, _ in finished[1:]]
+    return manifest, {path: tmp for _, temporary in finished for path, tmp in temporary.items()}
 
 
 def remove_stale_shards(hp, manifest):
     """Deletes the shard files in hp's shard directory that `manifest` does not list (of a larger corpus)."""
-    names = {entry["name"] for entry in manifest["shards"]}
+    names = {entry["name"] for entry in all_shards(manifest)}
     for name in os.listdir(shard_dir(hp)):
-        if name.startswith("train-") and name.endswith(".tfrecord") and name not in names:
+        if re.fullmatch(SHARD_NAMES, name) and name not in names:
             discard(os.path.join(shard_dir(hp), name))
 
 
@@ -133,10 +177,17 @@ def manifest_path(hp):
     return os.path.join(shard_dir(hp), MANIFEST)
 
 
+def all_shards(manifest):
+    """The manifest entries of every shard: the best segmentation's, then each sampled set's."""
+    return manifest["shards"] + [entry for entries in manifest.get("samples", []) for entry in entries]
+
+
 # manifest.json, as files.read_record checks it
+SHARD_RECORD = [{"name": str, "pairs": int, "sha256": str, "bytes": int, "lengths": {str: int}}]
 MANIFEST_RECORD = {"format": int, "corpus_sha256": str, "vocab_sha256": str, "vocab_type": str, "shard_pairs?": int,
-                   "text_files?": [[(str, int)]], "pairs": int,
-                   "shards": [{"name": str, "pairs": int, "sha256": str, "bytes": int, "lengths": {str: int}}]}
+                   "text_files?": [[(str, int)]], "pairs": int, "shards": SHARD_RECORD,
+                   "sampling?": ({"alpha": float, "nbest": int, "sets": int, "seed": int}, None),
+                   "samples?": [SHARD_RECORD]}
 AGAIN = "run prepro.py with the same settings again"
 
 
@@ -155,7 +206,7 @@ def current(hp, provenance):
     """Whether hp's shards were written for `provenance` and are all intact."""
     manifest = shard_manifest(hp)
     return (manifest is not None and all(manifest.get(k) == v for k, v in provenance.items())
-            and all(shard_intact(hp, entry) for entry in manifest["shards"]))
+            and all(shard_intact(hp, entry) for entry in all_shards(manifest)))
 
 
 def shard_intact(hp, entry, quick=False):
@@ -197,7 +248,11 @@ def checked_shards(hp, provenance):
         if manifest.get(key) != provenance[key]:
             raise UserError(f"the id shards in {shard_dir(hp)} were made from {words} than the one given now; "
                             f"{AGAIN}")
-    for entry in manifest["shards"]:
+    sampling = manifest.get("sampling") or {}
+    if hp.subword_alpha and (sampling.get("alpha"), sampling.get("nbest")) != (hp.subword_alpha, hp.subword_nbest):
+        raise UserError(f"the id shards in {shard_dir(hp)} hold no segmentations sampled with --subword_alpha "
+                        f"{hp.subword_alpha} --subword_nbest {hp.subword_nbest}; run prepro.py with these settings")
+    for entry in all_shards(manifest) if hp.subword_alpha else manifest["shards"]:
         if not shard_intact(hp, entry, quick=True):
             raise UserError(f"{os.path.join(shard_dir(hp), entry['name'])} is missing or is not the shard {path} "
                             f"lists (changed, or prepro.py was stopped while writing); {AGAIN}")

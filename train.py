@@ -96,7 +96,8 @@ class Loop:
         self.shapes = set()  # the batch shapes met this epoch: each is one program to compile (--jit)
         # each input pipeline (one per worker) reads its own shards; the same seed orders them everywhere
         batches = self.strategy.distribute_datasets_from_function(
-            lambda context: training_set.batches(hp.seed + position.epoch, context.input_pipeline_id, position.done))
+            lambda context: training_set.batches(hp.seed + position.epoch, context.input_pipeline_id, position.done,
+                                                 position.epoch))
         self.step.expect(batches.element_spec)  # one graph for all batch shapes
         with tqdm(total=position.batches_per_epoch, initial=position.done, unit="batch", disable=self.worker > 0,
                   desc=f"epoch {position.epoch}/{hp.num_epochs}") as self.bar:
@@ -269,9 +270,14 @@ def fit(hp, strategy, worker, argv):
           f"{f' ({training_set.batches_per_epoch} batches)' if hp.accumulate > 1 else ''}, "
           f"{model.count_params():,} parameters, "
           f"vocab {src_vocab.size} -> {tgt_vocab.size}, {strategy.num_replicas_in_sync} replica(s)")
+    if len(training_set.sets) > 1:
+        again = (f"; epochs after the {len(training_set.sets)}th reuse them in turn"
+                 if hp.num_epochs > len(training_set.sets) else "")
+        print(f"each epoch trains on its own sampled pieces (--subword_alpha {hp.subword_alpha}, "
+              f"{len(training_set.sets)} sets from prepro.py){again}")
     if len(training_set.parts) > 1:
-        print(f"worker {worker} reads {len(training_set.parts[worker])} of {sum(map(len, training_set.parts))} id "
-              "shards")
+        print(f"worker {worker} reads {len(training_set.parts[worker][0])} of "
+              f"{sum(len(part[0]) for part in training_set.parts)} id shards")
 
     step = TrainStep(model, optimizer, hp.label_smoothing, jit=hp.jit, strategy=strategy, accumulate=hp.accumulate,
                      rdrop_alpha=hp.rdrop_alpha)

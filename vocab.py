@@ -5,6 +5,7 @@ file's sha256; load_vocabs() checks the files against it before use.
 """
 import hashlib
 import os
+import threading
 
 import sentencepiece
 
@@ -95,6 +96,26 @@ class SubwordVocab:
         sentences = list(sentences)
         ids = self.processor.encode(sentences, out_type=int) if sentences else []  # ([] is not a sentence)
         return [row + [EOS] for row in ids]
+
+    def sample(self, sentences, *, alpha, nbest, seed):
+        """Sentences -> piece id lists each ending in </S>, every sentence cut into pieces drawn at random
+        (subword regularization, Kudo 2018): among its `nbest` best segmentations (0: all), each with
+        probability proportional to its likelihood ** alpha. The same seed gives the same pieces.
+
+        SentencePiece draws from a generator of the thread that calls it, seeded from the process-wide seed
+        when the thread first samples; a new thread for each call makes its draws depend on `seed` alone.
+        """
+        sentences, drawn = list(sentences), []
+
+        def draw():
+            sentencepiece.set_random_generator_seed(seed)
+            drawn.extend(self.processor.encode(sentences, out_type=int, enable_sampling=True, alpha=alpha,
+                                               nbest_size=nbest or -1, num_threads=1) if sentences else [])
+
+        thread = threading.Thread(target=draw)
+        thread.start()
+        thread.join()
+        return [row + [EOS] for row in drawn]
 
     def tokens(self, ids):
         """Ids -> their pieces, specials included (for plots)."""
