@@ -44,6 +44,7 @@ RANGES = {
     "min_cnt": AT_LEAST_1, "vocab_sample": AT_LEAST_1, "shard_pairs": AT_LEAST_1,
     "shuffle_pairs": AT_LEAST_1, "maxlen": AT_LEAST_1, "hidden_units": AT_LEAST_1, "num_blocks": AT_LEAST_1,
     "num_heads": AT_LEAST_1, "dropout_rate": FRACTION, "residual_dropout": FRACTION, "ff_dropout": FRACTION,
+    "word_dropout": FRACTION,
     "batch_size": AT_LEAST_1, "batch_tokens": NOT_NEGATIVE, "lr": POSITIVE, "lr_scale": POSITIVE,
     "warmup_steps": AT_LEAST_1, "decay_fraction": ("in (0, 1]", lambda v: 0 < v <= 1),
     "max_steps": NOT_NEGATIVE, "accumulate": AT_LEAST_1, "ema_decay": FRACTION, "patience": NOT_NEGATIVE,
@@ -114,6 +115,7 @@ class Hyperparams:
     dropout_rate: float = 0.1  # on embeddings and attention weights
     residual_dropout: float = 0.0  # on each sublayer's output before the residual sum (paper 5.4); 0 = original
     ff_dropout: float = 0.0  # on the feed-forward's inner ReLU activations; 0 = off
+    word_dropout: float = 0.0  # in training, decoder input words become <UNK> with this probability; 0 = off
     norm_position: str = "post"  # post: layer norm after each residual sum (the paper); pre: before each sublayer
     sinusoid: bool = True  # sinusoid positions (any length); false = learned, maxlen positions only
     share_embeddings: bool = False  # subword only: one table for source and target embeddings and output layer
@@ -220,7 +222,8 @@ class Hyperparams:
 # model can only be resumed or evaluated with the values it was trained with.
 # (vocab_dir may move; a vocab of another size fails when the checkpoint loads.)
 MODEL_FIELDS = ("vocab_type", "vocab_size", "min_cnt", "maxlen", "hidden_units", "num_blocks", "num_heads",
-                "dropout_rate", "residual_dropout", "ff_dropout", "norm_position", "sinusoid", "share_embeddings")
+                "dropout_rate", "residual_dropout", "ff_dropout", "word_dropout", "norm_position", "sinusoid",
+                "share_embeddings")
 
 
 def hparams_path(logdir):

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from hyperparams import PRECISIONS
 from modules import (LAYER_NORM_EPSILON, Embedding, FeedForward, MultiHeadAttention, PositionalEncoding, TiedOutput,
-                     causal_mask, fold_seed, padding_mask, query_mask)
+                     WordDropout, causal_mask, fold_seed, padding_mask, query_mask)
 from vocab import BOS
 
 FF_MULTIPLIER = 4  # inner feed-forward width = 4C, as the original and the paper
@@ -116,7 +116,7 @@ class Transformer(keras.Model):
 
     def __init__(self, *, src_vocab_size, tgt_vocab_size, hidden_units, num_blocks, num_heads,
                  dropout_rate, residual_dropout=0.0, ff_dropout=0.0, norm_position="post", sinusoid, maxlen,
-                 share_embeddings=False, recompute=False, **kwargs):
+                 share_embeddings=False, recompute=False, word_dropout=0.0, seed=0, **kwargs):
         super().__init__(**kwargs)
         pre_norm = norm_position == "pre"
         blocks = dict(units=hidden_units, num_heads=num_heads, dropout_rate=dropout_rate,
@@ -148,6 +148,8 @@ class Transformer(keras.Model):
         self.output_projection = (TiedOutput(vocab_size=tgt_vocab_size, name="tied_output") if share_embeddings
                                   else keras.layers.Dense(tgt_vocab_size, dtype="float32", name="output_projection"))
         self.recompute = recompute
+        # made last, and only when on: no other layer's random state or initial weights change
+        self.word_dropout = WordDropout(word_dropout, seed, name="word_dropout") if word_dropout else None
 
     def _step_seed(self, training, blocks):
         """Under recompute in training, a new (2,) int32 seed for one stack of blocks; else None.
@@ -196,6 +198,8 @@ class Transformer(keras.Model):
         filled in (or None).
         """
         start = 0 if caches is None else position
+        if self.word_dropout is not None and caches is None:
+            tgt_in = self.word_dropout(tgt_in, training=training)
         ids = tgt_in if caches is None else tgt_in[:, position:position + 1]  # the positions computed
         hidden = self.tgt_positions(self.tgt_embedding(ids), start=start)  # (N, T, C)
         hidden = self.tgt_dropout(hidden, training=training)
@@ -295,7 +299,8 @@ def build_model(hp, src_vocab_size, tgt_vocab_size):
                             hidden_units=hp.hidden_units, num_blocks=hp.num_blocks, num_heads=hp.num_heads,
                             dropout_rate=hp.dropout_rate, residual_dropout=hp.residual_dropout,
                             ff_dropout=hp.ff_dropout, norm_position=hp.norm_position, sinusoid=hp.sinusoid,
-                            maxlen=hp.maxlen, share_embeddings=hp.share_embeddings, recompute=hp.recompute)
+                            maxlen=hp.maxlen, share_embeddings=hp.share_embeddings, recompute=hp.recompute,
+                            word_dropout=hp.word_dropout, seed=hp.seed)
         ids = tf.fill((1, 1), BOS)
         model((ids, ids))
     finally:

@@ -19,7 +19,7 @@ import math
 import keras
 import tensorflow as tf
 
-from vocab import PAD
+from vocab import EOS, PAD, UNK
 
 
 LAYER_NORM_EPSILON = 1e-8  # the original's value
@@ -177,6 +177,25 @@ class Dropout(keras.layers.Dropout):
         if seed is None or not training or not self.rate:
             return super().call(inputs, training=training)
         return tf.nn.experimental.stateless_dropout(inputs, rate=self.rate, seed=seed)
+
+
+class WordDropout(keras.layers.Layer):
+    """Target word dropout: in training, each word of the decoder's input (not <S> or padding) becomes
+    <UNK> with probability `rate`, so that the decoder learns to lean on the source more than on the words
+    it has written. Its random state starts from `seed` rather than from Keras's global generator, so adding
+    it leaves the model's initial weights as they were."""
+
+    def __init__(self, rate, seed, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, ids, training=False):
+        """(N, T2) decoder input ids -> the same ids, some words replaced by <UNK> in training."""
+        if not training:
+            return ids
+        dropped = keras.random.uniform(tf.shape(ids), seed=self.seed_generator) < self.rate
+        return tf.where(dropped & (ids > EOS), tf.constant(UNK, ids.dtype), ids)
 
 
 def fold_seed(seed, index):

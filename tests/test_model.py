@@ -143,3 +143,34 @@ def test_pre_norm_normalises_each_sublayer_input_and_leaves_the_residual_path_al
     model = fresh_model(norm_position="pre")
     assert model.encoder_norm is not None and model.decoder_norm is not None  # a final norm on each stack
     assert fresh_model().encoder_norm is None
+
+
+def test_word_dropout_turns_decoder_input_words_into_unk_in_training_only():
+    from modules import WordDropout
+    from vocab import UNK
+
+    ids = tf.constant(np.r_[[BOS], np.arange(4, 1004), [PAD] * 20][None].repeat(4, 0), tf.int32)
+    layer = WordDropout(0.3, seed=1)
+    dropped = layer(ids, training=True).numpy()
+    changed = dropped != ids.numpy()
+    assert set(dropped[changed]) == {UNK}
+    assert not changed[:, 0].any() and not changed[:, -20:].any()  # <S> and padding stay
+    assert 0.25 < changed[:, 1:1001].mean() < 0.35
+    assert (layer(ids, training=True).numpy() != dropped).any()  # a new mask at every step
+    again = WordDropout(0.3, seed=1)
+    np.testing.assert_array_equal(again(ids, training=True), dropped)  # from the seed
+    np.testing.assert_array_equal(layer(ids, training=False), ids)
+
+
+def test_word_dropout_changes_training_passes_only_and_not_the_initial_weights():
+    plain, dropping = fresh_model(), fresh_model(word_dropout=0.5)
+    assert [w.name for w in plain.weights] == [w.name for w in dropping.weights]
+    for a, b in zip(plain.weights, dropping.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    tgt = tf.constant([[4, 9, 10, 3], [6, 7, 3, 0]])
+    src = tf.constant([[4, 5, 6, 3], [7, 8, 3, 0]])
+    np.testing.assert_array_equal(plain.teacher_forced(src, tgt), dropping.teacher_forced(src, tgt))
+    assert not np.allclose(plain.teacher_forced(src, tgt, training=True),
+                           dropping.teacher_forced(src, tgt, training=True))
+    state = {id(v) for v in dropping.word_dropout.variables}  # its random state: saved with the checkpoint's rng
+    assert state and state <= {id(v) for v in dropping.variables} - {id(w) for w in dropping.weights}
