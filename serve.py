@@ -34,8 +34,8 @@ import time
 
 import cli
 import engines
-from batching import Batcher, QueueFull
-import serve_page
+import serving.page
+from serving.batching import Batcher, QueueFull
 from cli import parse_args, run
 from messages import UserError
 
@@ -134,8 +134,9 @@ class Service:
         """GET /."""
         from fastapi.responses import HTMLResponse
 
-        return HTMLResponse(serve_page.html(max_chars=self.args.max_chars, max_sentences=self.args.max_sentences,
-                                            max_beam_size=self.args.max_beam_size, beam_size=self.engine.hp.beam_size))
+        return HTMLResponse(serving.page.html(max_chars=self.args.max_chars, max_sentences=self.args.max_sentences,
+                                              max_beam_size=self.args.max_beam_size,
+                                              beam_size=self.engine.hp.beam_size))
 
     def engine_for(self, key):
         """The engine for (beam_size, nbest, length_penalty): the served one, or a variant of it (at most

@@ -23,7 +23,7 @@ import urllib.request
 
 import pytest
 
-import bench
+from benchmarks import bench
 import cli
 import download
 import eval as evaluate
@@ -41,10 +41,10 @@ DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "tutorial.md", ROOT / "docs" / 
 SCRIPTS = {  # script -> (module, the flags it adds to the settings)
     "prepro.py": (prepro, None), "train.py": (train, None), "eval.py": (evaluate, evaluate.add_eval_flags),
     "translate.py": (translate, translate.add_translate_flags), "export.py": (export, export.add_export_flags),
-    "plot_attention.py": (plot_attention, plot_attention.add_plot_flags), "bench.py": (bench, bench.add_bench_flags),
+    "plot_attention.py": (plot_attention, plot_attention.add_plot_flags), "benchmarks/bench.py": (bench, bench.add_bench_flags),
     "score.py": (score, score.add_score_flags), "serve.py": (serve, serve.add_serve_flags),
 }
-SLOW = {"train.py", "bench.py"}  # always only parsed
+SLOW = {"train.py", "benchmarks/bench.py"}  # always only parsed
 OTHER_DATA = {"--preset", "--dataset", "--vocab_dir", "--source_train"}  # parsed: they need data the sandbox lacks
 SETUP = re.compile(r"^(python3 -m venv |\. \.venv/bin/activate$)")  # the install lines, which CI runs
 
@@ -141,6 +141,8 @@ def check_commands(sandbox, ran, parsed, servers, serves, fetched):
         for line, words in commands(path):
             while re.fullmatch(r"[A-Z_]+=.*", words[0]):  # VAR=value python ...: only the command is checked
                 words.pop(0)
+            if words[:2] == ["python", "-m"]:  # python -m benchmarks.bench: the file benchmarks/bench.py
+                words = ["python", words[2].replace(".", "/") + ".py", *words[3:]]
             if SETUP.match(line):
                 continue
             elif words[0] == "make":

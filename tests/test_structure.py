@@ -21,8 +21,8 @@ def imported(path):
 
 
 def test_the_scripts_are_the_entry_points_the_readme_names():
-    assert SCRIPTS == {"prepro", "train", "eval", "translate", "export", "plot_attention", "download", "bench",
-                       "bench_corpus", "bench_serve", "score", "serve", "figures"}
+    assert SCRIPTS == {"prepro", "train", "eval", "translate", "export", "plot_attention", "download", "score",
+                       "serve"}
 
 
 def test_no_module_imports_a_script():

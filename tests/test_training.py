@@ -167,7 +167,7 @@ def test_with_jit_a_run_compiles_once_per_batch_shape(tmp_path):
     argv = ["--measures", "train_bucketed", "--jit", "true", "--hidden_units", "16", "--num_blocks", "1",
             "--num_heads", "2", "--maxlen", "16", "--batch_size", "8", "--batch_tokens", "64",
             "--train_steps", "40", "--untimed_steps", "1"]
-    result = subprocess.run([sys.executable, str(ROOT / "bench.py"), *argv], cwd=tmp_path,
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), *argv], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(result.stdout)

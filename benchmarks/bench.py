@@ -1,16 +1,16 @@
 """Measures training and decoding speed and memory; prints one JSON object per measurement.
 
-    python bench.py                               # a small model, a few minutes on two CPU cores
-    python bench.py --original_size               # the paper's base model (the original's default)
-    python bench.py --measures decode_cached,decode_ct2_float32,decode_ct2_int8 --beam_size 4
-    python bench.py --measures decode_cached,decode_ct2_int8 --sentences 1    # one sentence at a time: latency
-    python bench.py --measures train_preset       # train.py --preset multi30k_cpu for one epoch
+    python -m benchmarks.bench                               # a small model, a few minutes on two CPU cores
+    python -m benchmarks.bench --original_size               # the paper's base model (the original's default)
+    python -m benchmarks.bench --measures decode_cached,decode_ct2_float32,decode_ct2_int8 --beam_size 4
+    python -m benchmarks.bench --measures decode_cached,decode_ct2_int8 --sentences 1    # one sentence at a time: latency
+    python -m benchmarks.bench --measures train_preset       # train.py --preset multi30k_cpu for one epoch
 
 Inputs are synthetic sentence pairs of random ids with lengths spread evenly
 between 4 and maxlen words, so the figures do not depend on a corpus being
 present; --corpus uses the --dataset's training pairs instead (run download.py
 and prepro.py first). Training figures count real (non-pad) target tokens over
-steps after a warm-up. Decoding figures (speed.py) decode every sentence to
+steps after a warm-up. Decoding figures (timing.py) decode every sentence to
 exactly decode_len words (</S> is suppressed) after a warm-up call that
 compiles the decoder: decode_cached is the decoder eval.py uses (in
 --mixed_precision's dtype), decode_full reruns the whole prefix at each step
@@ -39,8 +39,11 @@ import sys
 import tempfile
 import time
 
+if __package__ in (None, ""):  # run as a file: the pipeline's modules are one folder up
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from cli import parse_args, run
-import speed
+from benchmarks import ROOT, timing
 from hyperparams import PRESETS, Hyperparams
 from messages import UserError
 
@@ -128,7 +131,7 @@ def measure_preset(explicit, args):
         if values.get("jit"):
             env["XLA_FLAGS"] = with_xla_dump(env, os.path.join(scratch, "xla"))
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"),
                                  *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         seconds = time.perf_counter() - start
         if result.returncode:  # train.py's last line says why (a missing vocab: run prepro.py, ...)
@@ -158,7 +161,8 @@ def run_each_alone(argv, measures, hp, args):
 
 
 def run_alone(argv):
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], stdout=subprocess.PIPE, text=True)
+    result = subprocess.run([sys.executable, "-m", "benchmarks.bench", *argv], stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT)
     sys.stdout.write(result.stdout)
     sys.stdout.flush()
     if result.returncode:  # its error is on stderr already
@@ -166,7 +170,7 @@ def run_alone(argv):
 
 
 def measure_decoding(name, hp, pairs, args):
-    """A decode measure's record (speed.py), on the first --sentences (or --latency_sentences) sources."""
+    """A decode measure's record (timing.py), on the first --sentences (or --latency_sentences) sources."""
     one_at_a_time = args.sentences == 1
     x = pairs[0][:args.latency_sentences if one_at_a_time else args.sentences]
     rows = [[int(i) for i in row if i != 0] for row in x]  # without the pads
@@ -174,11 +178,11 @@ def measure_decoding(name, hp, pairs, args):
                 "beam_size": hp.beam_size}
     if name.startswith("decode_ct2"):
         directory = os.path.join(args.ct2_dir, name.removeprefix("decode_ct2_"))
-        record = speed.measure_ct2(directory, rows, args.decode_len, hp.beam_size, one_at_a_time)
+        record = timing.measure_ct2(directory, rows, args.decode_len, hp.beam_size, one_at_a_time)
     else:
-        model = speed.decoding_model(hp, pairs[2])
-        record = speed.measure_ours(model, name, rows, args.decode_len, hp.beam_size, one_at_a_time)
-    return {"measure": name, **record, "peak_rss_mb": round(speed.peak_rss_mb(), 1), "settings": settings}
+        model = timing.decoding_model(hp, pairs[2])
+        record = timing.measure_ours(model, name, rows, args.decode_len, hp.beam_size, one_at_a_time)
+    return {"measure": name, **record, "peak_rss_mb": round(timing.peak_rss_mb(), 1), "settings": settings}
 
 
 def check_flags(measures, hp, args):
@@ -211,13 +215,13 @@ def main(argv):
             pairs = corpus_pairs(hp)
     else:
         needed = max((args.untimed_steps + args.train_steps) * hp.batch_size, args.sentences, args.latency_sentences)
-        pairs = (*speed.synthetic_pairs(needed, hp.maxlen, hp.seed), (speed.VOCAB, speed.VOCAB))
+        pairs = (*timing.synthetic_pairs(needed, hp.maxlen, hp.seed), (timing.VOCAB, timing.VOCAB))
     settings.update(data=hp.source_train if args.corpus else "synthetic", pairs=len(pairs[0]))
     if name == "export_ct2":
         positions = max(hp.maxlen, args.decode_len + 1)
-        return speed.export_ct2(speed.decoding_model(hp, pairs[2]), hp, pairs[2][1], args.ct2_dir, positions)
+        return timing.export_ct2(timing.decoding_model(hp, pairs[2]), hp, pairs[2][1], args.ct2_dir, positions)
     if name in TRAIN_MEASURES:
-        figures, tokens = measure_training(name, hp, pairs, args)
+        figures, tokens = training_record(name, hp, pairs, args)
         record = {"measure": name, **figures,
                   "settings": {**settings, "batch_tokens": tokens, "steps": args.train_steps}}
     else:
@@ -226,17 +230,17 @@ def main(argv):
     print(json.dumps({**record, **where(name)}), flush=True)
 
 
-def measure_training(name, hp, pairs, args):
-    """A training measure's figures (speed.py), with XLA's compilations under --jit; and its batch size in tokens."""
+def training_record(name, hp, pairs, args):
+    """A training measure's figures (timing.py), with XLA's compilations under --jit; and its batch size in tokens."""
     # the same padded size per batch as fixed batches, unless --batch_tokens says otherwise
     tokens = (hp.batch_tokens or hp.batch_size * hp.maxlen) if name == "train_bucketed" else 0
     with tempfile.TemporaryDirectory(prefix="bench_xla_") as dump:
         if hp.jit:  # read by XLA at its first compilation
             os.environ["XLA_FLAGS"] = with_xla_dump(os.environ, dump)
-        record = speed.measure_training(hp, pairs, tokens, args.train_steps, args.untimed_steps)
+        record = timing.training_rate(hp, pairs, tokens, args.train_steps, args.untimed_steps)
         if hp.jit:
             record["xla_compilations"] = xla_compilations(dump)
-    return {**record, "peak_rss_mb": round(speed.peak_rss_mb(), 1)}, tokens
+    return {**record, "peak_rss_mb": round(timing.peak_rss_mb(), 1)}, tokens
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure_training(hp, pairs, batch_tokens, train_steps, untimed_steps):
+def training_rate(hp, pairs, batch_tokens, train_steps, untimed_steps):
     """Target tokens per second over timed steps, after warm-up steps; the share of real (non-pad)
     tokens among the batches' positions, and the number of distinct batch shapes met."""
     import keras

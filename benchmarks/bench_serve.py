@@ -1,7 +1,7 @@
 """Load on serve.py over loopback: throughput, latency and errors with and without batching; overload; memory.
 
-    python bench_serve.py --logdir L --vocab_dir V --sentences corpora/multi30k/test_2016_flickr.de.gz
-    python bench_serve.py --ct2 exported_ct2 --sentences corpora/multi30k/test_2016_flickr.de.gz
+    python -m benchmarks.bench_serve --logdir L --vocab_dir V --sentences corpora/multi30k/test_2016_flickr.de.gz
+    python -m benchmarks.bench_serve --ct2 exported_ct2 --sentences corpora/multi30k/test_2016_flickr.de.gz
 
 Each run starts serve.py (a process of its own, on 127.0.0.1) with the model
 flags given here and the run's own batching flags, waits until it listens,
@@ -27,11 +27,14 @@ import sys
 import threading
 import time
 
+if __package__ in (None, ""):  # run as a file: the pipeline's modules are one folder up
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from cli import Parser, run
+from benchmarks import ROOT
 from messages import UserError
 from readers import read_sentences
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENTS = (1, 8, 32)
 
 
@@ -45,7 +48,7 @@ def add_flags(parser):
 
 def start_server(model_flags, run_flags):
     """serve.py with these flags on a free port: (process, port), once it listens."""
-    process = subprocess.Popen([sys.executable, os.path.join(HERE, "serve.py"), *model_flags, *run_flags,
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "serve.py"), *model_flags, *run_flags,
                                 "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in process.stderr:

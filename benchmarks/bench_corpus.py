@@ -11,7 +11,7 @@ another version with the same flags), and prints one JSON line:
             peak_rss_mb, for --steps steps of a small model (64 wide, subword
             vocab, maxlen 64, 2,048-token batches); then SIGTERM ends it
 
-    python bench_corpus.py --pairs 1000000
+    python -m benchmarks.bench_corpus --pairs 1000000
 """
 import gzip
 import itertools
@@ -26,12 +26,15 @@ import tempfile
 import threading
 import time
 
+if __package__ in (None, ""):  # run as a file: the pipeline's modules are one folder up
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import cli
 from cli import Parser, run
+from benchmarks import ROOT
 from messages import UserError
 from corpora import corpus_paths
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 VOCAB = ["--vocab_type", "subword", "--vocab_size", "8000"]
 SUMMARY_EVERY = 20
 MODEL = ["--maxlen", "64", "--hidden_units", "64", "--num_blocks", "2", "--num_heads", "4", "--batch_tokens", "2048",
@@ -93,7 +96,7 @@ def tokens_per_s(logdir):
     return round(sum(later) / len(later)) if later else None
 
 
-def measure_training(argv, steps):
+def train_py_rate(argv, steps):
     """Seconds to the first step, tokens per second after it, peak MB; train.py gets SIGTERM after `steps`."""
     start, seen = time.perf_counter(), {}
 
@@ -117,7 +120,7 @@ def main(argv):
     parser = Parser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--pairs", type=int, default=300000, help="sentence pairs in the corpus (default: 300000)")
     parser.add_argument("--steps", type=int, default=200, help="training steps measured (default: 200)")
-    parser.add_argument("--code", default=HERE, help="directory of the prepro.py and train.py measured")
+    parser.add_argument("--code", default=ROOT, help="directory of the prepro.py and train.py measured")
     parser.add_argument("--workdir", default="", help="keep the corpus, vocab and logdir here (default: a "
                                                       "temporary directory, removed afterwards)")
     args = parser.parse_args(argv)
@@ -134,7 +137,7 @@ def main(argv):
               flush=True)
         train = [sys.executable, os.path.join(args.code, "train.py"), *data, *MODEL,
                  "--logdir", os.path.join(work, "logdir")]
-        print(json.dumps({"stage": "train", **measure_training(train, args.steps), **common}), flush=True)
+        print(json.dumps({"stage": "train", **train_py_rate(train, args.steps), **common}), flush=True)
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

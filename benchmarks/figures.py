@@ -1,7 +1,7 @@
 """Draws the pictures of docs/img: the preset's training curves, and speed side by side, from what the runs wrote.
 
-    python figures.py --logdir /tmp/seed42 --logdir /tmp/seed7 --out docs/img
-    python figures.py --bench "the original=docs/bench/original_small.jsonl" --bench "ours=..." --out docs/img
+    python -m benchmarks.figures --logdir /tmp/seed42 --logdir /tmp/seed7 --out docs/img
+    python -m benchmarks.figures --bench "the original=docs/bench/original_small.jsonl" --bench "ours=..." --out docs/img
 
 training.png (one or more --logdir): per run, the training loss at every
 report and the dev loss at the end of each epoch (left), and dev BLEU after
@@ -15,9 +15,14 @@ sentences/s in one call of many sentences, and ms per sentence one at a time.
 import glob
 import json
 import os
+import sys
+
+if __package__ in (None, ""):  # run as a file: the pipeline's modules are one folder up
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cli import Parser, run
 import plotting
+from benchmarks import charts
 from files import write_atomic
 from messages import UserError
 
@@ -70,11 +75,11 @@ def main(argv):
         raise UserError("give --logdir (training curves) or --bench (speed), or both")
     if args.logdir:
         runs = {os.path.basename(os.path.normpath(logdir)): scalars(logdir) for logdir in args.logdir}
-        write_atomic(os.path.join(args.out, "training.png"), plotting.png_bytes(plotting.training_figure(runs)))
+        write_atomic(os.path.join(args.out, "training.png"), plotting.png_bytes(charts.training_figure(runs)))
         print(f"{os.path.join(args.out, 'training.png')}: {', '.join(runs)}")
     if args.bench:
         records = read_records(args.bench)
-        write_atomic(os.path.join(args.out, "speed.png"), plotting.png_bytes(plotting.speed_figure(records)))
+        write_atomic(os.path.join(args.out, "speed.png"), plotting.png_bytes(charts.speed_figure(records)))
         print(f"{os.path.join(args.out, 'speed.png')}: {len(records)} measurements")
 
 
