@@ -3,8 +3,8 @@
     training: id shards (prepro.py) -> shard_pairs -> drop longer than maxlen -> shuffle buffer
               -> train_batches (fixed size, or length buckets of a few shapes); TrainingSet splits the shards
               among workers
-    dev loss:  engines.test_pairs (raw text -> cleaned pairs) -> create_data (ids + </S>, padded to maxlen)
-    decoding:  engines.encode (ids + </S>) -> pad to a multiple of SHAPE_STEP (inference.source_batch)
+    dev loss:  readers.evaluation_pairs (raw text -> cleaned pairs) -> create_data (ids + </S>, padded to maxlen)
+    decoding:  engine.encode (ids + </S>) -> pad to a multiple of shapes.SHAPE_STEP (inference.source_batch)
 """
 import collections
 import os
@@ -14,22 +14,8 @@ import tensorflow as tf
 
 import shards
 from messages import UserError
+from shapes import pad
 from vocab import PAD
-
-# Decoding pads each batch of source sentences to a multiple of this many ids, not
-# to its own longest: a handful of distinct shapes instead of one per length.
-SHAPE_STEP = 8
-# A batch of ids of any size and length: the signature of the compiled functions that decode or score batches.
-IDS = tf.TensorSpec((None, None), tf.int32)
-
-
-def pad(seqs, width):
-    """Right-pads id lists with <PAD> into an int32 array (n, width)."""
-    out = np.full((len(seqs), width), PAD, dtype=np.int32)
-    for i, seq in enumerate(seqs):
-        out[i, :len(seq)] = seq
-    return out
-
 
 def create_data(src_sents, tgt_sents, src_vocab, tgt_vocab, maxlen):
     """Returns X (n, T1), Y (n, T2) int32 ids and the kept sentences.
@@ -49,11 +35,6 @@ def create_data(src_sents, tgt_sents, src_vocab, tgt_vocab, maxlen):
 def _lengths(ids):
     """(n, T) padded ids -> (n,) real lengths (works on NumPy arrays and tensors)."""
     return (ids != PAD).sum(-1) if isinstance(ids, np.ndarray) else tf.reduce_sum(tf.cast(ids != PAD, tf.int32), -1)
-
-
-def round_up(length):
-    """length rounded up to a multiple of SHAPE_STEP (ints or integer tensors)."""
-    return -(-length // SHAPE_STEP) * SHAPE_STEP
 
 
 def bucket_plan(maxlen, batch_tokens):
@@ -169,7 +150,7 @@ class TrainingSet:
     sees as many pairs (or tokens) as on one device. A pipeline feeding L local
     replicas hands them its batches in turn; one with fewer pairs than another
     ends its epoch with empty batches (no tokens: no loss, no gradient), so
-    that all take `steps` steps and every pair is used once.
+    that all take batches_per_epoch steps and every pair is used once.
 
     With --subword_alpha, epoch e reads the e-th sampled set of shards (the
     sets in turn, when there are fewer sets than epochs); every epoch has as

@@ -7,10 +7,11 @@
 
 All take (src ids (N, T1) int32, limits (N,) int32), where limits come from
 decode_limits(), and stop once every sentence has emitted </S> or reached its
-limit. translate() runs one of them over batches and returns text.
+limit. The engines (engine.py, inference.py) run one of them over batches of
+sentences.
 
 The cached decoders keep each batch's keys and values in caches as long as
-its longest translation rounded up to a multiple of data_load.SHAPE_STEP:
+its longest translation rounded up to a multiple of shapes.SHAPE_STEP:
 every step of a batch computes on the same shapes, and batches share a few.
 (Caches that grew by one position per step gave each step shapes of its own,
 and on a CPU TensorFlow's oneDNN kernels keep what they prepare for each
@@ -24,11 +25,11 @@ import math
 
 import tensorflow as tf
 
-import data_load
+import shapes
 from vocab import BOS, EOS, PAD
 
 
-DECODER_SIGNATURE = [data_load.IDS, tf.TensorSpec((None,), tf.int32)]
+DECODER_SIGNATURE = [shapes.IDS, tf.TensorSpec((None,), tf.int32)]
 
 
 def decode_limits(src, hp):
@@ -46,9 +47,9 @@ def only_words(logits):
 
 def decoding_width(limits):
     """(N,) limits -> the longest translation of the batch, max(limits), and the width the cached
-    decoders work in: that rounded up to a multiple of data_load.SHAPE_STEP."""
+    decoders work in: that rounded up to a multiple of shapes.SHAPE_STEP."""
     longest = tf.reduce_max(limits)
-    return longest, data_load.round_up(longest)
+    return longest, shapes.round_up(longest)
 
 
 def _empty_output(rows, width):

@@ -5,10 +5,12 @@ import sacrebleu
 import tensorflow as tf
 
 import data_load
-import engines
+import readers
+import shapes
 import plotting
 from checkpoints import best_record, checkpoint_name, note_stale, save_best
-from inference import Translator
+from engine import encode
+from inference import TensorFlowEngine
 from messages import note
 from modules import loss_and_accuracy
 from vocab import PAD
@@ -28,20 +30,20 @@ class DevEvaluation:
 
     def __init__(self, hp, model, src_vocab, tgt_vocab, writer, worker):
         self.hp, self.model, self.writer, self.worker = hp, model, writer, worker
-        self.sources, self.references = engines.test_pairs(hp, src_vocab, tgt_vocab, keep_all=True, split="dev")
-        engines.encode(src_vocab, self.sources, hp)  # a sentence too long to translate is refused now, not later
+        self.sources, self.references = readers.evaluation_pairs(hp, src_vocab, tgt_vocab, keep_all=True, split="dev")
+        encode(src_vocab, self.sources, hp)  # a sentence too long to translate is refused now, not later
         x, y, _, _ = data_load.create_data(self.sources, self.references, src_vocab, tgt_vocab, hp.maxlen)
         self.pairs = (data_load.untuned(tf.data.Dataset.from_tensor_slices((x, y)).batch(hp.batch_size))
                       if len(x) else None)
         if self.pairs is None:
             note(f"no dev pair fits --maxlen {hp.maxlen}: dev_loss and dev_acc are not logged")
         greedy = dataclasses.replace(hp, beam_size=1, sampling_topk=0)  # fast enough to repeat
-        self.translate = Translator(model, src_vocab, tgt_vocab, greedy)
+        self.translate = TensorFlowEngine(model, src_vocab, tgt_vocab, greedy)
         record = best_record(hp.logdir)
         self.best = record["dev_bleu"] if record else -1.0
         self.stale = record.get("stale", 0) if record else 0  # evaluations since the best, for --patience
 
-        @tf.function(input_signature=[data_load.IDS] * 2, autograph=False)  # one graph for all lengths
+        @tf.function(input_signature=[shapes.IDS] * 2, autograph=False)  # one graph for all lengths
         def sums(src, tgt):
             logits = model.teacher_forced(src, tgt)
             loss, acc = loss_and_accuracy(logits, tgt, hp.label_smoothing, count=1.0)  # sums over the batch
@@ -74,6 +76,6 @@ class DevEvaluation:
 
     def attention_png(self):
         """The last layer's cross-attention of every head for the first dev sentence and its translation."""
-        seen = self.translate.attention(self.sources[0])
+        seen = self.translate.attention(self.translate.source_ids(self.sources[0]))
         cross = {"cross-attention": seen["maps"]["cross-attention"]}
         return plotting.png_bytes(plotting.draw(seen["source"], seen["target"], cross, layer=self.hp.num_blocks - 1))

@@ -20,6 +20,7 @@ from nltk.translate.bleu_score import corpus_bleu
 import engines
 from cli import parse_args, run
 from files import check_writable, write_files
+import readers
 from readers import refine
 
 # The settings eval.py reads (--help lists these; the model's own come from hparams.json or export.json)
@@ -73,7 +74,7 @@ def main(argv):
     check_writable(hp.results_dir, "results_dir")
 
     engine = engines.open_engine(hp, args)
-    sources, references = engines.test_pairs(hp, engine.src_vocab, engine.tgt_vocab, keep_all=args.all)
+    sources, references = readers.evaluation_pairs(hp, engine.src_vocab, engine.tgt_vocab, keep_all=args.all)
     hypotheses = [best[0][0] for best in engine(sources, progress="decoding")]
 
     bleu, scored = original_bleu(references, hypotheses)

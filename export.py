@@ -40,9 +40,10 @@ cli.import_tensorflow()  # before any module that imports TensorFlow: filters it
 import tensorflow as tf
 
 import ct2
-import data_load
+import ct2_export
 import engines
 import hyperparams
+import shapes
 import vocab
 from cli import parse_args, run
 from decoding import decode_limits, make_decoder
@@ -103,7 +104,7 @@ class Exported(tf.Module):
 
     def encode(self, text):
         """(n,) clean strings -> ids (n, T1) ending in </S>, right-padded with <PAD> to a multiple of
-        data_load.SHAPE_STEP, as engines.encode(): learned positions keep a source's first maxlen - 1 tokens;
+        shapes.SHAPE_STEP, as engine.encode(): learned positions keep a source's first maxlen - 1 tokens;
         with sinusoid ones, a source longer than decode_cap fails the call (InvalidArgumentError)."""
         ragged = (self.tokenizer.tokenize(text) if self.subword
                   else self.src_ids.lookup(tf.strings.split(text)))
@@ -118,7 +119,7 @@ class Exported(tf.Module):
                         "(export.py --decode_maxlen); split it into sentences")
         ids = ragged.to_tensor(default_value=PAD)  # (n, longest)
         width = tf.shape(ids)[1]  # padded on to a multiple of SHAPE_STEP: few distinct shapes to run
-        return tf.pad(ids, [[0, 0], [0, data_load.round_up(width) - width]], constant_values=PAD)  # (n, T1)
+        return tf.pad(ids, [[0, 0], [0, shapes.round_up(width) - width]], constant_values=PAD)  # (n, T1)
 
     def decode_text(self, ids):
         """ids (n, T) -> (n,) detokenized strings of the words before the first </S>."""
@@ -205,9 +206,9 @@ def ctranslate2_writer(trained, hp, quantization):
     tokens = [v.tokens(range(v.size)) for v in (trained.src_vocab, trained.tgt_vocab)]
     rows = max(hp.decode_cap, CT2_POSITIONS) if hp.sinusoid else hp.maxlen
     positions = sinusoid(rows, hp.hidden_units).numpy() if hp.sinusoid else None
-    spec = ct2.model_spec(model, hp, tokens, positions, LAYER_NORM_EPSILON)
+    spec = ct2_export.model_spec(model, hp, tokens, positions, LAYER_NORM_EPSILON)
     tokenizer = vocab.vocab_files(hp) if hp.vocab_type == "subword" else []  # a word vocab: the vocabulary files
-    return (lambda directory: ct2.write_export(spec, directory, quantization, tokenizer),
+    return (lambda directory: ct2_export.write_export(spec, directory, quantization, tokenizer),
             {"quantization": quantization, "positions": rows})
 
 
@@ -223,7 +224,7 @@ def main(argv):
     trained = load_trained(hp, args)
     record = {"written_by": "export.py", "format": args.format, "name": trained.name,
               "checkpoints": trained.checkpoints, "settings": dataclasses.asdict(hp),
-              "vocab_sha256": vocab.vocab_digest(hp)}
+              "vocab_sha256": trained.vocab_sha256}
     if args.format == "ctranslate2":
         write, extra = ctranslate2_writer(trained, hp, args.quantization)
         save(write, args.out, {**record, **extra}, replace)

@@ -8,6 +8,7 @@ the layout download.py creates. train.py writes the resolved settings to
 the defaults.
 """
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -242,8 +243,19 @@ def save(hp, command=None, vocab_sha256=None):
 
 
 def _record(logdir):
-    """What train.py wrote to logdir/hparams.json, as a dict."""
+    """What train.py wrote to logdir/hparams.json, as a dict: read once per process for as long as the file is
+    unchanged (its size and modification time), however many checks ask for it."""
     path = hparams_path(logdir)
+    try:
+        seen = os.stat(path)
+        key = (os.path.realpath(path), seen.st_size, seen.st_mtime_ns, seen.st_ino)
+    except OSError:
+        key = (path,)  # missing or unreadable: read_record says which, every time
+    return _read_once(key, path, logdir)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_once(key, path, logdir):
     record = read_record(path, HPARAMS_RECORD, fix="move it away and run train.py again")
     if record is None:
         raise UserError(f"{path} not found: no model was trained in --logdir {logdir}; run train.py first")

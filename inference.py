@@ -1,4 +1,4 @@
-"""The TensorFlow engine: a model trained in --logdir, loaded with its vocab and weights, and its Translator.
+"""The TensorFlow engine: a model trained in --logdir, loaded with its vocab and weights (TensorFlowEngine).
 
 eval.py, translate.py, score.py, serve.py, export.py and plot_attention.py
 load a model the same way, through load_trained(): the settings come from
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-import data_load
-import engines
+import engine
 import hyperparams
+import shapes
 import vocab
 import weights
 from decoding import decode_limits, make_decoder, only_words
@@ -66,17 +66,19 @@ class Ensemble:
         return mean_log_probs([logits for logits, _ in stepped]), [filled for _, filled in stepped]
 
 
-def load_trained(hp, choice=engines.LATEST):
+def load_trained(hp, choice=None):
     """The model trained in hp.logdir, its vocab (refused if rebuilt since the training) and its weights;
     with choice.ensemble, the Ensemble of it and those models.
 
-    choice: the parsed flags of engines.add_model_flags() (ckpt, best, raw_weights, ensemble if the script has it).
+    choice: the parsed flags of engines.add_model_flags() (ckpt, best, raw_weights, ensemble if the script has
+    it); None: the latest checkpoint (or the average of --average_checkpoints), of the moving average if kept.
     """
-    src_vocab, tgt_vocab = vocab.load_vocabs(hp)
-    digest = vocab.vocab_digest(hp)
+    src_vocab, tgt_vocab, digest, _ = vocab.open_vocabs(hp)  # each vocab file read once
     hyperparams.check_same_vocab(hp, digest)
     model = build_model(hp, src_vocab.size, tgt_vocab.size)
-    name, used = weights.load_weights(model, hp, ckpt=choice.ckpt, best=choice.best, raw=choice.raw_weights)
+    ckpt, best, raw = (getattr(choice, name, default) for name, default in (("ckpt", None), ("best", False),
+                                                                              ("raw_weights", False)))
+    name, used = weights.load_weights(model, hp, ckpt=ckpt, best=best, raw=raw)
     models = [model]
     for logdir in getattr(choice, "ensemble", []):
         # the member's own settings (its shape may differ), read with the first model's vocab
@@ -84,7 +86,7 @@ def load_trained(hp, choice=engines.LATEST):
                                         average_checkpoints=hp.average_checkpoints)
         hyperparams.check_same_vocab(member_hp, digest)
         member = build_model(member_hp, src_vocab.size, tgt_vocab.size)
-        used += weights.load_weights(member, member_hp, best=choice.best, raw=choice.raw_weights)[1]
+        used += weights.load_weights(member, member_hp, best=best, raw=raw)[1]
         models.append(member)
     if len(models) > 1:
         return Trained(Ensemble(models), src_vocab, tgt_vocab, f"{name}_ens{len(models)}", used, digest)
@@ -101,15 +103,15 @@ def decoder_for(model, hp, nbest=1):
 
 def source_batch(rows):
     """Id rows ending in </S> -> one padded batch (n, T1) int32, T1 their longest rounded up to a multiple of
-    data_load.SHAPE_STEP: few distinct shapes to trace and run, whatever the lengths."""
-    return tf.constant(data_load.pad(rows, data_load.round_up(max(map(len, rows)))))
+    shapes.SHAPE_STEP: few distinct shapes to trace and run, whatever the lengths."""
+    return tf.constant(shapes.pad(rows, shapes.round_up(max(map(len, rows)))))
 
 
 def token_log_probs(model):
     """A compiled function: src (N, T1), tgt (N, T2) ids -> (N, T2) float32 log-probabilities of each target
     token (0 at pads), under the distribution decoding draws from (pads and <S> are not words)."""
 
-    @tf.function(input_signature=[data_load.IDS] * 2, autograph=False)  # one graph for all lengths
+    @tf.function(input_signature=[shapes.IDS] * 2, autograph=False)  # one graph for all lengths
     def score(src, tgt):
         logp = tf.nn.log_softmax(only_words(tf.cast(model.teacher_forced(src, tgt), tf.float32)), axis=-1)
         picked = tf.gather(logp, tgt, batch_dims=2)  # (N, T2)
@@ -118,9 +120,10 @@ def token_log_probs(model):
     return score
 
 
-class Translator(engines.Engine):
+class TensorFlowEngine(engine.Engine):
     """A model (or Ensemble) with its vocab: lines -> (translation, score) lists, target log-probabilities,
-    attention. trained: the Trained it comes from (its name and checkpoints, for results files), if any."""
+    attention (engine.Engine). trained: the Trained it comes from (its name and checkpoints, for results
+    files), if any."""
 
     kind = "tensorflow"
 
@@ -145,18 +148,24 @@ class Translator(engines.Engine):
         logp = self._scorer(source_batch(src_rows), source_batch(tgt_rows)).numpy().astype(np.float64)
         return [row[:len(ids)] for row, ids in zip(logp, tgt_rows)]
 
-    def attention(self, line, translation=None):
-        """The attention of every layer and head for a sentence and its translation (the best one, or the text
-        given): {"source", "target": tokens, "translation": text, "maps": {kind: array (layers, h, Tq, Tk)}},
-        as attention_weights() computes them."""
+    def source_ids(self, line):
+        """A sentence's ids ending in </S>, as attention() takes them: refused (UserError, TooLong) before any
+        tensor is made."""
         cleaned = self.src_vocab.clean(line)
         if not cleaned:
             raise UserError("the sentence is empty once cleaned as the training text was; give a German sentence")
-        src, = engines.encode(self.src_vocab, [cleaned], self.hp)
-        if translation is None:  # at most decode_cap positions: one that stopped at its limit ends without </S>
+        return engine.encode(self.src_vocab, [cleaned], self.hp)[0]
+
+    def target_ids(self, translation):
+        """A given translation's ids ending in </S>, as attention() takes them (TooLong if too long)."""
+        return engine.encode(self.tgt_vocab, [self.tgt_vocab.clean(translation)], self.hp, target=True)[0]
+
+    def attention(self, src, tgt=None):
+        """The attention of every layer and head for a sentence's ids and its translation's (None: the best
+        translation), from source_ids() and target_ids(): {"source", "target": tokens, "translation": text,
+        "maps": {kind: array (layers, h, Tq, Tk)}}, as attention_weights() computes them."""
+        if tgt is None:  # at most decode_cap positions: one that stopped at its limit ends without </S>
             tgt = vocab.ending_in_eos(self.nbest_ids([src])[0][0][0])[:self.hp.decode_cap]
-        else:
-            tgt, = engines.encode(self.tgt_vocab, [self.tgt_vocab.clean(translation)], self.hp, target=True)
         model = getattr(self.model, "members", [self.model])[0]  # an ensemble's first model
         source, target, maps = attention_weights(model, self.src_vocab, self.tgt_vocab, src, tgt)
         return {"source": source, "target": target, "translation": self.tgt_vocab.decode([tgt])[0], "maps": maps}
@@ -173,7 +182,7 @@ def attention_weights(model, src_vocab, tgt_vocab, src, translation):
             {kind: np.stack([tf.cast(w[0], tf.float32).numpy() for w in weights]) for kind, weights in maps.items()})
 
 
-def load_translator(hp, choice=engines.LATEST, nbest=1):
-    """The Translator of the model the flags choose (load_trained())."""
+def load_engine(hp, choice=None, nbest=1):
+    """The TensorFlowEngine of the model the flags choose (load_trained())."""
     trained = load_trained(hp, choice)
-    return Translator(trained.model, trained.src_vocab, trained.tgt_vocab, hp, nbest, trained)
+    return TensorFlowEngine(trained.model, trained.src_vocab, trained.tgt_vocab, hp, nbest, trained)

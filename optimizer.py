@@ -1,8 +1,8 @@
 """Adam with the paper's settings, its learning-rate schedules, and the moving average of the weights.
 
-train.py makes the optimizer with make_optimizer(); checkpoints.py makes the
-same one to read a moving average back; dev evaluation scores the average
-inside averaged_weights().
+train.py makes the optimizer with make_optimizer(); weights.py makes the same
+one to read a moving average back from a checkpoint; dev evaluation scores the
+average inside averaged_weights().
 """
 import contextlib
 import math

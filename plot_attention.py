@@ -41,7 +41,8 @@ def main(argv):
                                 add_arguments=add_plot_flags, epilog=cli.FROM_LOGDIR)
     hp = for_evaluation(explicit)
     check_writable(os.path.dirname(os.path.abspath(args.out)), "out")
-    seen = inference.load_translator(hp, args).attention(args.sentence)
+    engine = inference.load_engine(hp, args)
+    seen = engine.attention(engine.source_ids(args.sentence))
     png = plotting.png_bytes(plotting.draw(seen["source"], seen["target"], seen["maps"], args.layer, args.head))
     write_atomic(args.out, png)  # never a half-written picture
     width, height = struct.unpack(">II", png[16:24])  # from the PNG header

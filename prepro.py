@@ -162,19 +162,18 @@ def vocab_settings(hp):
 
 
 def current_vocab(hp, corpus_sha256):
-    """The source and target encoders of the vocab in vocab_dir if it is whole and was built from this
-    training text with these settings (then it is reused), else None."""
+    """(the source and target encoders, the files' digest) of the vocab in vocab_dir if it is whole and was
+    built from this training text with these settings (then it is reused), else None."""
     built = vocab.vocab_record(hp.vocab_dir) or {}  # a damaged one: the vocab is built anew
     if built.get("sha256") != corpus_sha256 or built.get("settings", {}).get(hp.vocab_type) != vocab_settings(hp):
         return None
     try:
-        vocab.check_vocab_files(hp)
+        contents, digest, _ = vocab.read_vocab_files(hp)
     except UserError:
         return None
     if hp.vocab_type == "subword":
-        subword = vocab.SubwordVocab.load(vocab.vocab_files(hp)[0])
-        return subword, subword
-    return tuple(vocab.WordVocab.load(path, 1) for path in vocab.vocab_files(hp))
+        return subword_encoders(contents), digest
+    return tuple(vocab.WordVocab.load(path, 1, content) for path, content in contents.items()), digest
 
 
 # The settings prepro.py reads (--help lists these)
@@ -190,12 +189,14 @@ def main(argv):
                                                           vocab.VOCAB_MANIFEST))))  # left by a killed prepro.py
     text_files = shards.text_files(hp)  # before the digest: a change while it is read shows at the next start
     corpus_sha256 = readers.corpus_digest(hp.source_train, hp.target_train)
-    encoders, contents, sampling = current_vocab(hp, corpus_sha256), {}, shards.Sampling(hp)
-    if encoders is None:
+    reused, contents, sampling = current_vocab(hp, corpus_sha256), {}, shards.Sampling(hp)
+    if reused is None:
         contents = (subword_vocab if hp.vocab_type == "subword" else word_vocabs)(hp)
         encoders = word_encoders(contents) if hp.vocab_type == "word" else subword_encoders(contents)
-    provenance = {"corpus_sha256": corpus_sha256,
-                  "vocab_sha256": shards.digest_of(contents.values()) if contents else vocab.vocab_digest(hp),
+        digest = shards.digest_of(contents.values())
+    else:
+        encoders, digest = reused
+    provenance = {"corpus_sha256": corpus_sha256, "vocab_sha256": digest,
                   "vocab_type": hp.vocab_type, "shard_pairs": hp.shard_pairs, "sampling": sampling.settings()}
     if not contents and shards.current(hp, provenance):
         print(f"{hp.vocab_dir}: the vocab and the id shards are up to date with {hp.source_train} and "

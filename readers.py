@@ -150,3 +150,20 @@ def read_parallel(src_path, tgt_path, flags=("source_train", "target_train"), cl
     print(f"{src_path}: {counts.pairs} sentence pairs; skipped {counts.metadata} metadata and "
           f"{counts.blank} blank lines")
     return [s for s, _ in pairs], [t for _, t in pairs]
+
+
+def evaluation_pairs(hp, src_vocab, tgt_vocab, keep_all=False, split="test"):
+    """The test (or dev) split's cleaned source and reference sentences, as eval.py and dev evaluation score them:
+    by default only the pairs whose sides have at most maxlen tokens, as the original evaluated; keep_all: every
+    pair. src_vocab, tgt_vocab: the model's (their clean() and the lengths of their encode())."""
+    flags = (f"source_{split}", f"target_{split}")
+    sources, references = read_parallel(getattr(hp, flags[0]), getattr(hp, flags[1]), flags=flags,
+                                        clean=src_vocab.clean)
+    if not keep_all:
+        lengths = zip(map(len, src_vocab.encode(sources)), map(len, tgt_vocab.encode(references)))
+        kept = [i for i, (a, b) in enumerate(lengths) if max(a, b) <= hp.maxlen]
+        sources, references = [sources[i] for i in kept], [references[i] for i in kept]
+        if not sources:
+            raise UserError(f"no {split} pair in {getattr(hp, flags[0])} fits --maxlen {hp.maxlen}; "
+                            "pass --all to evaluate every sentence")
+    return sources, references

@@ -33,6 +33,7 @@ import signal
 import time
 
 import cli
+import engine
 import engines
 import serving.page
 from serving.batching import Batcher, QueueFull
@@ -88,13 +89,16 @@ class Service:
     async def translate(self, request):
         """POST /translate."""
         sentences, listed, key, with_nbest = self.parse_translate(await read_json(request, self.body_limit))
-        tokens = self.tokens(sentences, listed)
+        rows = self.encode(sentences, listed)
+        words = [i for i, row in enumerate(rows) if row is not None]  # the others are empty once cleaned
         try:
-            futures = self.batcher.submit(key, sentences, tokens)
+            futures = self.batcher.submit(key, [rows[i] for i in words])
         except QueueFull:
             raise BadRequest(503, None, f"the queue is full ({self.args.max_queue} sentences wait); retry in a "
                              "moment", self.args.max_queue, headers={"Retry-After": "1"}) from None
-        results = await asyncio.gather(*futures)
+        results = [[("", 0.0)] * key[1] for _ in rows]
+        for i, result in zip(words, await asyncio.gather(*futures)):
+            results[i] = result
         answer = {"translations": [hypotheses[0][0] for hypotheses in results]}
         if with_nbest:
             answer["nbest"] = [[{"translation": text, "score": score} for text, score in hypotheses]
@@ -111,12 +115,22 @@ class Service:
             raise BadRequest(422, "translation", "must be a string")
         if len(body["text"]) + len(body.get("translation", "")) > self.args.max_chars:
             raise BadRequest(413, "text", f"is longer than --max_chars {self.args.max_chars}", self.args.max_chars)
-        self.tokens([body["text"]], listed=False)
         if not hasattr(self.engine, "attention"):
             raise BadRequest(501, None, "this engine (CTranslate2) does not return attention weights; serve the "
                                         "model with --logdir to see them")
+        ids = {}
+        for field, encode in (("text", self.engine.source_ids), ("translation", self.engine.target_ids)):
+            if field not in body:
+                continue
+            try:  # encoded here, once, and checked before the model's thread is asked
+                ids[field] = encode(body[field])
+            except engine.TooLong as e:
+                raise BadRequest(413, field, f"has {e.tokens:,} tokens, more than the {e.limit} a translation may "
+                                             "have (--decode_maxlen)", e.limit) from None
+            except UserError as e:
+                raise BadRequest(422, field, str(e)) from None
         seen = await asyncio.get_running_loop().run_in_executor(self.batcher.thread, self.engine.attention,
-                                                                body["text"], body.get("translation"))
+                                                                ids["text"], ids.get("translation"))
         cross = seen["maps"]["cross-attention"]  # (layers, h, T2, T1)
         return {"source": seen["source"], "target": seen["target"], "translation": seen["translation"],
                 "layers": int(cross.shape[0]), "heads": int(cross.shape[1]),
@@ -177,17 +191,18 @@ class Service:
         alpha = number(body, "length_penalty", float, hp.length_penalty, 0.0, 10.0)
         return sentences, listed, (max(beam, nbest), nbest, float(alpha)), "nbest" in body
 
-    def tokens(self, sentences, listed):
-        """Each sentence's source tokens; one too long to translate is refused (413) before it reaches the model."""
-        vocab, counts = self.engine.src_vocab, []
+    def encode(self, sentences, listed):
+        """Each sentence's ids ending in </S>, or None for one empty once cleaned: encoded once, here, they travel
+        with the request to the engine. One too long to translate is refused (413) before it reaches the model."""
+        rows = []
         for i, sentence in enumerate(sentences):
             try:
-                counts.append(len(engines.encode(vocab, [vocab.clean(sentence)], self.engine.hp)[0]))
-            except engines.TooLong as e:
+                rows += self.engine.encode_lines([sentence])
+            except engine.TooLong as e:
                 raise BadRequest(413, f"text[{i}]" if listed else "text",
                                  f"has {e.tokens:,} tokens, more than the {e.limit} a translation may have "
                                  "(--decode_maxlen)", e.limit) from None
-        return counts
+        return rows
 
 
 def check_fields(body, known):

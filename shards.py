@@ -85,7 +85,8 @@ def record(src, tgt):
 
 
 def chunks(iterable, size):
-    """Lists of up to `size` consecutive items of `iterable`."""
+    """Lists of up to `size` consecutive items of `iterable`, the last one what is left (prepro.py's chunks of
+    pairs; train.py's groups of --accumulate batches, one optimizer step each)."""
     chunk = []
     for item in iterable:
         chunk.append(item)
@@ -226,21 +227,20 @@ def text_files(hp):
             for path in (hp.source_train, hp.target_train)]
 
 
-def known_corpus_digest(hp):
-    """The training text's sha256 (readers.corpus_digest): from the shards' manifest while the files are those
-    prepro.py read (same path, size and modification time), else read in full. A large corpus is then not read
-    at every start of train.py."""
-    manifest = shard_manifest(hp, fix=AGAIN)
+def known_corpus_digest(hp, manifest):
+    """The training text's sha256 (readers.corpus_digest): from the shards' `manifest` (shard_manifest()) while
+    the files are those prepro.py read (same path, size and modification time), else read in full. A large
+    corpus is then not read at every start of train.py."""
     if text_files(hp) == (manifest or {}).get("text_files"):
         return manifest["corpus_sha256"]
     return readers.corpus_digest(hp.source_train, hp.target_train)
 
 
-def checked_shards(hp, provenance):
-    """The manifest of hp's shards, refused (one line) unless prepro.py wrote them, whole, for the
-    vocab and training text of `provenance`. Only the shards' sizes are compared here: TFRecord checks
+def check_shards(hp, manifest, provenance):
+    """Refuses (one line) hp's shards unless prepro.py wrote them, whole, for the vocab and training text of
+    `provenance`; manifest: theirs (shard_manifest()). Only the shards' sizes are compared here: TFRecord checks
     each record's checksum as train.py reads it (a damaged shard stops training with DataLossError)."""
-    manifest, path = shard_manifest(hp, fix=AGAIN), manifest_path(hp)
+    path = manifest_path(hp)
     if manifest is None:
         raise UserError(f"{path} not found (the training pairs have no id shards yet); {AGAIN}")
     for key, words in (("corpus_sha256", "another training text"), ("vocab_sha256", "another vocab"),
@@ -256,7 +256,6 @@ def checked_shards(hp, provenance):
         if not shard_intact(hp, entry, quick=True):
             raise UserError(f"{os.path.join(shard_dir(hp), entry['name'])} is missing or is not the shard {path} "
                             f"lists (changed, or prepro.py was stopped while writing); {AGAIN}")
-    return manifest
 
 
 def histogram(entries):

@@ -33,7 +33,7 @@ from files import check_writable
 from messages import UserError
 from model import build_model
 from optimizer import averaged_weights, make_optimizer
-from training import (Position, StopOnSignal, TrainingClock, TrainStep, grouped, make_strategy, steps_per_epoch,
+from training import (Position, StopOnSignal, TrainingClock, TrainStep, make_strategy, steps_per_epoch,
                       worker_count, worker_index)
 
 
@@ -101,7 +101,7 @@ class Loop:
         self.step.expect(batches.element_spec)  # one graph for all batch shapes
         with tqdm(total=position.batches_per_epoch, initial=position.done, unit="batch", disable=self.worker > 0,
                   desc=f"epoch {position.epoch}/{hp.num_epochs}") as self.bar:
-            for group in grouped(batches, hp.accumulate):
+            for group in shards.chunks(batches, hp.accumulate):  # one optimizer step per group
                 self.shapes.update(self.shape(batch) for batch in group)
                 # the gradient norm is measured at every summary_every-th step
                 self.step(group, measure_norm=(position.step + 1) % hp.summary_every == 0)
@@ -201,14 +201,15 @@ class Loop:
 
 def load_data(hp, strategy):
     """The vocabs, once checked against the training text and against a model being resumed, and the
-    training pairs' id shards as a TrainingSet for this strategy's workers; the vocab's digest for hparams.json."""
-    src_vocab, tgt_vocab = vocab.load_vocabs(hp)
-    corpus_sha256 = shards.known_corpus_digest(hp)
-    vocab.check_vocab_source(hp, corpus_sha256)  # the vocab was built from this training text ...
-    vocab_sha256 = vocab.vocab_digest(hp)
+    training pairs' id shards as a TrainingSet for this strategy's workers; the vocab's digest for hparams.json.
+    Each file is read once: the vocab files with corpus.json, then the shards' manifest."""
+    src_vocab, tgt_vocab, vocab_sha256, built = vocab.open_vocabs(hp)
+    manifest = shards.shard_manifest(hp, fix=shards.AGAIN)
+    corpus_sha256 = shards.known_corpus_digest(hp, manifest)
+    vocab.check_vocab_source(hp, corpus_sha256, built)  # the vocab was built from this training text ...
     hyperparams.check_same_vocab(hp, vocab_sha256)  # ... and a resumed model was trained with it
-    manifest = shards.checked_shards(hp, {"corpus_sha256": corpus_sha256, "vocab_sha256": vocab_sha256,
-                                          "vocab_type": hp.vocab_type})  # ... and so were the shards
+    shards.check_shards(hp, manifest, {"corpus_sha256": corpus_sha256, "vocab_sha256": vocab_sha256,
+                                       "vocab_type": hp.vocab_type})  # ... and so were the shards
     training_set = data_load.TrainingSet(hp, manifest, (src_vocab.size, tgt_vocab.size), worker_count(strategy),
                               strategy.num_replicas_in_sync)
     return src_vocab, tgt_vocab, training_set, vocab_sha256

@@ -1,6 +1,6 @@
 """One optimizer step, compiled, with its running sums; and what train.py's loop keeps around it.
 
-train.py runs TrainStep on each group of --accumulate batches (grouped());
+train.py runs TrainStep on each group of --accumulate batches (shards.chunks());
 bench.py times it. With a tf.distribute strategy (make_strategy), the same
 step runs on every replica. Position, TrainingClock and StopOnSignal are the
 loop's: where the run stands, how long it trained, and a stop asked for.
@@ -86,18 +86,6 @@ class Position:
         self.checkpoint.epoch.assign(self.epoch - 1)
         self.checkpoint.position.assign(self.done)
         return checkpoint_name(self.epoch if self.done else self.epoch - 1, self.step)
-
-
-def grouped(batches, size):
-    """Consecutive groups of `size` batches, the last group of an epoch what is left: one optimizer step each."""
-    group = []
-    for batch in batches:
-        group.append(batch)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
-        yield group
 
 
 def steps_per_epoch(batches, accumulate):

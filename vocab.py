@@ -1,9 +1,10 @@
 """Vocabularies: the four special tokens, the original's word vocab and the joint SentencePiece subword vocab.
 
 prepro.py builds them into vocab_dir with corpus.json, a manifest of each
-file's sha256; load_vocabs() checks the files against it before use.
+file's sha256; open_vocabs() checks the files against it before use.
 """
 import hashlib
+import io
 import os
 import threading
 
@@ -11,7 +12,7 @@ import sentencepiece
 
 from files import file_digest, read_record
 from messages import UserError
-from readers import read_lines, refine
+from readers import decode_lines, read_lines, refine
 
 
 SPECIALS = ("<PAD>", "<UNK>", "<S>", "</S>")  # the first four lines of every vocab file
@@ -20,12 +21,14 @@ SRC_VOCAB, TGT_VOCAB = "de.vocab.tsv", "en.vocab.tsv"  # --vocab_type word
 SUBWORD_MODEL = "subword.model"  # --vocab_type subword: the SentencePiece model, shared by both sides
 
 
-def load_vocab(path, min_cnt):
-    """Reads a vocab file of prepro.py: returns (word -> id, id -> word) of words seen >= min_cnt times."""
-    if not os.path.isfile(path):
+def load_vocab(path, min_cnt, content=None):
+    """Reads a vocab file of prepro.py (or its `content`, bytes read from it): returns (word -> id, id -> word)
+    of words seen >= min_cnt times."""
+    if content is None and not os.path.isfile(path):
         raise UserError(f"{path} not found; run prepro.py first (with the same --vocab_dir)")
     words = []
-    for lineno, line in read_lines(path, "vocab_dir"):
+    lines = read_lines(path, "vocab_dir") if content is None else decode_lines(io.BytesIO(content).readlines(), path)
+    for lineno, line in lines:
         word, tab, count = line.partition("\t")
         if not tab or not count.isdigit():
             raise UserError(f"{path}:{lineno}: expected word<TAB>count; rebuild the vocab with prepro.py")
@@ -48,8 +51,8 @@ class WordVocab:
         self.words, self.word2id, self.size = list(words), {w: i for i, w in enumerate(words)}, len(words)
 
     @classmethod
-    def load(cls, path, min_cnt):
-        return cls(load_vocab(path, min_cnt)[1])
+    def load(cls, path, min_cnt, content=None):
+        return cls(load_vocab(path, min_cnt, content)[1])
 
     def encode(self, sentences):
         """Sentences -> id lists: words -> ids, unknown words -> <UNK>, then </S>."""
@@ -189,8 +192,9 @@ def vocab_record(vocab_dir, fix=None):
     return read_record(os.path.join(vocab_dir, VOCAB_MANIFEST), VOCAB_RECORD, fix)
 
 
-def check_vocab_files(hp):
-    """Refuses vocab files that are missing, or not the complete set prepro.py last wrote."""
+def read_vocab_files(hp):
+    """hp's vocab files, each read once, refused unless they are the complete set prepro.py last wrote: their
+    contents {path: bytes}, their digest together (what vocab_digest() computes) and corpus.json."""
     for path in vocab_files(hp):
         if not os.path.isfile(path):
             kind = " --vocab_type subword" if hp.vocab_type == "subword" else ""
@@ -200,15 +204,20 @@ def check_vocab_files(hp):
     if manifest is None:
         raise UserError(f"{manifest_path} not found, so the vocab files beside it cannot be checked (they were "
                         "written by an older version, or in part); run prepro.py again")
+    contents, together = {}, hashlib.sha256()
     for path in vocab_files(hp):
-        if manifest["files"].get(os.path.basename(path)) != file_digest(path):
+        with open(path, "rb") as f:
+            contents[path] = f.read()
+        if manifest["files"].get(os.path.basename(path)) != hashlib.sha256(contents[path]).hexdigest():
             raise UserError(f"{path} is not the file {manifest_path} lists (the vocab was changed, or prepro.py "
                             "was stopped while writing it); run prepro.py again")
+        together.update(contents[path])
+    return contents, together.hexdigest(), manifest
 
 
-def check_vocab_source(hp, corpus_sha256):
-    """Refuses a vocab that prepro.py built from another training text than hp's (whose digest is given)."""
-    built = vocab_record(hp.vocab_dir, fix="run prepro.py again") or {}
+def check_vocab_source(hp, corpus_sha256, built):
+    """Refuses a vocab that prepro.py built from another training text than hp's (whose digest is given);
+    built: vocab_dir's corpus.json (read_vocab_files())."""
     if built.get("sha256") != corpus_sha256:
         raise UserError(f"the vocab in {hp.vocab_dir} was built from {built.get('source_train')} and "
                         f"{built.get('target_train')}, not from the --source_train {hp.source_train} and "
@@ -216,12 +225,19 @@ def check_vocab_source(hp, corpus_sha256):
                         "with these settings or pass the --vocab_dir built from them")
 
 
-def load_vocabs(hp):
-    """The source and target vocab objects train and eval use (one object for a joint subword vocab),
-    once they are checked to be the complete set prepro.py wrote."""
-    check_vocab_files(hp)
+def open_vocabs(hp):
+    """The source and target vocab objects train and eval use (one object for a joint subword vocab), once
+    they are checked to be the complete set prepro.py wrote; their files' digest (vocab_digest()); and
+    corpus.json. Each file is read once."""
+    contents, digest, record = read_vocab_files(hp)
     if hp.vocab_type == "subword":
-        vocab = SubwordVocab.load(vocab_files(hp)[0])
-        return vocab, vocab
-    src, tgt = vocab_files(hp)
-    return WordVocab.load(src, hp.min_cnt), WordVocab.load(tgt, hp.min_cnt)
+        path, = contents
+        vocab = SubwordVocab(contents[path], path)
+        return vocab, vocab, digest, record
+    src, tgt = (WordVocab.load(path, hp.min_cnt, content) for path, content in contents.items())
+    return src, tgt, digest, record
+
+
+def load_vocabs(hp):
+    """open_vocabs()'s source and target vocab objects."""
+    return open_vocabs(hp)[:2]

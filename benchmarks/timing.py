@@ -138,15 +138,15 @@ def tokens(vocab_size):
 
 
 def export_ct2(model, hp, vocab_size, directory, positions):
-    """The model as CTranslate2 exports in directory/float32 and directory/int8 (ct2.py), as export.py makes them."""
-    import ct2
+    """The model as CTranslate2 exports in directory/float32 and directory/int8 (ct2_export.py), as export.py makes them."""
+    import ct2_export
     from modules import LAYER_NORM_EPSILON, sinusoid
 
     table = sinusoid(positions, hp.hidden_units).numpy()
     spec_tokens = [tokens(vocab_size)] * 2
     for quantization in ("float32", "int8"):
-        spec = ct2.model_spec(model, hp, spec_tokens, table, LAYER_NORM_EPSILON)
-        ct2.write_export(spec, os.path.join(directory, quantization), quantization, [])
+        spec = ct2_export.model_spec(model, hp, spec_tokens, table, LAYER_NORM_EPSILON)
+        ct2_export.write_export(spec, os.path.join(directory, quantization), quantization, [])
 
 
 def selected_isa(log):

@@ -1,10 +1,11 @@
 """Batching across requests: the sentences of concurrent requests merged into one decoder call (serve.py).
 
-A request's sentences wait in one queue; a call takes the oldest and every
-later one with the same decoding settings, as many as fit max_batch_tokens
-(sentences x the longest, padding included), after waiting at most max_wait
-seconds for more to come. Calls run one at a time in a thread of their own,
-off the event loop; the queue holds at most max_queue sentences (QueueFull).
+A request's sentences wait in one queue, as the ids serve.py encoded them; a
+call takes the oldest and every later one with the same decoding settings, as
+many as fit max_batch_tokens (sentences x the longest, padding included),
+after waiting at most max_wait seconds for more to come. Calls run one at a
+time in a thread of their own, off the event loop; the queue holds at most
+max_queue sentences (QueueFull).
 """
 import asyncio
 import collections
@@ -17,10 +18,13 @@ import time
 @dataclasses.dataclass
 class Job:
     key: tuple  # the decoding settings (beam_size, nbest, length_penalty): one decoder call shares them
-    sentence: str
-    tokens: int
+    ids: list  # the sentence's ids, ending in </S>
     future: asyncio.Future
     since: float
+
+    @property
+    def length(self):
+        return len(self.ids)
 
 
 class QueueFull(Exception):
@@ -30,7 +34,10 @@ class QueueFull(Exception):
 class Batcher:
     """Merges the sentences of concurrent requests into engine calls: one call takes the oldest sentence
     and every later one with its settings, up to max_batch_tokens (n x the longest), after waiting at most
-    max_wait seconds for them; calls run one at a time in a thread of their own."""
+    max_wait seconds for them; calls run one at a time in a thread of their own.
+
+    engine_for(key): the engine (engine.Engine) that translates with those settings; its translate_ids()
+    is called with the jobs' ids."""
 
     def __init__(self, engine_for, max_batch_tokens, max_wait, max_queue):
         self.engine_for, self.max_batch_tokens, self.max_wait, self.max_queue = (engine_for, max_batch_tokens,
@@ -39,12 +46,13 @@ class Batcher:
         self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
         self.calls = 0
 
-    def submit(self, key, sentences, tokens):
-        """Queues the sentences of one request; their futures give (translation, score) lists."""
-        if len(self.jobs) + len(sentences) > self.max_queue:
+    def submit(self, key, rows):
+        """Queues the sentences of one request, as id rows ending in </S>; their futures give (translation,
+        score) lists."""
+        if len(self.jobs) + len(rows) > self.max_queue:
             raise QueueFull()
         loop, now = asyncio.get_running_loop(), time.monotonic()
-        jobs = [Job(key, s, n, loop.create_future(), now) for s, n in zip(sentences, tokens)]
+        jobs = [Job(key, ids, loop.create_future(), now) for ids in rows]
         self.jobs.extend(jobs)
         self.arrived.set()
         return [job.future for job in jobs]
@@ -55,10 +63,10 @@ class Batcher:
         for job in self.jobs:
             if job.key != key:
                 continue
-            if batch and (len(batch) + 1) * max(longest, job.tokens) > self.max_batch_tokens:
+            if batch and (len(batch) + 1) * max(longest, job.length) > self.max_batch_tokens:
                 break
             batch.append(job)
-            longest = max(longest, job.tokens)
+            longest = max(longest, job.length)
         return batch
 
     async def run(self):
@@ -78,7 +86,7 @@ class Batcher:
             self.calls += 1
             try:
                 engine = self.engine_for(first.key)
-                results = await loop.run_in_executor(self.thread, engine, [job.sentence for job in batch])
+                results = await loop.run_in_executor(self.thread, engine.translate_ids, [job.ids for job in batch])
             except Exception as e:  # handed to each request, which answers 500; the server goes on
                 for job in batch:
                     if not job.future.done():
@@ -92,4 +100,4 @@ class Batcher:
         """Whether a call of these settings is as large as it may be: one more sentence would not fit."""
         batch = self._batch(key)
         waiting = sum(job.key == key for job in self.jobs)
-        return len(batch) < waiting or (len(batch) + 1) * max(job.tokens for job in batch) > self.max_batch_tokens
+        return len(batch) < waiting or (len(batch) + 1) * max(job.length for job in batch) > self.max_batch_tokens

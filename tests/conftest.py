@@ -81,17 +81,18 @@ def directory_flags(directory):
 def decoders_on_test_set(flags):
     """Output on every test sentence, for the model trained with `flags`, of both greedy decoders
     and of beam search with beam size 1 (its best hypothesis)."""
-    import engines
+    import readers
     import hyperparams
     from cli import parse_args
     from decoding import beam_search_decoder, cached_greedy_decoder, decode_limits, greedy_decoder
+    from engine import encode
     from inference import load_trained, source_batch
 
     hp = hyperparams.for_evaluation(parse_args(flags, description="")[0])
     trained = load_trained(hp)
     model = trained.model
-    sources, _ = engines.test_pairs(hp, trained.src_vocab, trained.tgt_vocab, keep_all=True)
-    src = source_batch(engines.encode(trained.src_vocab, sources, hp))
+    sources, _ = readers.evaluation_pairs(hp, trained.src_vocab, trained.tgt_vocab, keep_all=True)
+    src = source_batch(encode(trained.src_vocab, sources, hp))
     limits = decode_limits(src, hp)
     beam_one = beam_search_decoder(model, 1, hp.length_penalty)(src, limits)[0][:, 0]
     return tuple(out.numpy() for out in (greedy_decoder(model)(src, limits), cached_greedy_decoder(model)(src, limits),
@@ -115,20 +116,6 @@ def locked(path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-# What makes a test end-to-end (marker e2e): it, or a fixture it uses, trains a model or starts a process.
-E2E = re.compile(r"\b(train\.main|run_script|Server|subprocess\.\w+|Popen)\(")
-
-
-def pytest_collection_modifyitems(items):
-    import inspect
-
-    for item in items:
-        functions = [item.function] + [definitions[-1].func for definitions in
-                                       item._fixtureinfo.name2fixturedefs.values()]
-        if any(E2E.search(inspect.getsource(f)) for f in functions if inspect.isfunction(f)):
-            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ def test_synthetic_pairs_have_the_promised_lengths():
         assert (ids[np.arange(200), lengths - 1] == 3).all()  # each ends in </S>
 
 
+@pytest.mark.e2e
 def test_bench_refuses_an_unknown_measure(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--measures", "train_fast"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
@@ -34,6 +35,7 @@ def test_bench_refuses_counts_out_of_range(argv, message):
         bench.main(argv)
 
 
+@pytest.mark.e2e
 def test_bench_prints_one_json_line_per_measure(tmp_path):
     import prepro
     from conftest import corpus_flags, toy_pairs
@@ -55,6 +57,7 @@ def test_bench_prints_one_json_line_per_measure(tmp_path):
     assert records[3]["identical_to_full"] is True
 
 
+@pytest.mark.e2e
 def test_train_preset_runs_train_py_and_reports_its_epochs_and_memory(tmp_path):
     import prepro
     from conftest import corpus_flags, toy_pairs
@@ -81,6 +84,7 @@ def test_train_preset_runs_train_py_and_reports_its_epochs_and_memory(tmp_path):
     assert not (tmp_path / "logdir").exists()  # trained in a temporary logdir
 
 
+@pytest.mark.e2e
 def test_decode_measures_of_both_engines_beam_search_and_latency(tmp_path):
     tiny = ["--hidden_units", "32", "--num_blocks", "1", "--num_heads", "2", "--maxlen", "10", "--decode_len", "6"]
     measures = ["--measures", "decode_cached,decode_ct2_float32,decode_ct2_int8"]

@@ -17,6 +17,7 @@ from messages import UserError
 from model import build_model
 
 
+@pytest.mark.e2e
 def test_a_full_disk_while_checkpointing_leaves_no_part_and_the_last_checkpoint(trained_copy, capsys, monkeypatch):
     directory, flags = trained_copy
     logdir = Path(flag(flags, "logdir"))
@@ -38,6 +39,7 @@ def test_a_full_disk_while_checkpointing_leaves_no_part_and_the_last_checkpoint(
     assert checkpoints.latest(str(logdir)).endswith("model_epoch_02_gs_24")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("state", [b"garbage { not a state", None], ids=["garbage", "deleted"])
 def test_a_damaged_checkpoint_list_resumes_from_the_newest_checkpoint(trained_copy, state, capsys):
     directory, flags = trained_copy
@@ -65,6 +67,7 @@ def test_checkpoints_on_disk_are_found_whatever_the_list_says(tmp_path, state):
     assert checkpoints.latest(str(tmp_path)) == str(tmp_path / "model_epoch_07_gs_30")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("damage", ["index", "data"])
 def test_a_damaged_checkpoint_is_named_with_what_to_do(trained_copy, damage, capsys, monkeypatch):
     directory, flags = trained_copy
@@ -81,6 +84,7 @@ def test_a_damaged_checkpoint_is_named_with_what_to_do(trained_copy, damage, cap
     assert snapshot(logdir) == before
 
 
+@pytest.mark.e2e
 def test_a_second_training_on_one_logdir_stops_and_a_killed_one_leaves_no_lock(trained_copy, capsys, monkeypatch):
     directory, flags = trained_copy
     logdir = flag(flags, "logdir")
@@ -101,6 +105,7 @@ def test_a_second_training_on_one_logdir_stops_and_a_killed_one_leaves_no_lock(t
         pass
 
 
+@pytest.mark.e2e
 def test_checkpoints_are_named_by_epoch_and_global_step(trained_model):
     _, flags = trained_model
     steps = SESSION_STEPS
@@ -109,6 +114,7 @@ def test_checkpoints_are_named_by_epoch_and_global_step(trained_model):
     assert os.path.exists(os.path.join(logdir, f"model_epoch_01_gs_{steps}.index"))
 
 
+@pytest.mark.e2e
 def test_old_checkpoints_beyond_keep_are_deleted(trained_model, tmp_path):
     _, flags = trained_model
     steps = SESSION_STEPS
@@ -119,6 +125,7 @@ def test_old_checkpoints_beyond_keep_are_deleted(trained_model, tmp_path):
         f"model_epoch_02_gs_{2 * steps}.index"]
 
 
+@pytest.mark.e2e
 def test_relative_logdir_is_found_again(trained_model, tmp_path, monkeypatch):
     _, flags = trained_model
     steps = SESSION_STEPS
@@ -131,6 +138,7 @@ def test_relative_logdir_is_found_again(trained_model, tmp_path, monkeypatch):
     assert tf.train.latest_checkpoint("moved/a") == os.path.join("moved/a", f"model_epoch_01_gs_{steps}")
 
 
+@pytest.mark.e2e
 def test_a_checkpoint_cut_off_while_written_is_never_resumed(small_corpus, tmp_path, monkeypatch):
     flags = small_corpus
     write = tf.train.Checkpoint.write
@@ -172,6 +180,7 @@ def test_a_lock_that_is_a_directory_is_one_line(small_corpus, tmp_path, capsys, 
     assert f"cannot open the lock file {tmp_path / 'logdir' / '.lock'} (Is a directory); remove it" in line
 
 
+@pytest.mark.e2e
 def test_a_failed_start_leaves_no_new_logdir(trained_model, tmp_path, capsys, monkeypatch):
     _, flags = trained_model
     logdir = tmp_path / "new" / "logdir"
@@ -181,6 +190,7 @@ def test_a_failed_start_leaves_no_new_logdir(trained_model, tmp_path, capsys, mo
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.e2e
 def test_what_a_killed_run_left_half_written_is_removed_when_training_resumes(trained_copy):
     directory, flags = trained_copy
     logdir = Path(flag(flags, "logdir"))

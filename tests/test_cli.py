@@ -18,11 +18,13 @@ from conftest import ROOT, assert_one_line_error, fails, flag, run_script
 from hyperparams import Hyperparams
 
 
+@pytest.mark.e2e
 def test_unknown_flag(tmp_path):
     result = run_script("train.py", "--hidden_unit", "8", cwd=tmp_path)
     assert_one_line_error(result, "unrecognized arguments: --hidden_unit")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, 3.5])
 def test_ctrl_c_while_starting_is_one_line_and_130(tmp_path, delay):
     """SIGINT at moments that land in the interpreter's start, in TensorFlow's import and after it."""
@@ -38,6 +40,7 @@ def test_ctrl_c_while_starting_is_one_line_and_130(tmp_path, delay):
     assert err.strip() == "eval.py: interrupted" and out == ""
 
 
+@pytest.mark.e2e
 def test_train_py_interrupted_while_importing_tensorflow(tmp_path):
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--logdir", str(tmp_path / "log")],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -48,6 +51,7 @@ def test_train_py_interrupted_while_importing_tensorflow(tmp_path):
     assert not (tmp_path / "log").exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("script", ["prepro.py", "eval.py", "translate.py"])
 def test_a_python_without_the_project_s_packages_is_one_line(tmp_path, script):
     """python3 prepro.py outside the .venv: -S hides the site-packages as a Python without them would."""
@@ -73,6 +77,7 @@ def test_help_lists_the_settings_a_script_reads(capsys):
     assert {"format", "quantization", "overwrite"} <= shown["export.py"] and "results_dir" not in shown["export.py"]
 
 
+@pytest.mark.e2e
 def test_a_flag_hidden_from_help_is_still_accepted_where_it_must_match(trained_model, tmp_path, capsys,
                                                                       monkeypatch):
     """The Makefile passes one command line to every script: eval.py takes the model's flags, if they match."""
@@ -84,6 +89,7 @@ def test_a_flag_hidden_from_help_is_still_accepted_where_it_must_match(trained_m
     assert "hidden_units: 32 != 64" in line
 
 
+@pytest.mark.e2e
 def test_notes_go_to_stderr_and_a_full_stdout_is_one_line(trained_model, tmp_path, capsys):
     import translate
     _, flags = trained_model
@@ -100,6 +106,7 @@ def test_notes_go_to_stderr_and_a_full_stdout_is_one_line(trained_model, tmp_pat
                                           "on device); free some space or redirect them elsewhere"]
 
 
+@pytest.mark.e2e
 def test_a_user_mistake_prints_exactly_one_line_with_no_tensorflow_noise(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}  # nothing set by hand
     result = subprocess.run([sys.executable, str(ROOT / "prepro.py"), "--source_train", "/nonexistent.de",
@@ -170,6 +177,7 @@ def test_a_preset_fills_settings_under_the_flags_given():
         Hyperparams(**values, preset=name)  # every preset is a valid set of settings
 
 
+@pytest.mark.e2e
 def test_a_failed_restore_is_the_last_line_without_tensorflow_s_warnings(trained_copy, tmp_path):
     directory, flags = trained_copy
     data = Path(flag(flags, "logdir")) / "model_epoch_02_gs_24.data-00000-of-00001"

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 
+import engine
 import engines
 import export
 import prepro
@@ -66,8 +67,8 @@ def test_log_probabilities_and_greedy_translations_are_ours(trained, tmp_path):
     for i, choice in enumerate(CHOICES[variant]):
         ours, theirs = engines_for(flags, choice, tmp_path / f"ct2_{i}")
         assert ours.checkpoints == theirs.checkpoints and ours.vocab_sha256 == theirs.vocab_sha256
-        src = engines.encode(ours.src_vocab, [ours.src_vocab.clean(s) for s in german], ours.hp)
-        tgt = engines.encode(ours.tgt_vocab, [ours.tgt_vocab.clean(t) for t in english], ours.hp, target=True)
+        src = engine.encode(ours.src_vocab, [ours.src_vocab.clean(s) for s in german], ours.hp)
+        tgt = engine.encode(ours.tgt_vocab, [ours.tgt_vocab.clean(t) for t in english], ours.hp, target=True)
         for a, b in zip(ours.token_log_probs(src, tgt), theirs.token_log_probs(src, tgt)):
             np.testing.assert_allclose(a, b, atol=1e-4)  # every target token, </S> included
         for (total, tokens), (other, count) in zip(ours.score(german, english), theirs.score(german, english)):

@@ -87,6 +87,7 @@ def test_sampling_is_seeded_and_top_1_is_greedy():
     assert not np.array_equal(draws[0][:, 0, :greedy.shape[1]], greedy)
 
 
+@pytest.mark.e2e
 def test_cached_decoding_equals_full_decoding_on_a_barely_trained_model(trained_model):
     full, cached, beam_one = decoders_on_test_set(trained_model[1])  # long, rambling translations up to the limits
     np.testing.assert_array_equal(cached, full)

@@ -7,11 +7,11 @@ import pytest
 import sacrebleu
 import tensorflow as tf
 
-import engines
+import readers
 import hyperparams
 from cli import parse_args
 from dev_eval import DevEvaluation
-from inference import Translator, load_trained
+from inference import TensorFlowEngine, load_trained
 from messages import UserError
 
 pytestmark = pytest.mark.e2e
@@ -38,8 +38,8 @@ def test_dev_scores_are_logged_and_the_best_model_kept(trained_copy, tmp_path):
     bleu = evaluation(epoch=3, step=30)
     writer.flush()
 
-    greedy = Translator(trained.model, trained.src_vocab, trained.tgt_vocab, dataclasses.replace(hp, beam_size=1))
-    sources, references = engines.test_pairs(hp, trained.src_vocab, trained.tgt_vocab, keep_all=True, split="dev")
+    greedy = TensorFlowEngine(trained.model, trained.src_vocab, trained.tgt_vocab, dataclasses.replace(hp, beam_size=1))
+    sources, references = readers.evaluation_pairs(hp, trained.src_vocab, trained.tgt_vocab, keep_all=True, split="dev")
     hypotheses = [best[0][0] for best in greedy(sources)]
     assert bleu == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score)  # greedy, every sentence
     events = logged(tmp_path / "events")

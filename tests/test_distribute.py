@@ -12,6 +12,8 @@ import tensorflow as tf
 import prepro
 from conftest import ROOT, TINY_MODEL, corpus_flags, toy_pairs
 
+pytestmark = pytest.mark.e2e  # trains a model on two devices, or in two processes
+
 # Starts train.py in a fresh process, after splitting the CPU into argv[1] logical devices
 # (possible only before TensorFlow initialises, hence the separate process).
 LAUNCH = """

@@ -141,6 +141,7 @@ def run_download(*argv):
     download.main(["--retry_wait", "0", *argv])
 
 
+@pytest.mark.e2e
 def test_multi30k_falls_back_to_the_second_mirror_and_skips_present_files(
         server, dead_url, workdir, multi30k_files, monkeypatch):
     serve_multi30k(server, multi30k_files, prefix="/repo")
@@ -154,6 +155,7 @@ def test_multi30k_falls_back_to_the_second_mirror_and_skips_present_files(
     assert len(server.requests) == served == len(multi30k_files)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("no_range", [False, True], ids=["resumed", "server-without-range"])
 def test_a_cut_connection_is_retried_and_resumed(server, workdir, multi30k_files, no_range):
     serve_multi30k(server, multi30k_files)
@@ -166,6 +168,7 @@ def test_a_cut_connection_is_retried_and_resumed(server, workdir, multi30k_files
     assert ranges == [None, f"bytes={len(body) // 2}-"]  # asked to resume; restarted if refused
 
 
+@pytest.mark.e2e
 def test_mirror_comes_from_the_environment(server, workdir, multi30k_files, monkeypatch):
     serve_multi30k(server, multi30k_files, prefix="/m")
     monkeypatch.setenv(download.MIRROR_ENV, server.url + "/m")
@@ -173,6 +176,7 @@ def test_mirror_comes_from_the_environment(server, workdir, multi30k_files, monk
     assert len(corpora_files(workdir)) == len(multi30k_files)
 
 
+@pytest.mark.e2e
 def test_a_wrong_file_is_refused_and_removed(server, workdir, multi30k_files, monkeypatch):
     serve_multi30k(server, multi30k_files)
     server.files[f"/{corpora.MULTI30K_DIR}val.en.gz"] = b"an error page served as a file"
@@ -236,6 +240,7 @@ def iwslt(monkeypatch):
     return files, pair, whole
 
 
+@pytest.mark.e2e
 def test_iwslt_wrong_archive_then_drive_confirmation_page(server, workdir, iwslt, monkeypatch):
     files, _, whole = iwslt
     server.files["/wit3/" + corpora.IWSLT_PAIR] = tgz({"de-en/README": b"not the data"})
@@ -252,6 +257,7 @@ def test_iwslt_wrong_archive_then_drive_confirmation_page(server, workdir, iwslt
     assert len(server.requests) == 3
 
 
+@pytest.mark.e2e
 def test_iwslt_per_pair_archive_from_a_mirror(server, workdir, iwslt):
     files, pair, _ = iwslt
     server.files["/wit3/" + corpora.IWSLT_PAIR] = pair
@@ -259,6 +265,7 @@ def test_iwslt_per_pair_archive_from_a_mirror(server, workdir, iwslt):
     assert corpora_files(workdir) == sorted(f"corpora/{n}" for n in files)
 
 
+@pytest.mark.e2e
 def test_iwslt_archive_with_a_wrong_file_leaves_nothing(server, workdir, iwslt, monkeypatch):
     _, pair, _ = iwslt
     server.files["/" + corpora.IWSLT_PAIR] = pair
@@ -294,6 +301,7 @@ def test_iwslt_from_dir_missing_files(tmp_path, workdir, iwslt):
     assert corpora_files(workdir) == []
 
 
+@pytest.mark.e2e
 def test_a_page_without_confirmation_is_an_error(server, workdir, iwslt):
     login = (b"<html><form action='/login'><input name='user'></form></html>", "text/html")
     server.files["/" + corpora.IWSLT_PAIR] = server.files["/" + corpora.IWSLT_WHOLE] = login
@@ -337,6 +345,7 @@ def test_cli_all_mirrors_down(tmp_path, dead_url):
     assert corpora_files(tmp_path) == []
 
 
+@pytest.mark.e2e
 def test_cli_checksum_mismatch_with_the_real_checksums(tmp_path, server):
     server.files[f"/{corpora.MULTI30K_DIR}train.de.gz"] = gzip.compress(b"not multi30k\n")
     code, err = run_cli(tmp_path, "multi30k", "--mirror", server.url)

@@ -15,6 +15,8 @@ import translate
 from conftest import SESSION_STEPS, assert_one_line_error, fail_on_call, fails, run_script, snapshot, write_lines
 from messages import UserError
 
+pytestmark = pytest.mark.e2e  # every test here trains a model or starts a process
+
 
 def test_eval_and_translate_take_an_ensemble(controls_corpus, averaged_model, second_model, capsys, tmp_path):
     directory, _ = controls_corpus

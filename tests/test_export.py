@@ -10,6 +10,8 @@ import ct2
 import export
 from conftest import fails, flag, snapshot
 
+pytestmark = pytest.mark.e2e  # every test here trains a model or starts a process
+
 
 @pytest.mark.parametrize("out", ["logdir", "vocab_dir", ".", "parent", "full", "file"])
 def test_export_never_replaces_what_it_did_not_write(trained_copy, out, capsys, monkeypatch):
@@ -45,6 +47,7 @@ def test_export_overwrite_replaces_only_its_own_savedmodel(trained_model, tmp_pa
 LOAD_AND_TRANSLATE = """
 import sys
 import tensorflow as tf
+
 if sys.argv[2] == "subword":
     import tensorflow_text  # registers the SentencePiece ops
 translate = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]

@@ -69,6 +69,7 @@ def test_a_directory_is_refused_and_nothing_else_is_written(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["dir"]
 
 
+@pytest.mark.e2e
 def test_a_script_s_output_through_a_device_symlink_and_full_device(trained_model, tmp_path, capsys, monkeypatch):
     """translate.py --output, end to end: the severe case of the fault table."""
     import translate
@@ -119,6 +120,7 @@ def test_a_damaged_record_is_one_line_or_taken_for_absent(tmp_path):
     assert read_record(str(path), {"a": int}) == {"a": 1, "b": 2}
 
 
+@pytest.mark.e2e
 def test_orphans_of_dead_processes_are_removed_and_others_kept(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)

@@ -1,9 +1,9 @@
-"""inference.py: a trained model loaded with its weights (the moving average, an ensemble), the Translator."""
+"""inference.py: a trained model loaded with its weights (the moving average, an ensemble), the TensorFlowEngine."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import data_load
+import shapes
 import eval as evaluate
 import export
 import hyperparams
@@ -32,6 +32,7 @@ def test_ensembles_combine_log_probabilities():
     assert make_decoder(Ensemble([model, other]), 3, 0.6)(src, limits)[0].shape[:2] == (4, 3)
 
 
+@pytest.mark.e2e
 def test_training_counts_optimizer_steps_and_evaluation_uses_the_average(averaged_model):
     averaged = averaged_model
     hp = hyperparams.for_evaluation(parse_args(averaged, description="")[0])
@@ -53,6 +54,7 @@ def add_flags(parser):
     engines.add_model_flags(parser, ensemble=True)
 
 
+@pytest.mark.e2e
 def test_an_ensemble_member_on_another_vocab_is_refused(averaged_model, tmp_path):
     averaged = averaged_model
     other = corpus_flags(tmp_path, toy_pairs(100, seed=9, reverse=True), toy_pairs(5, seed=2)) + ["--maxlen", "10"]
@@ -62,6 +64,7 @@ def test_an_ensemble_member_on_another_vocab_is_refused(averaged_model, tmp_path
         evaluate.main(averaged + ["--ensemble", str(tmp_path / "logdir")])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("script", ["eval.py", "translate.py", "export.py", "plot_attention.py"])
 def test_a_vocab_rebuilt_since_training_is_refused_everywhere(trained_copy, tmp_path, script, capsys, monkeypatch):
     directory, flags = trained_copy
@@ -82,21 +85,4 @@ def test_a_source_batch_is_cut_to_a_multiple_of_the_shape_step():
 
     rows = [[4] * length for length in [3, 9, 17, 2, 1, 40, 5]]
     assert [source_batch(rows[i:i + 2]).shape[1] for i in range(0, 7, 2)] == [16, 24, 40, 8]
-    assert [data_load.round_up(n) for n in (1, 8, 9, 16)] == [8, 8, 16, 16]
-
-
-def test_an_engine_translates_in_batches_the_last_one_partial():
-    import engines
-    from hyperparams import Hyperparams
-    from vocab import WordVocab
-
-    class Recording(engines.Engine):  # the batching of both engines, without a model
-        nbest, calls = 1, []
-        hp, src_vocab = Hyperparams(batch_size=4), WordVocab(["<PAD>", "<UNK>", "<S>", "</S>", "eins"])
-        tgt_vocab = src_vocab
-
-        def nbest_ids(self, rows):
-            self.calls.append(len(rows))
-            return [[([4, 3], 0.0)] for _ in rows]
-
-    assert [t[0][0] for t in Recording()(["eins"] * 10)] == ["eins"] * 10 and Recording.calls == [4, 4, 2]
+    assert [shapes.round_up(n) for n in (1, 8, 9, 16)] == [8, 8, 16, 16]

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import ROOT, SHARED_DATA, TINY_MODEL
 
+pytestmark = pytest.mark.e2e  # every test here trains a model or starts a process
+
 
 @pytest.mark.skipif(not (SHARED_DATA / "multi30k").is_dir(), reason="../shared/data/multi30k is absent")
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

@@ -65,6 +65,7 @@ def test_adam_updates_each_weight_in_one_fused_kernel_as_keras_adam_does_in_many
     np.testing.assert_array_equal(table[0], start[0])  # no gradient, no moments: untouched
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("ema_decay, decay", [(0.75, 2 / 11), (0.1, 0.1)], ids=["warming-up", "capped"])
 def test_the_moving_average_follows_the_weights_and_leaves_them_untouched(ema_decay, decay):
     hp = Hyperparams(**SMALL, lr_schedule="constant", lr=0.01, ema_decay=ema_decay)

@@ -3,6 +3,8 @@ import pytest
 
 from messages import UserError
 
+pytestmark = pytest.mark.e2e  # every test here trains a model or starts a process
+
 
 def png_size(path):
     """(width, height) from a PNG file's header."""

@@ -20,6 +20,7 @@ from hyperparams import Hyperparams
 from messages import UserError
 
 
+@pytest.mark.e2e
 def test_a_full_disk_while_prepro_writes_keeps_the_whole_old_vocab(trained_copy, tmp_path, capsys, monkeypatch):
     directory, flags = trained_copy
     vocab_dir = Path(flag(flags, "vocab_dir"))
@@ -31,6 +32,7 @@ def test_a_full_disk_while_prepro_writes_keeps_the_whole_old_vocab(trained_copy,
     assert snapshot(vocab_dir) == before  # the complete old set, and no temporary file
 
 
+@pytest.mark.e2e
 def test_a_vocab_set_mixed_by_a_kill_is_refused(trained_model, tmp_path):
     directory, flags = trained_model
     vocab_dir = tmp_path / "vocab"
@@ -63,6 +65,7 @@ def test_a_corpus_with_no_word_after_refining_is_refused(tmp_path, capsys, monke
     assert not (tmp_path / "v").exists()
 
 
+@pytest.mark.e2e
 def test_a_min_cnt_that_leaves_no_word_is_refused(trained_model, tmp_path):
     directory, flags = trained_model
     with pytest.raises(UserError, match=r"de.vocab.tsv: no word is seen at least --min_cnt 1000 times"):
@@ -81,6 +84,7 @@ def test_vocab_file_format_and_order(tmp_path):
         "the\t2", "tree\t2", "a\t1", "dog\t1"]
 
 
+@pytest.mark.e2e
 def test_missing_corpus_leaves_no_vocab(tmp_path):
     result = run_script("prepro.py", cwd=tmp_path)  # the default IWSLT paths do not exist here
     assert_one_line_error(result, "corpora/train.tags.de-en.de not found", "download.py", "--source_train")
@@ -114,6 +118,7 @@ def test_corpus_not_in_utf8(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "preprocessed").exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("damage", ["shards not a list", "an entry without bytes", "not JSON"])
 def test_a_damaged_manifest_is_one_line_and_prepro_rebuilds_it(trained_copy, capsys, monkeypatch, damage):
     directory, flags = trained_copy
@@ -131,6 +136,7 @@ def test_a_damaged_manifest_is_one_line_and_prepro_rebuilds_it(trained_copy, cap
     assert "writing the id shards" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_a_damaged_corpus_json_is_rebuilt_by_prepro(trained_copy, capsys):
     directory, flags = trained_copy
     corpus_json = Path(flag(flags, "vocab_dir")) / vocab.VOCAB_MANIFEST
@@ -142,6 +148,7 @@ def test_a_damaged_corpus_json_is_rebuilt_by_prepro(trained_copy, capsys):
     vocab.load_vocabs(Hyperparams(vocab_dir=flag(flags, "vocab_dir"), min_cnt=1))
 
 
+@pytest.mark.e2e
 def test_what_a_killed_prepro_left_half_written_is_removed(trained_copy):
     directory, flags = trained_copy
     vocab_dir = Path(flag(flags, "vocab_dir"))
@@ -155,6 +162,7 @@ def test_what_a_killed_prepro_left_half_written_is_removed(trained_copy):
     assert not any(path.exists() for path in left)
 
 
+@pytest.mark.e2e
 def test_a_full_disk_while_shards_are_written_ends_in_a_line_of_its_own(trained_copy, capsys, monkeypatch):
     directory, flags = trained_copy
     (Path(flag(flags, "vocab_dir")) / "ids_word" / "manifest.json").unlink()

@@ -8,7 +8,8 @@ and checked by the script's own parser; download.py runs with its fetchers
 stubbed out; make commands run with `make -n`; `tensorboard --logdir logdir`
 is started and asked for the run's tags; serve.py is started (once for each set of
 flags) and asked for its health, curl asks the serve.py started above it, and each
-serve.py must end with exit code 0 on SIGTERM at the end.
+serve.py must end with exit code 0 on SIGTERM at the end. Each block is a test
+of its own, named after its document and number (README.md:3).
 """
 import json
 import os
@@ -54,14 +55,13 @@ def blocks(path, language):
     return re.findall(rf"^```{language}\n(.*?)^```", path.read_text(encoding="utf-8"), re.M | re.S)
 
 
-def commands(path):
-    """The shell commands of a Markdown file's bash blocks: continuation lines joined, comments dropped."""
+def commands(block):
+    """The shell commands of a bash block: continuation lines joined, comments dropped."""
     found = []
-    for block in blocks(path, "bash"):
-        for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
-            if words:
-                found.append((line.strip(), words))
+    for line in block.replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        if words:
+            found.append((line.strip(), words))
     return found
 
 
@@ -100,83 +100,99 @@ def sandbox(tmp_path_factory):
     return directory
 
 
-def test_every_command_is_known_to_work(sandbox, monkeypatch, capsys):
+BLOCKS = [(path, number, block) for path in DOCUMENTS for number, block in enumerate(blocks(path, "bash"), 1)]
+
+
+@pytest.fixture(scope="module")
+def started():
+    """What the blocks start and later blocks use: serve.py processes, by their flags ({flags: (process, its
+    address)}, the newest last, which a curl line below asks). Whatever is still running at the end is stopped."""
+    serves = {}
+    yield serves
+    for process, _ in serves.values():
+        stop(process)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("path, number, block", BLOCKS, ids=[f"{p.name}:{n}" for p, n, _ in BLOCKS])
+def test_command_block_works(path, number, block, sandbox, started, monkeypatch, capsys):
+    """Each ```bash block of the documents, its commands in order (one test per block, so each failure is named)."""
     monkeypatch.chdir(sandbox)
     fetched = []
     monkeypatch.setattr(download, "multi30k", lambda args: fetched.append(args.dataset))
     monkeypatch.setattr(download, "iwslt2016", lambda args: fetched.append(args.dataset))
-    ran, parsed, servers = [], [], []
-    serves = {}  # serve.py's flags -> (its process, its address), the newest started last
-    try:
-        check_commands(sandbox, ran, parsed, servers, serves, fetched)
-    finally:
-        stopped = {argv: stop(process) for argv, (process, _) in serves.items()}
-    assert stopped and all(code == 0 for code in stopped.values()), stopped  # SIGTERM ends serve.py cleanly
-    out = capsys.readouterr().out
-    for server, port in servers:
-        check_tensorboard(server, port)
-    assert len(ran) >= 14 and len(parsed) >= 8, (ran, parsed)
+    for line, words in commands(block):
+        check_command(path, line, words, sandbox, started, fetched)
+        if words[:2] == ["python", "translate.py"] and "--nbest" in words:
+            assert " ||| " in capsys.readouterr().out, line
 
-    # what the commands that ran left behind
+
+@pytest.mark.e2e
+def test_the_services_end_cleanly_and_the_commands_left_what_they_promise(sandbox, started):
+    """After every block: each serve.py the documents started ends with exit code 0 on SIGTERM, and the files
+    the commands write are there."""
+    assert started, "no document starts serve.py"
+    stopped = {argv: stop(process) for argv, (process, _) in started.items()}
+    started.clear()
+    assert all(code == 0 for code in stopped.values()), stopped
     english = (sandbox / "english.txt").read_text(encoding="utf-8").splitlines()
     assert len(english) == 3 and english[1] == ""  # a line per input line; the empty one stays empty
     assert (sandbox / "exported" / "saved_model.pb").exists()
     assert (sandbox / "attention.png").stat().st_size > 0 and (sandbox / "layer1.png").stat().st_size > 0
     assert any(p.name.endswith("_avg3_beam4") for p in (sandbox / "results").iterdir())
-    assert " ||| " in out  # --nbest
     assert any(p.name.endswith("_ens3_beam4") for p in (sandbox / "results").iterdir())
     assert len((sandbox / "synthetic.en").read_text(encoding="utf-8").splitlines()) == 12
     scores = (sandbox / "scores.tsv").read_text(encoding="utf-8").splitlines()
     assert len(scores) == 12 and all(float(line.split("\t")[0]) < 0 for line in scores)
 
-    # the Python example of loading the SavedModel, as written
+
+@pytest.mark.e2e
+def test_the_python_example_of_loading_the_savedmodel(sandbox):
+    """The Python example of loading the SavedModel, as written, on the model the sandbox exports."""
+    if not (sandbox / "exported" / "saved_model.pb").exists():  # the export is a command of the documents
+        export.main(["--out", str(sandbox / "exported"), "--logdir", str(sandbox / "logdir"),
+                     "--vocab_dir", str(sandbox / "preprocessed")])
     [example] = [b for path in DOCUMENTS for b in blocks(path, "python") if "saved_model.load" in b]
     result = subprocess.run([sys.executable, "-c", example], cwd=sandbox, capture_output=True, text=True)
     assert result.returncode == 0 and "tf.Tensor(" in result.stdout, result.stderr[-2000:]
 
 
-def check_commands(sandbox, ran, parsed, servers, serves, fetched):
-    """Runs or checks every command of the documents, in order, noting each in ran or parsed."""
-    for path in DOCUMENTS:
-        for line, words in commands(path):
-            while re.fullmatch(r"[A-Z_]+=.*", words[0]):  # VAR=value python ...: only the command is checked
-                words.pop(0)
-            if words[:2] == ["python", "-m"]:  # python -m benchmarks.bench: the file benchmarks/bench.py
-                words = ["python", words[2].replace(".", "/") + ".py", *words[3:]]
-            if SETUP.match(line):
-                continue
-            elif words[0] == "make":
-                result = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), *words[1:]], cwd=sandbox,
-                                        capture_output=True, text=True)
-                assert result.returncode == 0 and "train.py" in result.stdout, (line, result.stderr)
-            elif words[0] == "tensorboard":
-                servers.append(start_tensorboard(words, sandbox))  # asked for the tags at the end
-                ran.append(line)
-            elif words[0] == "curl":
-                ran.append(ask_serve(words, list(serves.values())[-1][1]))
-            elif words[1] == "serve.py" and not OTHER_DATA & set(words):
-                start_serve(tuple(words[2:]), serves, sandbox)
-                ran.append(line)
-            elif words[:2] == ["python", "download.py"]:
-                download.main(words[2:])
-                assert fetched.pop() in ("multi30k", "iwslt2016")
-            elif {"|", ">"} & set(words):
-                path = f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"  # the venv's python first
-                shell = subprocess.run(["bash", "-c", line], cwd=sandbox, capture_output=True, text=True,
-                                       env={**os.environ, "PATH": path})
-                assert shell.returncode == 0, (line, shell.stderr[-2000:])
-                ran.append(line)
-            else:
-                assert words[0] == "python" and words[1] in SCRIPTS, f"{path.name}: no check for {line!r}"
-                module, add_flags = SCRIPTS[words[1]]
-                argv = words[2:]
-                if words[1] in SLOW or OTHER_DATA & {w.split("=")[0] for w in argv}:
-                    explicit, _ = cli.parse_args(argv, description="", add_arguments=add_flags)
-                    hyperparams.Hyperparams(**explicit)  # the values are valid together
-                    parsed.append(line)
-                else:
-                    module.main(argv)
-                    ran.append(line)
+def check_command(path, line, words, sandbox, serves, fetched):
+    """Runs or checks one command of a document."""
+    while re.fullmatch(r"[A-Z_]+=.*", words[0]):  # VAR=value python ...: only the command is checked
+        words.pop(0)
+    if words[:2] == ["python", "-m"]:  # python -m benchmarks.bench: the file benchmarks/bench.py
+        words = ["python", words[2].replace(".", "/") + ".py", *words[3:]]
+    if SETUP.match(line):
+        return
+    if words[0] == "make":
+        result = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), *words[1:]], cwd=sandbox,
+                                capture_output=True, text=True)
+        assert result.returncode == 0 and "train.py" in result.stdout, (line, result.stderr)
+    elif words[0] == "tensorboard":
+        check_tensorboard(*start_tensorboard(words, sandbox))
+    elif words[0] == "curl":
+        assert serves, f"{line!r}: no serve.py was started above it"
+        ask_serve(words, list(serves.values())[-1][1])
+    elif words[1] == "serve.py" and not OTHER_DATA & set(words):
+        start_serve(tuple(words[2:]), serves, sandbox)
+    elif words[:2] == ["python", "download.py"]:
+        download.main(words[2:])
+        assert fetched.pop() in ("multi30k", "iwslt2016")
+    elif {"|", ">"} & set(words):
+        path_variable = f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"  # the venv's python first
+        shell = subprocess.run(["bash", "-c", line], cwd=sandbox, capture_output=True, text=True,
+                               env={**os.environ, "PATH": path_variable})
+        assert shell.returncode == 0, (line, shell.stderr[-2000:])
+    else:
+        assert words[0] == "python" and words[1] in SCRIPTS, f"{path.name}: no check for {line!r}"
+        module, add_flags = SCRIPTS[words[1]]
+        argv = words[2:]
+        if words[1] in SLOW or OTHER_DATA & {w.split("=")[0] for w in argv}:  # only parsed
+            explicit, _ = cli.parse_args(argv, description="", add_arguments=add_flags)
+            hyperparams.Hyperparams(**explicit)  # the values are valid together
+        else:
+            module.main(argv)
 
 
 def start_tensorboard(words, sandbox):
@@ -247,7 +263,6 @@ def ask_serve(words, address):
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["translations"] and len(answer["nbest"][0]) == 2
-    return " ".join(words)
 
 
 def slug(heading):

@@ -130,8 +130,9 @@ def test_train_refuses_shards_without_the_samples_it_asks_for(corpus, tmp_path):
     prepro.main(mine)
     with pytest.raises(UserError, match=r"hold no segmentations sampled with --subword_alpha 0.1 --subword_nbest 0; "
                                         r"run prepro.py with these settings"):
-        shards.checked_shards(settings(mine + SAMPLING), {k: shards.shard_manifest(settings(mine))[k]
-                                                          for k in ("corpus_sha256", "vocab_sha256", "vocab_type")})
+        manifest = shards.shard_manifest(settings(mine))
+        shards.check_shards(settings(mine + SAMPLING), manifest,
+                            {k: manifest[k] for k in ("corpus_sha256", "vocab_sha256", "vocab_type")})
     with pytest.raises(UserError, match="--subword_alpha samples subword pieces; it needs --vocab_type subword"):
         Hyperparams(subword_alpha=0.1)
     with pytest.raises(UserError, match="--subword_nbest must be 0 .all segmentations. or at least 2, got 1"):
@@ -144,6 +145,7 @@ def weights(logdir):
     return {n: reader.get_tensor(n) for n in names}
 
 
+@pytest.mark.e2e
 def test_a_run_stopped_mid_epoch_resumes_to_the_weights_of_one_that_was_not(corpus, tmp_path, capsys):
     _, flags = corpus
     run = flags + SAMPLING + TINY_MODEL + ["--batch_tokens", "128", "--num_epochs", "2"]

@@ -5,6 +5,8 @@ import score
 import translate
 from messages import UserError
 
+pytestmark = pytest.mark.e2e  # every test here trains a model or starts a process
+
 
 def test_scores_are_the_log_probabilities_beam_search_ranks_by(controls_corpus, averaged_model, tmp_path):
     directory, _ = controls_corpus

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import checkpoints
-import data_load
+import shapes
 import eval as evaluate
 import hyperparams
 import prepro
@@ -60,7 +60,7 @@ def test_the_vocab_is_reproducible_and_round_trips_raw_text(corpus, tmp_path):
     sentences = [s for pair in train_pairs[:200] for s in pair]
     ids = src.encode(sentences)
     assert all(row[-1] == vocab.EOS and min(row) > vocab.BOS for row in ids)  # no specials inside
-    assert src.decode(data_load.pad(ids, max(map(len, ids)))) == sentences  # punctuation, digits, case kept
+    assert src.decode(shapes.pad(ids, max(map(len, ids)))) == sentences  # punctuation, digits, case kept
     assert src.encode([]) == [] and src.decode([]) == [] and src.decode([[vocab.EOS]]) == [""]
 
 
@@ -75,6 +75,7 @@ print(json.dumps({"ids": ids, "text": subword.decode([row[:-1] for row in ids]),
 """
 
 
+@pytest.mark.e2e
 def test_the_scripts_split_text_as_an_exported_model_does_without_loading_tensorflow_text(corpus):
     directory, _, train_pairs, _ = corpus
     lines = [s for pair in train_pairs[:50] for s in pair] + [
@@ -121,6 +122,7 @@ def trained(corpus):
     return corpus, printed.getvalue()
 
 
+@pytest.mark.e2e
 def test_a_subword_model_learns_and_is_scored_on_raw_text(trained):
     (directory, flags, _, test_pairs), printed = trained
     logdir = directory / "logdir"
@@ -164,6 +166,7 @@ def test_a_subword_model_learns_and_is_scored_on_raw_text(trained):
     assert scores["sacrebleu"] > 60 and scores["sacrebleu_lowercase"] >= scores["sacrebleu"]
 
 
+@pytest.mark.e2e
 def test_averaging_checkpoints_averages_their_weights(trained):
     (directory, flags, _, _), _ = trained
     hp = hyperparams.for_evaluation(parse_args(flags, description="")[0])
@@ -194,6 +197,7 @@ def test_a_missing_or_broken_subword_model_is_a_clear_error(tmp_path):
         vocab.load_vocabs(hp)
 
 
+@pytest.mark.e2e
 def test_the_exported_subword_model_translates_raw_text_as_translate_does(trained, tmp_path):
     import export
     import engines

@@ -23,6 +23,7 @@ from conftest import (ROOT, SESSION_BATCH, SESSION_STEPS, TINY_MODEL, corpus_fla
 from messages import UserError
 
 
+@pytest.mark.e2e
 def test_max_steps_ends_training_mid_epoch(controls_corpus, capsys):
     directory, flags = controls_corpus
     flags = with_logdir(flags, directory / "steps") + ["--num_epochs", "5", "--max_steps", "7"]
@@ -33,6 +34,7 @@ def test_max_steps_ends_training_mid_epoch(controls_corpus, capsys):
     assert "has reached --max_steps 7; raise it to train on" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_patience_stops_training_when_dev_bleu_stops_rising(controls_corpus, capsys):
     directory, flags = controls_corpus
     dev = ["--source_dev", str(directory / "test.de"), "--target_dev", str(directory / "test.en")]
@@ -46,6 +48,7 @@ def test_patience_stops_training_when_dev_bleu_stops_rising(controls_corpus, cap
     assert "training stopped early: no better dev BLEU in 2 evaluations" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_resume_continues_epoch_and_global_step(trained_model):
     _, flags = trained_model
     steps = SESSION_STEPS
@@ -62,6 +65,7 @@ def test_resume_continues_epoch_and_global_step(trained_model):
     assert max(points["mean_loss"]) == 2 * steps
 
 
+@pytest.mark.e2e
 def test_same_seed_same_weights(trained_model, tmp_path):
     _, flags = trained_model
     weights = []
@@ -77,6 +81,7 @@ def test_same_seed_same_weights(trained_model, tmp_path):
         assert (weights[0][name] == weights[1][name]).all(), name
 
 
+@pytest.mark.e2e
 def test_settings_are_saved_with_the_model(trained_model):
     _, flags = trained_model
     saved = json.load(open(os.path.join(flags[flags.index("--logdir") + 1], "hparams.json")))
@@ -84,12 +89,14 @@ def test_settings_are_saved_with_the_model(trained_model):
     assert saved["command"][0] == "train.py" and saved["command"][-2:] == ["--num_epochs", "2"]
 
 
+@pytest.mark.e2e
 def test_train_without_vocab_says_to_run_prepro(trained_model, tmp_path):
     _, flags = trained_model
     with pytest.raises(UserError, match="de.vocab.tsv not found; run prepro.py first"):
         train.main(flags + TINY_MODEL + ["--vocab_dir", str(tmp_path / "none"), "--logdir", str(tmp_path)])
 
 
+@pytest.mark.e2e
 def test_training_with_length_buckets(tmp_path):
     flags = corpus_flags(tmp_path, toy_pairs(120, seed=1), toy_pairs(10, seed=2)) + ["--maxlen", "10"]
     prepro.main(flags)
@@ -105,6 +112,7 @@ def checkpoint_files(logdir):
     return sorted(n for n in os.listdir(logdir) if n.startswith("model_") or n == "checkpoint")
 
 
+@pytest.mark.e2e
 def test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(small_corpus, tmp_path):
     flags = small_corpus
     logdir = tmp_path / "logdir"
@@ -204,6 +212,7 @@ def test_interrupted_run_resumes_to_the_same_weights(interrupt_corpus, uninterru
         np.testing.assert_array_equal(weights[key], expected[key], err_msg=key)
 
 
+@pytest.mark.e2e
 def test_tiny_model_learns_to_translate_and_reverse(tmp_path):
     # English = the German number words translated one by one, in reverse order;
     # held-out test sentences never occur in training.
@@ -228,6 +237,7 @@ def test_tiny_model_learns_to_translate_and_reverse(tmp_path):
     assert float(re.search(r"Bleu Score = (\S+)\n\Z", beam)[1]) >= bleu - 1
 
 
+@pytest.mark.e2e
 def test_resuming_with_another_shape_corpus_or_vocab_is_refused(tmp_path, capsys, monkeypatch):
     import prepro
     import train

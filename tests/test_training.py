@@ -18,6 +18,8 @@ from conftest import ROOT, SMALL, TWO_SRC, TWO_TGT, fresh_model, random_pairs, t
 from hyperparams import Hyperparams
 from model import build_model, shift_right
 from modules import loss_and_accuracy, rdrop_kl
+
+pytestmark = pytest.mark.e2e  # optimizer steps of a model: training, if a tiny one
 from optimizer import make_optimizer
 from training import TrainStep
 from vocab import PAD

@@ -12,6 +12,8 @@ import translate
 from conftest import ROOT, fails, write_lines
 from messages import UserError
 
+pytestmark = pytest.mark.e2e  # every test here trains a model or starts a process
+
 
 @pytest.fixture(scope="module")
 def trained(trained_model, session_translations):

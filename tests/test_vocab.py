@@ -20,7 +20,9 @@ def test_vocab_loading_applies_min_cnt(tmp_path):
 def test_a_broken_vocab_source_record_says_what_to_run(tmp_path, record):
     from hyperparams import Hyperparams
     (tmp_path / vocab.VOCAB_MANIFEST).write_text(record)
+    for name in (vocab.SRC_VOCAB, vocab.TGT_VOCAB):
+        (tmp_path / name).write_text("")
     hp = Hyperparams(vocab_dir=str(tmp_path), source_train=write_lines(tmp_path / "a.de", ["x"]),
                      target_train=write_lines(tmp_path / "a.en", ["y"]))
     with pytest.raises(UserError, match=r"corpus.json is damaged \(.*\); run prepro.py again"):
-        vocab.check_vocab_source(hp, "0" * 64)
+        vocab.open_vocabs(hp)
