@@ -73,6 +73,22 @@ def test_attention_has_every_layer_and_head(served):
     assert status == 200 and forced["target"] == ["<S>", "one", "two"]
 
 
+ATTENTION_BAD = [
+    ({"text": "123 !!! ..."}, 422, "text", "empty once cleaned"),
+    ({"text": "eins " * 30}, 413, "text", "31 tokens, more than the 20"),
+    ({"text": "eins", "translation": "one " * 30}, 413, "translation", "31 tokens, more than the 20"),
+    ({"text": "eins", "translation": 3}, 422, "translation", "must be a string"),
+]
+
+
+@pytest.mark.parametrize("body, status, field, words", ATTENTION_BAD, ids=[b[3] for b in ATTENTION_BAD])
+def test_attention_checks_its_request_before_the_model_thread_as_translate_does(served, body, status, field, words):
+    server, _, _ = served
+    got, answer, _ = post(server.url + "/attention", body)
+    assert got == status and answer["field"] == field and words in answer["error"], answer
+    assert get(server.url + "/health")[0] == 200
+
+
 BAD = [
     (None, b'{"text": "eins"', 400, None, "not JSON"),
     (None, b'{"text": "Gr\xfc\xdfe"}', 400, None, "not UTF-8"),
