@@ -26,14 +26,13 @@ checks the log-probabilities to 1e-4):
   found by ours, as our beam search does (docs/benchmarks.md compares that with
   its own penalty on the dev split).
 """
-import json
 import os
 
 import numpy as np
 
 import vocab
 from engine import Engine, decode_limit
-from files import file_digest, read_record
+from files import file_digest, parse_json, read_record
 from hyperparams import Hyperparams, for_evaluation
 from messages import UserError
 
@@ -85,7 +84,7 @@ def settings(directory, explicit, record=None):
 
 def _tokens(path):
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        return parse_json(f.read())
 
 
 def load_vocabs(directory, hp):

@@ -210,6 +210,40 @@ def shape_problem(value, shape, where="the file"):
     return None
 
 
+MAX_JSON_DEPTH = 32  # of every JSON document the project reads: its own records, requests, benchmark lines
+
+
+class TooDeep(ValueError):
+    """JSON whose arrays and objects nest more than MAX_JSON_DEPTH deep."""
+
+
+def parse_json(text):
+    """JSON text (str or UTF-8 bytes) -> its value; ValueError if it is not JSON or nests arrays and objects
+    more than MAX_JSON_DEPTH deep (Python's parser would otherwise recurse until RecursionError)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        value = None
+        deep = True
+    else:
+        deep = _depth(value) > MAX_JSON_DEPTH
+    if deep:
+        raise TooDeep(f"nested more than {MAX_JSON_DEPTH} levels deep")
+    return value
+
+
+def _depth(value):
+    """How deep arrays and objects nest in a parsed JSON value (a scalar: 0), without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            todo.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def read_record(path, shape, fix=None):
     """The JSON record in `path` if it has `shape`, or None if there is no such file.
 
@@ -221,8 +255,10 @@ def read_record(path, shape, fix=None):
         return None
     try:
         with open(path, encoding="utf-8") as f:
-            record = json.load(f)
+            record = parse_json(f.read())
         problem = shape_problem(record, shape)
+    except TooDeep as e:
+        problem = str(e)
     except (OSError, ValueError) as e:  # a directory, unreadable, not UTF-8, not JSON
         problem = getattr(e, "strerror", None) or f"not JSON: {str(e)[:80]}"
     if problem is None:

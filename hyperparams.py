@@ -105,7 +105,7 @@ class Hyperparams:
     min_cnt: int = 20  # word only: words seen fewer times become <UNK> (the original: 20)
     vocab_sample: int = 500000  # subword only: SentencePiece learns from a seeded random sample of this many sentences
     shard_pairs: int = 100000  # prepro writes the training ids in shards of this many pairs; workers split the shards
-    subword_alpha: float = 0.0  # subword only: each epoch trains on pieces sampled with this smoothing (smaller: more varied); 0 = off
+    subword_alpha: float = 0.0  # subword only: sample each epoch's pieces with this alpha (lower: more varied); 0 = off
     subword_nbest: int = 64  # with subword_alpha: sample among each sentence's N best segmentations; 0 = among all
     maxlen: int = 10  # T: max tokens per sentence incl. </S>; longer pairs are dropped (original: 10)
 

@@ -167,3 +167,13 @@ def evaluation_pairs(hp, src_vocab, tgt_vocab, keep_all=False, split="test"):
             raise UserError(f"no {split} pair in {getattr(hp, flags[0])} fits --maxlen {hp.maxlen}; "
                             "pass --all to evaluate every sentence")
     return sources, references
+
+
+def unicode_problem(text):
+    """Why `text` is not Unicode text that UTF-8 can hold, in a few words, or None: a lone UTF-16 surrogate, as
+    JSON's "\\ud800" gives, or as Python decodes a command-line argument's bytes that are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"a lone surrogate, U+{ord(text[e.start]):04X}, at character {e.start + 1}"
+    return None

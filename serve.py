@@ -27,7 +27,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import json
 import logging
 import signal
 import time
@@ -38,7 +37,9 @@ import engines
 import serving.page
 from serving.batching import Batcher, QueueFull
 from cli import parse_args, run
+from files import TooDeep, parse_json
 from messages import UserError
+from readers import unicode_problem
 
 # The settings serve.py reads (--help lists these; the model's own come from hparams.json or export.json)
 SETTINGS = ("logdir", "vocab_dir", "seed", "decode_extra", "decode_maxlen", "beam_size", "length_penalty",
@@ -113,6 +114,10 @@ class Service:
             raise BadRequest(422, "text", "must be a non-empty string")
         if not isinstance(body.get("translation", ""), str):  # (an empty translation is one)
             raise BadRequest(422, "translation", "must be a string")
+        for field in ("text", "translation"):
+            problem = unicode_problem(body.get(field, ""))
+            if problem:
+                raise BadRequest(422, field, f"is not valid Unicode ({problem}); send UTF-8 text")
         if len(body["text"]) + len(body.get("translation", "")) > self.args.max_chars:
             raise BadRequest(413, "text", f"is longer than --max_chars {self.args.max_chars}", self.args.max_chars)
         if not hasattr(self.engine, "attention"):
@@ -183,6 +188,8 @@ class Service:
                 raise BadRequest(422, where, "must be a string")
             if not sentence.strip():
                 raise BadRequest(422, where, "is empty; give a German sentence")
+            if unicode_problem(sentence):
+                raise BadRequest(422, where, f"is not valid Unicode ({unicode_problem(sentence)}); send UTF-8 text")
         if sum(map(len, sentences)) > args.max_chars:
             raise BadRequest(413, "text", f"has {sum(map(len, sentences)):,} characters, more than --max_chars "
                              f"{args.max_chars}", args.max_chars)
@@ -236,9 +243,11 @@ async def read_json(request, limit):
         if len(body) > limit:
             raise BadRequest(413, None, f"the body is larger than {limit:,} bytes (--max_chars allows)", limit)
     try:
-        return json.loads(body.decode("utf-8"))
+        return parse_json(body.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise BadRequest(400, None, f"the body is not UTF-8 (byte {e.start}); send UTF-8 JSON") from None
+    except TooDeep as e:
+        raise BadRequest(400, None, f"the body's JSON is {e}; send a flat JSON object") from None
     except ValueError as e:
         raise BadRequest(400, None, f"the body is not JSON ({e}); send a JSON object") from None
 

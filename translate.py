@@ -85,6 +85,10 @@ def main(argv):
         raise UserError(f"--nbest must be at least 1, got {args.nbest}")
     if args.output and not args.input:
         raise UserError("--output needs --input FILE (otherwise the translations go to stdout)")
+    for number, sentence in enumerate(args.sentences, 1):  # bytes that are not UTF-8 come as lone surrogates
+        problem = readers.unicode_problem(sentence)
+        if problem:
+            raise UserError(f"argument {number} is not valid UTF-8 ({problem}); pass UTF-8 text")
     if args.input and args.sentences:
         raise UserError("give sentences as arguments or --input FILE, not both")
     if args.input and not os.path.isfile(args.input):

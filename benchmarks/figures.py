@@ -13,7 +13,6 @@ measure when a file holds several): training target tokens/s, decoding
 sentences/s in one call of many sentences, and ms per sentence one at a time.
 """
 import glob
-import json
 import os
 import sys
 
@@ -23,7 +22,7 @@ if __package__ in (None, ""):  # run as a file: the pipeline's modules are one f
 from cli import Parser, run
 import plotting
 from benchmarks import charts
-from files import write_atomic
+from files import parse_json, write_atomic
 from messages import UserError
 
 def add_flags(parser):
@@ -58,10 +57,14 @@ def read_records(labelled):
             raise UserError(f"--bench {item}: give LABEL=FILE, e.g. --bench \"ours bf16=decode.jsonl\"")
         try:
             with open(path, encoding="utf-8") as f:
-                lines = [json.loads(line) for line in f if line.strip()]
+                lines = [(number, parse_json(line)) for number, line in enumerate(f, 1) if line.strip()]
         except (OSError, ValueError) as e:
             raise UserError(f"{path}: not a file of JSON lines ({getattr(e, 'strerror', None) or e}); pass bench.py's "
                             "output") from None
+        for number, record in lines:
+            if not isinstance(record, dict):
+                raise UserError(f"{path}:{number}: not a JSON object; pass bench.py's output, one object a line")
+        lines = [record for _, record in lines]
         records += [{**record, "label": label if len(lines) == 1 else f"{label}: {record.get('measure', i)}"}
                     for i, record in enumerate(lines)]
     return records

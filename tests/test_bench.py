@@ -8,6 +8,8 @@ import pytest
 
 from conftest import ROOT
 
+BENCH = str(ROOT / "benchmarks" / "bench.py")
+
 
 def test_synthetic_pairs_have_the_promised_lengths():
     from benchmarks import timing
@@ -20,7 +22,7 @@ def test_synthetic_pairs_have_the_promised_lengths():
 
 @pytest.mark.e2e
 def test_bench_refuses_an_unknown_measure(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--measures", "train_fast"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, BENCH, "--measures", "train_fast"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown --measures train_fast" in result.stderr
 
@@ -44,7 +46,7 @@ def test_bench_prints_one_json_line_per_measure(tmp_path):
     argv = flags + ["--corpus", "--hidden_units", "32", "--num_blocks", "1", "--num_heads", "2", "--maxlen", "10",
                     "--batch_size", "8", "--batch_tokens", "40", "--train_steps", "2", "--untimed_steps", "1",
                     "--sentences", "4", "--decode_len", "6"]
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), *argv], cwd=tmp_path,
+    result = subprocess.run([sys.executable, BENCH, *argv], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     records = [json.loads(line) for line in result.stdout.splitlines()]  # stdout holds JSON only
@@ -66,7 +68,7 @@ def test_train_preset_runs_train_py_and_reports_its_epochs_and_memory(tmp_path):
     tiny = ["--vocab_type", "word", "--share_embeddings", "false", "--hidden_units", "16", "--num_blocks", "1",
             "--num_heads", "2", "--maxlen", "10", "--batch_tokens", "60", "--mixed_precision", "none",
             "--dev_eval", "false"]
-    argv = [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--measures", "train_preset", "--preset", "multi30k_cpu",
+    argv = [sys.executable, BENCH, "--measures", "train_preset", "--preset", "multi30k_cpu",
             *flags, *tiny, "--preset_epochs", "2"]
     result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stdout == ""  # no vocab yet: train.py's own one-line error
@@ -89,7 +91,7 @@ def test_decode_measures_of_both_engines_beam_search_and_latency(tmp_path):
     tiny = ["--hidden_units", "32", "--num_blocks", "1", "--num_heads", "2", "--maxlen", "10", "--decode_len", "6"]
     measures = ["--measures", "decode_cached,decode_ct2_float32,decode_ct2_int8"]
     for extra in (["--beam_size", "2", "--sentences", "5"], ["--sentences", "1", "--latency_sentences", "3"]):
-        result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), *tiny, *measures, *extra], cwd=tmp_path,
+        result = subprocess.run([sys.executable, BENCH, *tiny, *measures, *extra], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
         records = [json.loads(line) for line in result.stdout.splitlines()]

@@ -4,6 +4,7 @@ import pytest
 
 import engine
 from hyperparams import Hyperparams
+from messages import UserError
 from vocab import EOS, WordVocab
 
 WORDS = WordVocab(["<PAD>", "<UNK>", "<S>", "</S>", "eins", "zwei", "drei"])
@@ -33,7 +34,8 @@ def test_lines_come_back_in_order_in_batches_of_batch_size_empty_ones_empty():
     fake = Echo()
     lines = ["eins", "", "zwei drei", "123 !!!", "drei", "eins eins", "zwei", "  "]  # "123 !!!" is empty once refined
     results = fake(lines)
-    assert [hypotheses[0][0] for hypotheses in results] == ["eins", "", "zwei drei", "", "drei", "eins eins", "zwei", ""]
+    assert [hypotheses[0][0] for hypotheses in results] == ["eins", "", "zwei drei", "", "drei", "eins eins", "zwei",
+                                                            ""]
     assert [len(batch) for batch in fake.calls] == [3, 2]  # 5 lines with words, 3 per call, the last call partial
     assert results[1] == [("", 0.0)]
     assert results[2] == [("zwei drei", -3.0)]  # the score of the row with </S>
@@ -53,6 +55,16 @@ def test_nbest_lists_keep_their_order_and_variants_change_only_their_settings():
     other = fake.variant(nbest=3, beam_size=5)
     assert other.hp.beam_size == 5 and other.nbest == 3 and other.hp.batch_size == 3
     assert fake.hp.beam_size == 1 and fake.nbest == 2  # the engine it came from is unchanged
+
+
+def test_text_that_is_not_unicode_is_refused_with_its_line_number_before_any_call():
+    fake = Echo()
+    with pytest.raises(UserError, match=r"line 3 is not valid Unicode text \(a lone surrogate, U\+DCFF, at "
+                                        r"character 6\); give UTF-8 text"):
+        fake(["eins", "zwei", "eins \udcff zwei"])
+    with pytest.raises(UserError, match="line 2 is not valid Unicode text"):
+        fake.score(["eins", "eins"], ["one", "\ud800"])
+    assert fake.calls == []
 
 
 def test_a_line_too_long_is_refused_with_its_line_number_before_any_call():

@@ -12,7 +12,7 @@ import pytest
 import files
 import hyperparams
 from conftest import fails, write_lines
-from files import read_record, remove_orphans, shape_problem, write_atomic, write_files
+from files import parse_json, read_record, remove_orphans, shape_problem, write_atomic, write_files
 from hyperparams import Hyperparams
 from messages import UserError
 
@@ -108,10 +108,21 @@ def test_record_shapes(value, problem):
     assert found == problem if problem is None else found.startswith(problem)
 
 
+def test_json_nested_as_deep_as_allowed_is_read_and_deeper_is_refused():
+    assert parse_json("[" * 32 + "]" * 32) == eval("[" * 32 + "]" * 32)
+    assert parse_json('{"a": [1, {"b": 2}]}') == {"a": [1, {"b": 2}]}
+    for text in ("[" * 33 + "]" * 33, "[" * 20000, "[" * 20000 + "]" * 20000):
+        with pytest.raises(ValueError, match="nested more than 32 levels deep|Expecting"):
+            parse_json(text)
+
+
 def test_a_damaged_record_is_one_line_or_taken_for_absent(tmp_path):
     path = tmp_path / "record.json"
     assert read_record(str(path), {"a": int}, fix="run it again") is None  # no file
-    for text, why in (("{", "not JSON"), ('{"a": "1"}', "a is not an integer"), ("\xff", "not JSON")):
+    too_deep = "[" * 100000 + "]" * 100000  # deeper than Python's parser can go: no RecursionError
+    for text, why in (("{", "not JSON"), ('{"a": "1"}', "a is not an integer"), ("\xff", "not JSON"),
+                      (too_deep, "nested more than 32 levels deep"), ('{"a": ' + "[" * 33 + "]" * 33 + "}",
+                                                                        "nested more than 32 levels deep")):
         path.write_bytes(text.encode("latin-1"))
         with pytest.raises(UserError, match=rf"record.json is damaged \({why}.*\); run it again"):
             read_record(str(path), {"a": int}, fix="run it again")

@@ -78,6 +78,7 @@ ATTENTION_BAD = [
     ({"text": "eins " * 30}, 413, "text", "31 tokens, more than the 20"),
     ({"text": "eins", "translation": "one " * 30}, 413, "translation", "31 tokens, more than the 20"),
     ({"text": "eins", "translation": 3}, 422, "translation", "must be a string"),
+    ({"text": "Hallo \ud800"}, 422, "text", "not valid Unicode (a lone surrogate, U+D800"),
 ]
 
 
@@ -98,6 +99,9 @@ BAD = [
     ({"text": "eins", "colour": "red"}, None, 422, "colour", "not a field"),
     ({"beam_size": 2}, None, 422, "text", "missing"),
     ({"text": "   "}, None, 422, "text", "empty"),
+    ({"text": ["eins", "Hallo \ud800 Welt"]}, None, 422, "text[1]", "not valid Unicode (a lone surrogate, U+D800, at "
+                                                                     "character 7)"),
+    (None, b"[" * 5000 + b"]" * 500, 400, None, "nested more than 32 levels deep"),
     ({"text": []}, None, 422, "text", "empty list"),
     ({"text": ["eins"] * 9}, None, 413, "text", "--max_sentences 8"),
     ({"text": "eins " * 100}, None, 413, "text", "--max_chars 400"),

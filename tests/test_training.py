@@ -18,11 +18,13 @@ from conftest import ROOT, SMALL, TWO_SRC, TWO_TGT, fresh_model, random_pairs, t
 from hyperparams import Hyperparams
 from model import build_model, shift_right
 from modules import loss_and_accuracy, rdrop_kl
-
-pytestmark = pytest.mark.e2e  # optimizer steps of a model: training, if a tiny one
 from optimizer import make_optimizer
 from training import TrainStep
 from vocab import PAD
+
+BENCH = str(ROOT / "benchmarks" / "bench.py")
+
+pytestmark = pytest.mark.e2e  # optimizer steps of a model: training, if a tiny one
 
 
 def test_accumulated_batches_give_the_update_of_one_batch_holding_them_all():
@@ -169,7 +171,7 @@ def test_with_jit_a_run_compiles_once_per_batch_shape(tmp_path):
     argv = ["--measures", "train_bucketed", "--jit", "true", "--hidden_units", "16", "--num_blocks", "1",
             "--num_heads", "2", "--maxlen", "16", "--batch_size", "8", "--batch_tokens", "64",
             "--train_steps", "40", "--untimed_steps", "1"]
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), *argv], cwd=tmp_path,
+    result = subprocess.run([sys.executable, BENCH, *argv], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(result.stdout)

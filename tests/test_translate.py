@@ -40,6 +40,15 @@ def test_arguments_and_stdin(trained, capsys, monkeypatch):
     assert capsys.readouterr().out.splitlines() == [got[0], "", *got[1:5]]  # an empty line stays in its place
 
 
+def test_an_argument_that_is_not_utf8_is_one_line(trained):
+    _, flags, _ = trained
+    result = subprocess.run([sys.executable, str(ROOT / "translate.py"), *flags, "eins", b"Hund \xff\xfe Katze"],
+                            capture_output=True, timeout=300)
+    assert result.returncode == 2 and result.stdout == b""
+    assert result.stderr.decode().splitlines()[-1] == ("translate.py: error: argument 2 is not valid UTF-8 (a lone "
+                                                       "surrogate, U+DCFF, at character 6); pass UTF-8 text")
+
+
 def translate_refined(flags, sentence):
     """The in-process translation of one sentence, for comparison."""
     import hyperparams
