@@ -127,6 +127,7 @@ class CTranslate2Engine(Engine):
         self.src_vocab, self.tgt_vocab = load_vocabs(directory, hp)
         self.name = f"{record['name']}_ct2_{record.get('quantization', 'float32')}"
         self.checkpoints, self.vocab_sha256 = record["checkpoints"], record["vocab_sha256"]
+        self.check_limits()
         self.ids = {token: i for i, token in enumerate(self.tgt_vocab.tokens(range(self.tgt_vocab.size)))}
         # (its default of 4 threads on fewer cores slows it down: as many as this process may use)
         self.model = ctranslate2.Translator(directory, device="auto", intra_threads=threads or usable_cores())

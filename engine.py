@@ -88,6 +88,13 @@ class Engine(abc.ABC):
     def configure(self):
         """Called after hp or nbest changed (variant()): what depends on them is made again."""
 
+    def check_limits(self):
+        """Refuses settings beyond what the model can do, before it is ever called (each engine's constructor
+        calls it)."""
+        if self.hp.sampling_topk > self.tgt_vocab.size:
+            raise UserError(f"--sampling_topk {self.hp.sampling_topk} is more than the {self.tgt_vocab.size} words "
+                            f"this model can write; pass at most {self.tgt_vocab.size}")
+
     def encode_lines(self, lines, first_line=1):
         """Raw German lines -> for each, its ids ending in </S>, or None for a line empty once cleaned; a line
         too long to translate is refused (TooLong, naming its line number from first_line)."""

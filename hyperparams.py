@@ -35,6 +35,8 @@ VOCAB_TYPES = ("word", "subword")
 LR_SCHEDULES = ("constant", "paper", "paper_decay", "cosine")
 NORM_POSITIONS = ("post", "pre")
 
+MAX_BEAM = 64  # the widest beam (and the longest n-best list) any script or request may ask for
+
 # The allowed range of every numeric setting, as (words for the error, test).
 AT_LEAST_1 = ("at least 1", lambda v: v >= 1)
 NOT_NEGATIVE = ("0 or more (0 = off)", lambda v: v >= 0)
@@ -54,7 +56,7 @@ RANGES = {
     "keep_checkpoints": AT_LEAST_1, "save_every": NOT_NEGATIVE, "summary_every": AT_LEAST_1,
     "eval_every": NOT_NEGATIVE, "seed": ("in [0, 2^32)", lambda v: 0 <= v < 2 ** 32),
     "decode_extra": ("0 or more", lambda v: v >= 0), "decode_maxlen": NOT_NEGATIVE,
-    "beam_size": AT_LEAST_1, "length_penalty": NOT_NEGATIVE, "average_checkpoints": AT_LEAST_1,
+    "beam_size": (f"between 1 and {MAX_BEAM}", lambda v: 1 <= v <= MAX_BEAM), "length_penalty": NOT_NEGATIVE, "average_checkpoints": AT_LEAST_1,
     "sampling_topk": NOT_NEGATIVE, "sampling_temperature": POSITIVE, "subword_alpha": NOT_NEGATIVE,
     "subword_nbest": ("0 (all segmentations) or at least 2", lambda v: v == 0 or v >= 2),
 }

@@ -132,6 +132,7 @@ class TensorFlowEngine(engine.Engine):
         self.name, self.checkpoints, self.vocab_sha256 = ((trained.name, trained.checkpoints, trained.vocab_sha256)
                                                           if trained else ("", [], None))
         self._scorer = None  # compiled at the first score()
+        self.check_limits()
         self.configure()
 
     def configure(self):

@@ -28,6 +28,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import time
 
@@ -38,13 +39,15 @@ import serving.page
 from serving.batching import Batcher, QueueFull
 from cli import parse_args, run
 from files import TooDeep, parse_json
-from messages import UserError
+from hyperparams import MAX_BEAM
+from messages import UserError, note
 from readers import unicode_problem
 
 # The settings serve.py reads (--help lists these; the model's own come from hparams.json or export.json)
 SETTINGS = ("logdir", "vocab_dir", "seed", "decode_extra", "decode_maxlen", "beam_size", "length_penalty",
             "average_checkpoints", "preset")
 VARIANTS = 8  # decoding settings kept ready at once (each a traced decoder with the TensorFlow engine)
+MAX_WAIT_MS = 60000  # the longest --max_wait_ms: a minute
 log = logging.getLogger("serve")
 
 
@@ -145,7 +148,8 @@ class Service:
     async def health(self):
         """GET /health."""
         engine = self.engine
-        return {"status": "ok", "engine": engine.kind, "model": engine.name, "checkpoints": engine.checkpoints,
+        return {"status": "ok", "engine": engine.kind, "model": engine.name,
+                "checkpoints": [os.path.basename(path) for path in engine.checkpoints],  # names, not where they are
                 "vocab_sha256": engine.vocab_sha256, "queue": len(self.batcher.jobs),
                 "max_queue": self.args.max_queue, "decoder_calls": self.batcher.calls}
 
@@ -291,9 +295,14 @@ def make_app(service):
 
     app.post("/translate")(translate)
     app.post("/attention")(attention)
-    app.get("/health")(service.health)
-    app.get("/")(service.page)
+    app.api_route("/health", methods=["GET", "HEAD"])(service.health)  # uptime checkers send HEAD
+    app.api_route("/", methods=["GET", "HEAD"])(service.page)
     return app
+
+
+def address(host, port):
+    """The service's URL: an IPv6 address in brackets, as URLs write it (http://[::1]:8000)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def listening_socket(host, port):
@@ -317,8 +326,14 @@ def main(argv):
     for name in ("max_batch_tokens", "max_queue", "max_sentences", "max_chars", "max_beam_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.max_wait_ms < 0 or not 0 <= args.port < 65536:
-        raise UserError("--max_wait_ms must be 0 or more, and --port in [0, 65535]")
+    if args.max_beam_size > MAX_BEAM:
+        raise UserError(f"--max_beam_size must be at most {MAX_BEAM}, got {args.max_beam_size}")
+    if not 0 <= args.max_wait_ms <= MAX_WAIT_MS:  # (NaN fails this too; inf would never answer)
+        raise UserError(f"--max_wait_ms must be between 0 and {MAX_WAIT_MS:,}, got {args.max_wait_ms}")
+    if not 0 <= args.port < 65536:
+        raise UserError(f"--port must be in [0, 65535] (0: any free port), got {args.port}")
+    if args.ct2 is not None and "logdir" in explicit:
+        note(f"--logdir {explicit['logdir']} is not read: --ct2 {args.ct2} holds the model and its settings")
     hp = engines.settings(explicit, args)
     sock = listening_socket(args.host, args.port)
     import uvicorn
@@ -329,7 +344,7 @@ def main(argv):
     engine(["Hallo"])  # traces (TensorFlow) or loads the decoder now, not at the first request
     server = uvicorn.Server(uvicorn.Config(make_app(Service(engine, args)), log_config=None, access_log=False,
                                            timeout_graceful_shutdown=None))
-    log.info(f"serving {engine.name} ({engine.kind}) on http://{args.host}:{sock.getsockname()[1]}")
+    log.info(f"serving {engine.name} ({engine.kind}) on {address(args.host, sock.getsockname()[1])}")
     # uvicorn answers SIGTERM by finishing the requests in flight, then raises it again: it ends here, exit code 0
     signal.signal(signal.SIGTERM, lambda number, frame: None)
     server.run(sockets=[sock])

@@ -22,6 +22,7 @@ import engines
 import readers
 from cli import output, parse_args, run
 from files import write_atomic
+from hyperparams import MAX_BEAM
 from messages import UserError
 
 # The settings translate.py reads (--help lists these; the model's own come from hparams.json or export.json)
@@ -80,9 +81,9 @@ def interactive(translate, nbest):
 def main(argv):
     explicit, args = parse_args(argv, description=__doc__.splitlines()[0], settings=SETTINGS,
                                 add_arguments=add_translate_flags, epilog=cli.FROM_LOGDIR)
+    if not 1 <= args.nbest <= MAX_BEAM:  # the script's own flags first, before the model's settings are read
+        raise UserError(f"--nbest must be between 1 and {MAX_BEAM}, got {args.nbest}")
     hp = engines.settings(explicit, args)
-    if args.nbest < 1:
-        raise UserError(f"--nbest must be at least 1, got {args.nbest}")
     if args.output and not args.input:
         raise UserError("--output needs --input FILE (otherwise the translations go to stdout)")
     for number, sentence in enumerate(args.sentences, 1):  # bytes that are not UTF-8 come as lone surrogates
@@ -91,6 +92,8 @@ def main(argv):
             raise UserError(f"argument {number} is not valid UTF-8 ({problem}); pass UTF-8 text")
     if args.input and args.sentences:
         raise UserError("give sentences as arguments or --input FILE, not both")
+    if args.input and os.path.isdir(args.input):
+        raise UserError(f"--input {args.input} is a directory; pass the file of German sentences")
     if args.input and not os.path.isfile(args.input):
         raise UserError(f"{args.input} not found; pass an existing file to --input")
     if args.output and os.path.realpath(args.output) == os.path.realpath(args.input):

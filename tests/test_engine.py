@@ -100,3 +100,11 @@ def test_an_engine_must_define_what_it_computes():
 
     with pytest.raises(TypeError, match="token_log_probs"):
         Incomplete()
+
+
+def test_a_setting_beyond_what_the_model_can_do_is_refused_before_any_call():
+    fake = Echo(sampling_topk=8)  # the vocab has 7 words
+    with pytest.raises(UserError, match="--sampling_topk 8 is more than the 7 words this model can write; pass at "
+                                        "most 7"):
+        fake.check_limits()
+    Echo(sampling_topk=7).check_limits()

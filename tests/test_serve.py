@@ -73,6 +73,17 @@ def test_attention_has_every_layer_and_head(served):
     assert status == 200 and forced["target"] == ["<S>", "one", "two"]
 
 
+def test_head_requests_and_a_health_that_names_no_path(served):
+    import urllib.request
+
+    server, _, _ = served
+    for path in ("/", "/health"):  # uptime checkers send HEAD
+        with urllib.request.urlopen(urllib.request.Request(server.url + path, method="HEAD"), timeout=60) as r:
+            assert r.status == 200 and r.read() == b""
+    health = json.loads(get(server.url + "/health")[1])
+    assert health["checkpoints"] and not any("/" in name for name in health["checkpoints"])
+
+
 ATTENTION_BAD = [
     ({"text": "123 !!! ..."}, 422, "text", "empty once cleaned"),
     ({"text": "eins " * 30}, 413, "text", "31 tokens, more than the 20"),
