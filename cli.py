@@ -125,15 +125,35 @@ def parse_args(argv, *, description, settings=None, add_arguments=None, epilog=N
 
 def output(text):
     """Writes results to stdout (flushed): a full or failing stdout is a UserError, not a traceback."""
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        raise
-    except OSError as e:
-        _silence_stdout()
-        raise UserError(f"cannot write the results to stdout ({e.strerror or e}); free some space or "
-                        "redirect them elsewhere") from None
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+class GuardedStdout:
+    """sys.stdout while a script runs (run()): every write to it, print()'s too, turns a full or failing
+    stdout into a UserError; a reader that went away stays a BrokenPipeError, which run() ends quietly."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def _guarded(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            _silence_stdout()
+            raise UserError(f"cannot write the results to stdout ({e.strerror or e}); free some space or "
+                            "redirect them elsewhere") from None
+
+    def write(self, text):
+        return self._guarded(self.stream.write, text)
+
+    def flush(self):
+        return self._guarded(self.stream.flush)
+
+    def __getattr__(self, name):  # fileno, isatty, encoding, buffer, ...: the stream's own
+        return getattr(self.stream, name)
 
 
 def _silence_stdout():
@@ -165,6 +185,7 @@ def run(main):
     ignored: the script is only exiting.
     """
     script = os.path.basename(sys.argv[0])
+    original, sys.stdout = sys.stdout, GuardedStdout(sys.stdout)
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # from now on, Ctrl-C is a KeyboardInterrupt
@@ -184,6 +205,7 @@ def run(main):
         code = 1
     else:
         code = 0
+    sys.stdout = original
     if main_thread:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     if code:

@@ -98,12 +98,15 @@ def test_notes_go_to_stderr_and_a_full_stdout_is_one_line(trained_model, tmp_pat
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 2  # two lines in, two out
     assert err.startswith("note: --raw_weights changes nothing")
-    with open("/dev/full", "w") as full:
-        result = subprocess.run([sys.executable, str(ROOT / "translate.py"), *flags, "eins zwei"], cwd=tmp_path,
-                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
-    assert result.returncode == 2
-    assert result.stderr.splitlines() == ["translate.py: error: cannot write the results to stdout (No space left "
-                                          "on device); free some space or redirect them elsewhere"]
+    # every script's stdout, print()'s included, turns a full device into the same line (cli.GuardedStdout)
+    for script, argv in (("translate.py", [*flags, "eins zwei"]), ("eval.py", flags),
+                         ("prepro.py", [*flags, "--vocab_dir", str(tmp_path / "vocab")])):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([sys.executable, str(ROOT / script), *argv], cwd=tmp_path, stdout=full,
+                                    stderr=subprocess.PIPE, text=True, timeout=300)
+        assert result.returncode == 2, (script, result.stderr[-2000:])
+        assert result.stderr.splitlines()[-1] == (f"{script}: error: cannot write the results to stdout (No space "
+                                                  "left on device); free some space or redirect them elsewhere")
 
 
 @pytest.mark.e2e
