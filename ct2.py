@@ -40,7 +40,8 @@ QUANTIZATIONS = ("float32", "int8", "int8_float32", "int16")  # export.py --quan
 MARKER = "export.json"  # in every directory export.py writes: what it holds, and that --overwrite may replace it
 # export.json, as files.read_record checks it (both formats; "tokenizer" only in a CTranslate2 export)
 EXPORT_RECORD = {"written_by": str, "format": str, "name": str, "checkpoints": [str], "settings": dict,
-                 "vocab_sha256": (str, None), "quantization?": str, "positions?": int, "tokenizer?": {str: str}}
+                 "vocab_sha256": (str, None), "quantization?": str, "positions?": int, "tokenizer?": {str: str},
+                 "files?": {str: str}}
 
 
 def tokenizer_names(directory):
@@ -60,11 +61,13 @@ def export_record(directory, flag="--ct2"):
         raise UserError(f"{directory} holds no {MARKER}, so it is not an export of this project; {fix}")
     if record["written_by"] != "export.py" or record["format"] != "ctranslate2" or "tokenizer" not in record:
         raise UserError(f"{path} does not describe a CTranslate2 export (format {record['format']!r}); {fix}")
-    for name, digest in record["tokenizer"].items():
+    # every file of the export (exports of earlier versions list the tokenizer's files alone), model.bin too:
+    # a damaged, truncated or foreign model is refused here, not by CTranslate2 with a traceback
+    for name, digest in record.get("files", record["tokenizer"]).items():
         file = os.path.join(directory, name)
         if not os.path.isfile(file) or file_digest(file) != digest:
-            raise UserError(f"{file} is missing or is not the file {path} lists (the export was changed); "
-                            "export the model again")
+            raise UserError(f"{file} is missing or is not the file {path} lists (the export was changed or "
+                            "damaged); export the model again")
     for name in ("model.bin", "config.json"):
         if not os.path.isfile(os.path.join(directory, name)):
             raise UserError(f"{os.path.join(directory, name)} is missing; export the model again")

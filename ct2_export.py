@@ -86,7 +86,8 @@ def model_spec(model, hp, tokens, positions, epsilon):
 
 def write_export(spec, directory, quantization, tokenizer_files):
     """Writes the spec (quantized) and the tokenizer files into `directory` (it must not exist); returns
-    export.json's "tokenizer": {file name: sha256}."""
+    export.json's "tokenizer" and "files": {file name: sha256} of the tokenizer's files and of every file,
+    model.bin included, which ct2.export_record() checks before anything is loaded."""
     from ctranslate2.converters.converter import Converter
 
     class FromSpec(Converter):  # CTranslate2's own path: validate, quantize, save
@@ -96,4 +97,5 @@ def write_export(spec, directory, quantization, tokenizer_files):
     FromSpec().convert(directory, quantization=quantization)
     for path in tokenizer_files:
         shutil.copy(path, directory)
-    return {"tokenizer": {name: file_digest(os.path.join(directory, name)) for name in tokenizer_names(directory)}}
+    files = {name: file_digest(os.path.join(directory, name)) for name in sorted(os.listdir(directory))}
+    return {"tokenizer": {name: files[name] for name in tokenizer_names(directory)}, "files": files}

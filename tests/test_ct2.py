@@ -142,11 +142,21 @@ def damage(out, how):
         name = next(n for n in json.loads(marker.read_text())["tokenizer"])
         (out / name).write_bytes((out / name).read_bytes() + b" ")
         return f"{name} is missing or is not the file"
+    if how == "model_truncated":
+        model = (out / "model.bin").read_bytes()
+        (out / "model.bin").write_bytes(model[:len(model) // 2])
+        return "model.bin is missing or is not the file"
+    if how == "model_of_another_export":  # same size, other weights
+        model = bytearray((out / "model.bin").read_bytes())
+        model[-100:] = bytes(100)
+        (out / "model.bin").write_bytes(bytes(model))
+        return "model.bin is missing or is not the file"
     (out / "model.bin").unlink()
     return "model.bin is missing"
 
 
-@pytest.mark.parametrize("how", ["no_marker", "savedmodel_marker", "not_json", "tokenizer_changed", "no_model"])
+@pytest.mark.parametrize("how", ["no_marker", "savedmodel_marker", "not_json", "tokenizer_changed", "no_model",
+                                 "model_truncated", "model_of_another_export"])
 def test_a_damaged_or_foreign_export_is_refused_in_one_line(trained, tmp_path, how):
     directory, flags, variant, _ = trained
     if variant != "post_sinusoid_separate":
