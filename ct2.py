@@ -91,13 +91,19 @@ def _tokens(path):
 
 
 def load_vocabs(directory, hp):
-    """The export's source and target vocab objects (one SubwordVocab for a joint subword vocab)."""
-    if hp.vocab_type == "subword":
-        subword = vocab.SubwordVocab.load(os.path.join(directory, vocab.SUBWORD_MODEL))
-        return subword, subword
+    """The export's source and target vocab objects (one SubwordVocab for a joint subword vocab); refused in one
+    line if the export does not hold the files of the vocab type its export.json names."""
     names = ("source_vocabulary.json", "target_vocabulary.json")
     if not os.path.isfile(os.path.join(directory, names[0])):
         names = ("shared_vocabulary.json",) * 2
+    needed = (vocab.SUBWORD_MODEL,) if hp.vocab_type == "subword" else names
+    missing = [name for name in needed if not os.path.isfile(os.path.join(directory, name))]
+    if missing:
+        raise UserError(f"{os.path.join(directory, MARKER)} says the model has a {hp.vocab_type} vocab, but "
+                        f"{directory} holds no {missing[0]} (export.json was changed); export the model again")
+    if hp.vocab_type == "subword":
+        subword = vocab.SubwordVocab.load(os.path.join(directory, vocab.SUBWORD_MODEL))
+        return subword, subword
     return tuple(vocab.WordVocab(_tokens(os.path.join(directory, name))) for name in names)
 
 

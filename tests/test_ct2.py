@@ -142,6 +142,11 @@ def damage(out, how):
         name = next(n for n in json.loads(marker.read_text())["tokenizer"])
         (out / name).write_bytes((out / name).read_bytes() + b" ")
         return f"{name} is missing or is not the file"
+    if how == "vocab_type_edited":
+        record = json.loads(marker.read_text())
+        record["settings"]["vocab_type"] = "subword" if record["settings"]["vocab_type"] == "word" else "word"
+        marker.write_text(json.dumps(record))
+        return "export.json says the model has a"
     if how == "model_truncated":
         model = (out / "model.bin").read_bytes()
         (out / "model.bin").write_bytes(model[:len(model) // 2])
@@ -156,7 +161,7 @@ def damage(out, how):
 
 
 @pytest.mark.parametrize("how", ["no_marker", "savedmodel_marker", "not_json", "tokenizer_changed", "no_model",
-                                 "model_truncated", "model_of_another_export"])
+                                 "model_truncated", "model_of_another_export", "vocab_type_edited"])
 def test_a_damaged_or_foreign_export_is_refused_in_one_line(trained, tmp_path, how):
     directory, flags, variant, _ = trained
     if variant != "post_sinusoid_separate":
