@@ -147,10 +147,10 @@ class Service:
 
     async def health(self):
         """GET /health."""
-        engine = self.engine
-        return {"status": "ok", "engine": engine.kind, "model": engine.name,
-                "checkpoints": [os.path.basename(path) for path in engine.checkpoints],  # names, not where they are
-                "vocab_sha256": engine.vocab_sha256, "queue": len(self.batcher.jobs),
+        served = self.engine
+        return {"status": "ok", "engine": served.kind, "model": served.name,
+                "checkpoints": [os.path.basename(path) for path in served.checkpoints],  # names, not where they are
+                "vocab_sha256": served.vocab_sha256, "queue": len(self.batcher.jobs),
                 "max_queue": self.args.max_queue, "decoder_calls": self.batcher.calls}
 
     async def page(self):
