@@ -47,7 +47,7 @@ def test_dataset_preset_fills_the_paths_not_given():
     ({"share_embeddings": True}, "--share_embeddings needs --vocab_type subword"),
     ({"vocab_type": "bpe"}, "--vocab_type 'bpe' is unknown; choose one of word, subword"),
     ({"lr_schedule": "linear"}, "--lr_schedule 'linear' is unknown; choose one of constant, paper, paper_decay, cosine"),
-    ({"beam_size": 0}, "--beam_size must be at least 1"),
+    ({"beam_size": 0}, "--beam_size must be between 1 and 64, got 0"),
     ({"length_penalty": -1.0}, "--length_penalty must be 0 or more"),
     ({"eval_every": 100}, "--eval_every 100 needs --dev_eval true"),
     ({"dataset": "wmt14"}, "--dataset 'wmt14' is unknown; choose one of iwslt2016, multi30k"),
