@@ -180,6 +180,7 @@ def wait_for_checkpoint(logdir, process, timeout=120):
     raise AssertionError("no checkpoint appeared")
 
 
+@pytest.mark.e2e  # trains in processes it starts and stops
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_interrupted_run_resumes_to_the_same_weights(interrupt_corpus, uninterrupted, how):
     tmp, flags = interrupt_corpus

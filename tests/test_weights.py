@@ -43,19 +43,28 @@ def values(model):
     return {float(v) for w in model.trainable_weights for v in np.unique(w.numpy())}
 
 
-def test_the_latest_a_chosen_one_or_the_mean_of_the_newest(tmp_path):
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    """A logdir with three checkpoints, every weight 1, 2 and 4."""
+    logdir = tmp_path_factory.mktemp("three")
     for epoch, value in enumerate((1.0, 2.0, 4.0), 1):
-        checkpoint(tmp_path, checkpoints.checkpoint_name(epoch, 10 * epoch), value)
-    model, hp = fresh_model(), settings(tmp_path)
-    assert weights.load_weights(model, hp) == ("model_epoch_03_gs_30", [str(tmp_path / "model_epoch_03_gs_30")])
+        checkpoint(logdir, checkpoints.checkpoint_name(epoch, 10 * epoch), value)
+    return logdir
+
+
+def test_the_latest_a_chosen_one_or_the_mean_of_the_newest(three):
+    model, hp = fresh_model(), settings(three)
+    assert weights.load_weights(model, hp) == ("model_epoch_03_gs_30", [str(three / "model_epoch_03_gs_30")])
     assert values(model) == {4.0}
-    first = str(tmp_path / "model_epoch_01_gs_10")
+    first = str(three / "model_epoch_01_gs_10")
     assert weights.load_weights(model, hp, ckpt=first)[0] == "model_epoch_01_gs_10" and values(model) == {1.0}
-    name, used = weights.load_weights(model, settings(tmp_path, average_checkpoints=2))
+    name, used = weights.load_weights(model, settings(three, average_checkpoints=2))
     assert name == "model_epoch_03_gs_30_avg2" and len(used) == 2 and values(model) == {3.0}
-    name, _ = weights.load_weights(model, settings(tmp_path, average_checkpoints=2),
-                                   ckpt=str(tmp_path / "model_epoch_02_gs_20"))
+    name, _ = weights.load_weights(model, settings(three, average_checkpoints=2),
+                                   ckpt=str(three / "model_epoch_02_gs_20"))
     assert name == "model_epoch_02_gs_20_avg2" and values(model) == {1.5}  # the two up to the one given
+    name, used = weights.load_weights(model, settings(three, average_checkpoints=4))
+    assert name == "model_epoch_03_gs_30_avg3" and len(used) == 3 and values(model) == {float(np.float32(7 / 3))}
 
 
 def test_the_moving_average_unless_raw_weights_are_asked_for(tmp_path, capsys):
@@ -82,11 +91,9 @@ def test_the_best_checkpoint_and_what_does_not_go_with_it(tmp_path, capsys):
     assert "--best translates with the best checkpoint alone" in capsys.readouterr().err
 
 
-def test_fewer_checkpoints_than_asked_to_average_is_a_note(tmp_path, capsys):
-    checkpoint(tmp_path, "model_epoch_01_gs_10", 1.0)
-    name, used = weights.load_weights(fresh_model(), settings(tmp_path, average_checkpoints=4))
-    assert name == "model_epoch_01_gs_10_avg1" and len(used) == 1
-    assert "averaging the 1 checkpoints" in capsys.readouterr().err
+def test_fewer_checkpoints_than_asked_to_average_is_a_note(three, capsys):
+    weights.load_weights(fresh_model(), settings(three, average_checkpoints=4))
+    assert "averaging the 3 checkpoints in" in capsys.readouterr().err
 
 
 def test_missing_unknown_damaged_and_mismatched_checkpoints_are_one_line(tmp_path):
