@@ -59,6 +59,15 @@ def encode(vocab, sentences, hp, numbers=None, target=False):
     return rows
 
 
+def check_text(lines, first_line=1):
+    """Refuses (UserError, naming its line number) a line that is not Unicode text UTF-8 can hold, before it
+    reaches a tokenizer."""
+    for i, line in enumerate(lines):
+        problem = unicode_problem(line)
+        if problem:
+            raise UserError(f"line {first_line + i} is not valid Unicode text ({problem}); give UTF-8 text")
+
+
 class Engine(abc.ABC):
     """Lines in, (translation, score) lists out, in batches of --batch_size; and target log-probabilities.
 
@@ -98,10 +107,7 @@ class Engine(abc.ABC):
     def encode_lines(self, lines, first_line=1):
         """Raw German lines -> for each, its ids ending in </S>, or None for a line empty once cleaned; a line
         too long to translate is refused (TooLong, naming its line number from first_line)."""
-        for i, line in enumerate(lines):
-            problem = unicode_problem(line)
-            if problem:
-                raise UserError(f"line {first_line + i} is not valid Unicode text ({problem}); give UTF-8 text")
+        check_text(lines, first_line)
         cleaned = [self.src_vocab.clean(line) for line in lines]
         todo = [i for i, text in enumerate(cleaned) if text]
         rows = [None] * len(lines)
@@ -133,11 +139,8 @@ class Engine(abc.ABC):
     def score(self, sources, targets, first_line=1):
         """The log-probability the model gives each target after its source: (total, tokens) per pair, </S>
         counted, or None for a pair with an empty side."""
-        for i, text in enumerate(sources + targets):
-            problem = unicode_problem(text)
-            if problem:
-                raise UserError(f"line {first_line + i % len(sources)} is not valid Unicode text ({problem}); "
-                                "give UTF-8 text")
+        check_text(sources, first_line)
+        check_text(targets, first_line)
         pairs = [(self.src_vocab.clean(s), self.tgt_vocab.clean(t)) for s, t in zip(sources, targets)]
         todo = [i for i, (s, t) in enumerate(pairs) if s and t]
         numbers = [first_line + i for i in todo]
