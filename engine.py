@@ -16,6 +16,7 @@ import math
 
 from tqdm import tqdm
 
+import paragraphs
 from messages import UserError
 from readers import unicode_problem
 from vocab import EOS
@@ -59,13 +60,14 @@ def encode(vocab, sentences, hp, numbers=None, target=False):
     return rows
 
 
-def check_text(lines, first_line=1):
+def check_text(lines, first_line=1, numbers=None):
     """Refuses (UserError, naming its line number) a line that is not Unicode text UTF-8 can hold, before it
-    reaches a tokenizer."""
+    reaches a tokenizer. numbers: each line's number, where they are not first_line, first_line + 1, ..."""
     for i, line in enumerate(lines):
         problem = unicode_problem(line)
         if problem:
-            raise UserError(f"line {first_line + i} is not valid Unicode text ({problem}); give UTF-8 text")
+            number = numbers[i] if numbers else first_line + i
+            raise UserError(f"line {number} is not valid Unicode text ({problem}); give UTF-8 text")
 
 
 class Engine(abc.ABC):
@@ -104,15 +106,16 @@ class Engine(abc.ABC):
             raise UserError(f"--sampling_topk {self.hp.sampling_topk} is more than the {self.tgt_vocab.size} words "
                             f"this model can write; pass at most {self.tgt_vocab.size}")
 
-    def encode_lines(self, lines, first_line=1):
+    def encode_lines(self, lines, first_line=1, numbers=None):
         """Raw German lines -> for each, its ids ending in </S>, or None for a line empty once cleaned; a line
-        too long to translate is refused (TooLong, naming its line number from first_line)."""
-        check_text(lines, first_line)
+        too long to translate is refused (TooLong, naming its line number from first_line, or numbers[i])."""
+        numbers = numbers or range(first_line, first_line + len(lines))
+        check_text(lines, numbers=numbers)
         cleaned = [self.src_vocab.clean(line) for line in lines]
         todo = [i for i, text in enumerate(cleaned) if text]
         rows = [None] * len(lines)
         for i, row in zip(todo, encode(self.src_vocab, [cleaned[i] for i in todo], self.hp,
-                                       [first_line + i for i in todo])):
+                                       [numbers[i] for i in todo])):
             rows[i] = row
         return rows
 
@@ -135,6 +138,22 @@ class Engine(abc.ABC):
         """Raw German lines -> for each, nbest (English translation, score), best first ("" for an empty line).
         first_line: the line number of lines[0] (for errors); progress: a progress bar's title, or None."""
         return self.translate_ids(self.encode_lines(lines, first_line), progress)
+
+    def translate_paragraphs(self, lines, first_line=1, progress=None):
+        """Raw German lines of one paragraph or more each -> for each, [(its translation, the sum of its
+        sentences' scores)]: every sentence translated on its own (paragraphs.split), batched with the
+        others, and put back in the line's own whitespace. A sentence too long is refused with its line's
+        number."""
+        split = [paragraphs.split(line) for line in lines]
+        numbers = [first_line + i for i, paragraph in enumerate(split) for _ in paragraph.sentences]
+        sentences = [sentence for paragraph in split for sentence in paragraph.sentences]
+        best = iter(hypotheses[0] for hypotheses in
+                    self.translate_ids(self.encode_lines(sentences, numbers=numbers), progress))
+        results = []
+        for paragraph in split:
+            found = [next(best) for _ in paragraph.sentences]
+            results.append([(paragraph.join([text for text, _ in found]), sum(score for _, score in found))])
+        return results
 
     def score(self, sources, targets, first_line=1):
         """The log-probability the model gives each target after its source: (total, tokens) per pair, </S>

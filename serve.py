@@ -4,13 +4,22 @@
     python serve.py --ct2 exported_ct2 --port 8080   # its CTranslate2 export (export.py --format ctranslate2)
     curl -s 127.0.0.1:8000/translate -H 'Content-Type: application/json' -d '{"text": "Zwei Hunde im Schnee."}'
 
-POST /translate  {"text": "..." or ["...", ...], "beam_size"?, "nbest"?, "length_penalty"?}
-                 -> {"translations": [...]} in the input's order, and with nbest
-                 {"nbest": [[{"translation", "score"}, ...], ...]}: what translate.py prints
+POST /translate  {"text": "..." or ["...", ...], "beam_size"?, "nbest"?, "length_penalty"?, "split"?}
+                 -> {"translations": [...]} in the input's order; each text may be a paragraph (or
+                 several): its sentences are translated one by one and put back in its own layout
+                 ("split": false takes each text as one sentence). With nbest, also "sentences": for
+                 each text, [{"source", "nbest": [{"translation", "score"}, ...]}, ...], sentence by sentence
 POST /attention  {"text": "...", "translation"?: "..."} -> the source and target tokens and the
-                 cross-attention weights of every layer and head (for the best translation, or the one given)
+                 cross-attention weights of every layer and head (for the best translation, or the one
+                 given) of one sentence
 GET  /health     the engine, the checkpoint, the vocab's digest, the queue
+GET  /metrics    Prometheus metrics (serving/metrics.py)
 GET  /           a page to type German text and see the translations, the n-best lists and the attention
+GET  /docs       the API docs (OpenAPI, /openapi.json), served from here
+/libretranslate/translate, /languages, /detect: LibreTranslate's API (serving/libretranslate.py)
+
+With --api_keys FILE every request but /health, /metrics, the page and the
+docs needs a key (serving/keys.py), with its own limits per minute.
 
 The sentences of concurrent requests are merged into one decoder call of at
 most --max_batch_tokens tokens (padding included), waiting at most
@@ -35,8 +44,13 @@ import time
 import cli
 import engine
 import engines
+import paragraphs
 import serving.page
+from serving import schemas
 from serving.batching import Batcher, QueueFull
+from serving.keys import read_keys
+from serving.libretranslate import LibreTranslate
+from serving.metrics import Metrics
 from serving.requests import BadRequest, check_fields, number, read_json
 from cli import parse_args, run
 from hyperparams import MAX_BEAM
@@ -48,6 +62,14 @@ SETTINGS = ("logdir", "vocab_dir", "seed", "decode_extra", "decode_maxlen", "bea
             "average_checkpoints", "preset")
 VARIANTS = 8  # decoding settings kept ready at once (each a traced decoder with the TensorFlow engine)
 MAX_WAIT_MS = 60000  # the longest --max_wait_ms: a minute
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+DOCS = """A German -> English Transformer, trained with this project's train.py.
+
+* [The page](/) to try it: paragraphs, n-best lists, attention.
+* Its own API: `/translate`, `/attention`, `/health`, `/metrics` (Prometheus).
+* [LibreTranslate](https://libretranslate.com/docs/)'s API under `/libretranslate/`: give clients the base URL
+  `http://HOST:PORT/libretranslate/`.
+* With `--api_keys`, send a key as `Authorization: Bearer KEY` (or LibreTranslate's `api_key` field)."""
 log = logging.getLogger("serve")
 
 
@@ -63,24 +85,97 @@ def add_serve_flags(parser):
     parser.add_argument("--max_sentences", type=int, default=64, help="sentences per request (default: 64)")
     parser.add_argument("--max_chars", type=int, default=10000, help="characters per request (default: 10000)")
     parser.add_argument("--max_beam_size", type=int, default=16, help="widest beam a request may ask for (default: 16)")
+    parser.add_argument("--api_keys", default=None, metavar="FILE",
+                        help="require an API key (one a line, each optionally with requests_per_minute=N and "
+                             "characters_per_minute=N) on every endpoint but /health, /metrics, the page and the "
+                             "docs (default: no keys: keep the server on 127.0.0.1 or behind a proxy)")
     engines.add_model_flags(parser, verb="serve", ensemble=True)
 
 
 class Service:
     """The endpoints: the engine, its variants for other decoding settings, the batcher and the limits."""
 
-    def __init__(self, engine, args):
-        self.engine, self.args = engine, args
+    def __init__(self, engine, args, keys=None):
+        self.engine, self.args, self.keys = engine, args, keys  # keys: serving.keys.Keys, or None
         self.variants = collections.OrderedDict()  # decoding settings -> engine, the most recently used last
         hp = engine.hp  # the served settings: the engine itself, whose decoder main() has traced already
         self.variants[(hp.beam_size, engine.nbest, float(hp.length_penalty))] = engine
         self.batcher = None  # made on the event loop (lifespan)
         self.body_limit = 4 * args.max_chars + 4096  # UTF-8 takes at most 4 bytes a character, JSON some more
+        self.model = {"engine": engine.kind, "model": engine.name, "vocab_sha256": engine.vocab_sha256,
+                      "checkpoints": [os.path.basename(path) for path in engine.checkpoints]}  # names, not where
+        self.metrics = Metrics(self.model, args.max_queue)
+        self.libretranslate = LibreTranslate(self)
 
     async def translate(self, request):
         """POST /translate."""
-        sentences, listed, key, with_nbest = self.parse_translate(await read_json(request, self.body_limit))
-        rows = self.encode(sentences, listed)
+        key = self.identify(request)  # before the body is read
+        body = await read_json(request, self.body_limit)
+        check_fields(body, {"text", "beam_size", "nbest", "length_penalty", "split"})
+        if not isinstance(body.get("split", True), bool):
+            raise BadRequest(422, "split", "must be true or false")
+        settings, with_nbest = self.decoding(body), "nbest" in body
+        texts, listed = self.texts(body["text"], "text")
+        self.admit(key, texts)
+        found = self.paragraphs(texts, "text", listed, body.get("split", True))
+        results = await self.translate_paragraphs(found, "text", listed, settings)
+        answer = {"translations": [p.join([hypotheses[0][0] for hypotheses in r]) for p, r in zip(found, results)]}
+        if with_nbest:
+            answer["sentences"] = [[{"source": sentence, "nbest": [{"translation": text, "score": score}
+                                                                   for text, score in hypotheses]}
+                                    for sentence, hypotheses in zip(p.sentences, r)] for p, r in zip(found, results)]
+        return answer
+
+    def texts(self, text, field):
+        """A request's text field (a string or a list of strings) -> (the texts, whether it was a list)."""
+        listed = isinstance(text, list)
+        if not listed and not isinstance(text, str):
+            raise BadRequest(422, field, "must be a string or a list of strings")
+        if listed and not text:
+            raise BadRequest(422, field, "is an empty list; give at least one text")
+        return (text if listed else [text]), listed
+
+    def paragraphs(self, texts, field, listed, split=True):
+        """Texts -> their paragraphs.Paragraph (split into sentences, or each one sentence): each a non-empty
+        string of valid Unicode, at most --max_chars characters in all and --max_sentences sentences."""
+        args = self.args
+        for i, text in enumerate(texts):
+            where = f"{field}[{i}]" if listed else field
+            if not isinstance(text, str):
+                raise BadRequest(422, where, "must be a string")
+            if not text.strip():
+                raise BadRequest(422, where, "is empty; give German text")
+            problem = unicode_problem(text)  # before any tokenizer or splitter sees it
+            if problem:
+                raise BadRequest(422, where, f"is not valid Unicode ({problem}); send UTF-8 text")
+        characters = sum(map(len, texts))
+        if characters > args.max_chars:
+            raise BadRequest(413, field, f"has {characters:,} characters, more than --max_chars {args.max_chars}",
+                             args.max_chars)
+        if len(texts) > args.max_sentences:  # (each text is one sentence or more: refused before splitting)
+            raise BadRequest(413, field, f"has {len(texts)} texts, more than --max_sentences {args.max_sentences}",
+                             args.max_sentences)
+        found = [paragraphs.split(text) if split else paragraphs.one(text) for text in texts]
+        sentences = sum(len(p.sentences) for p in found)
+        if sentences > args.max_sentences:
+            raise BadRequest(413, field, f"has {sentences} sentences, more than --max_sentences "
+                             f"{args.max_sentences}", args.max_sentences)
+        return found
+
+    async def translate_paragraphs(self, found, field, listed, key):
+        """Paragraphs -> for each, its sentences' (translation, score) lists: every sentence encoded once,
+        here (one too long to translate is refused, 413, before it reaches the model), and queued with the
+        sentences of every other request."""
+        rows = []
+        for i, paragraph in enumerate(found):
+            for j, sentence in enumerate(paragraph.sentences):
+                try:
+                    rows += self.engine.encode_lines([sentence])
+                except engine.TooLong as e:
+                    which = f"sentence {j + 1} " if len(paragraph.sentences) > 1 else ""
+                    raise BadRequest(413, f"{field}[{i}]" if listed else field,
+                                     f"{which}has {e.tokens:,} tokens, more than the {e.limit} a translation may "
+                                     "have (--decode_maxlen)", e.limit) from None
         words = [i for i, row in enumerate(rows) if row is not None]  # the others are empty once cleaned
         try:
             futures = self.batcher.submit(key, [rows[i] for i in words])
@@ -90,14 +185,12 @@ class Service:
         results = [[("", 0.0)] * key[1] for _ in rows]
         for i, result in zip(words, await asyncio.gather(*futures)):
             results[i] = result
-        answer = {"translations": [hypotheses[0][0] for hypotheses in results]}
-        if with_nbest:
-            answer["nbest"] = [[{"translation": text, "score": score} for text, score in hypotheses]
-                               for hypotheses in results]
-        return answer
+        results = iter(results)
+        return [[next(results) for _ in paragraph.sentences] for paragraph in found]
 
     async def attention(self, request):
         """POST /attention: the cross-attention of every layer and head, rounded to 4 decimals."""
+        key = self.identify(request)
         body = await read_json(request, self.body_limit)
         check_fields(body, {"text", "translation"})
         if not (isinstance(body["text"], str) and body["text"].strip()):
@@ -108,8 +201,13 @@ class Service:
             problem = unicode_problem(body.get(field, ""))
             if problem:
                 raise BadRequest(422, field, f"is not valid Unicode ({problem}); send UTF-8 text")
+        self.admit(key, [body["text"], body.get("translation", "")])
         if len(body["text"]) + len(body.get("translation", "")) > self.args.max_chars:
             raise BadRequest(413, "text", f"is longer than --max_chars {self.args.max_chars}", self.args.max_chars)
+        sentences = len(paragraphs.split(body["text"]).sentences)
+        if sentences > 1:
+            raise BadRequest(422, "text", f"holds {sentences} sentences; the attention is shown one sentence at a "
+                                          "time: send them one by one (/translate's \"sentences\" lists them)")
         if not hasattr(self.engine, "attention"):
             raise BadRequest(501, None, "this engine (CTranslate2) does not return attention weights; serve the "
                                         "model with --logdir to see them")
@@ -134,10 +232,7 @@ class Service:
 
     async def health(self):
         """GET /health."""
-        served = self.engine
-        return {"status": "ok", "engine": served.kind, "model": served.name,
-                "checkpoints": [os.path.basename(path) for path in served.checkpoints],  # names, not where they are
-                "vocab_sha256": served.vocab_sha256, "queue": len(self.batcher.jobs),
+        return {"status": "ok", **self.model, "queue": len(self.batcher.jobs),
                 "max_queue": self.args.max_queue, "decoder_calls": self.batcher.calls}
 
     async def page(self):
@@ -146,7 +241,23 @@ class Service:
 
         return HTMLResponse(serving.page.html(max_chars=self.args.max_chars, max_sentences=self.args.max_sentences,
                                               max_beam_size=self.args.max_beam_size,
-                                              beam_size=self.engine.hp.beam_size))
+                                              beam_size=self.engine.hp.beam_size, keys=self.keys is not None))
+
+    async def scrape(self):
+        """GET /metrics."""
+        from fastapi.responses import Response
+
+        content, kind = self.metrics.scrape(len(self.batcher.jobs))
+        return Response(content, media_type=kind)
+
+    def identify(self, request, given=None):
+        """The request's key (serving.keys.identify), None when the server has none."""
+        return None if self.keys is None else self.keys.identify(request, given)
+
+    def admit(self, key, texts):
+        """Counts a request against its key's limits (429 beyond them); texts: what it asks to translate."""
+        if key is not None:
+            self.keys.admit(key, sum(len(text) for text in texts if isinstance(text, str)))
 
     def engine_for(self, key):
         """The engine for (beam_size, nbest, length_penalty): the served one, or a variant of it (at most
@@ -159,75 +270,47 @@ class Service:
         self.variants.move_to_end(key)
         return self.variants[key]
 
-    def parse_translate(self, body):
-        """A /translate request's JSON -> (sentences, whether it was a list, decoding settings key, nbest asked)."""
+    def decoding(self, body):
+        """A request's decoding settings: the key (beam_size, nbest, length_penalty) of the engine that serves it."""
         hp, args = self.engine.hp, self.args
-        check_fields(body, {"text", "beam_size", "nbest", "length_penalty"})
-        text = body["text"]
-        listed = isinstance(text, list)
-        sentences = text if listed else [text]
-        if not listed and not isinstance(text, str):
-            raise BadRequest(422, "text", "must be a string or a list of strings")
-        if not sentences:
-            raise BadRequest(422, "text", "is an empty list; give at least one sentence")
-        if len(sentences) > args.max_sentences:
-            raise BadRequest(413, "text", f"has {len(sentences)} sentences, more than --max_sentences "
-                             f"{args.max_sentences}", args.max_sentences)
-        for i, sentence in enumerate(sentences):
-            where = f"text[{i}]" if listed else "text"
-            if not isinstance(sentence, str):
-                raise BadRequest(422, where, "must be a string")
-            if not sentence.strip():
-                raise BadRequest(422, where, "is empty; give a German sentence")
-            problem = unicode_problem(sentence)
-            if problem:
-                raise BadRequest(422, where, f"is not valid Unicode ({problem}); send UTF-8 text")
-        if sum(map(len, sentences)) > args.max_chars:
-            raise BadRequest(413, "text", f"has {sum(map(len, sentences)):,} characters, more than --max_chars "
-                             f"{args.max_chars}", args.max_chars)
         beam = number(body, "beam_size", int, hp.beam_size, 1, args.max_beam_size)
         nbest = number(body, "nbest", int, 1, 1, args.max_beam_size)
         alpha = number(body, "length_penalty", float, hp.length_penalty, 0.0, 10.0)
-        return sentences, listed, (max(beam, nbest), nbest, float(alpha)), "nbest" in body
-
-    def encode(self, sentences, listed):
-        """Each sentence's ids ending in </S>, or None for one empty once cleaned: encoded once, here, they travel
-        with the request to the engine. One too long to translate is refused (413) before it reaches the model."""
-        rows = []
-        for i, sentence in enumerate(sentences):
-            try:
-                rows += self.engine.encode_lines([sentence])
-            except engine.TooLong as e:
-                raise BadRequest(413, f"text[{i}]" if listed else "text",
-                                 f"has {e.tokens:,} tokens, more than the {e.limit} a translation may have "
-                                 "(--decode_maxlen)", e.limit) from None
-        return rows
+        return max(beam, nbest), nbest, float(alpha)
 
 
 def make_app(service):
-    """The FastAPI application: the service's endpoints, one log line per request, errors as JSON."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    """The FastAPI application: the service's endpoints and LibreTranslate's, one log line and the metrics of
+    every request, errors as JSON, the OpenAPI description and its /docs page (served from here, offline)."""
+    from fastapi import Request
+    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+    from fastapi_offline import FastAPIOffline
 
     args = service.args
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        service.batcher = Batcher(service.engine_for, args.max_batch_tokens, args.max_wait_ms / 1000, args.max_queue)
+        service.batcher = Batcher(service.engine_for, args.max_batch_tokens, args.max_wait_ms / 1000, args.max_queue,
+                                  on_call=service.metrics.called)
         task = asyncio.create_task(service.batcher.run())
         yield
         task.cancel()  # after uvicorn has waited for every request in flight
         service.batcher.thread.shutdown(wait=True)
 
-    app = FastAPI(title="German -> English translation", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPIOffline(title="German -> English translation", description=DOCS, version="1",
+                         lifespan=lifespan, docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
+    routes = set()
 
     @app.middleware("http")
     async def log_line(request: Request, call_next):
         start = time.perf_counter()
         response = await call_next(request)
-        said = getattr(request.state, "error", "")
-        log.info(f"{request.method} {request.url.path} {response.status_code} "
-                 f"{1000 * (time.perf_counter() - start):.0f} ms{': ' + said if said else ''}")
+        seconds = time.perf_counter() - start
+        said, key = getattr(request.state, "error", ""), getattr(request.state, "key", "")
+        route = request.url.path if request.url.path in routes else "other"  # (a bounded set of labels)
+        service.metrics.answered(route, response.status_code, seconds)
+        log.info(f"{request.method} {request.url.path} {response.status_code} {1000 * seconds:.0f} ms"
+                 f"{' (' + key + ')' if key else ''}{': ' + said if said else ''}")
         return response
 
     @app.exception_handler(BadRequest)
@@ -235,22 +318,58 @@ def make_app(service):
         request.state.error = error.response()["error"]
         return JSONResponse(error.response(), status_code=error.status, headers=error.headers)
 
+    def route(path, handler, methods, summary, answer=None, request_body=None, errors=(), **extra):
+        """Adds an endpoint with its OpenAPI description."""
+        routes.add(path)
+        responses = {**({200: {"model": answer}} if answer else {}), **schemas.errors(*errors)}
+        app.api_route(path, methods=methods, summary=summary, responses=responses, openapi_extra=request_body,
+                      **extra)(handler)
+
     async def translate(request: Request):
         return await service.translate(request)
 
     async def attention(request: Request):
         return await service.attention(request)
 
-    app.post("/translate")(translate)
-    app.post("/attention")(attention)
-    app.api_route("/health", methods=["GET", "HEAD"])(service.health)  # uptime checkers send HEAD
-    app.api_route("/", methods=["GET", "HEAD"])(service.page)
+    async def lt_translate(request: Request):
+        return await service.libretranslate.translate(request)
+
+    async def lt_languages(request: Request):
+        return await service.libretranslate.languages(request)
+
+    async def lt_detect(request: Request):
+        return await service.libretranslate.detect(request)
+
+    keyed = (401, 403, 429) if service.keys else ()
+    route("/translate", translate, ["POST"], "Translate German text (sentences or paragraphs)",
+          schemas.TranslateAnswer, schemas.body(schemas.TranslateRequest), (400, *keyed, 413, 422, 503))
+    route("/attention", attention, ["POST"], "The cross-attention of one sentence's translation",
+          schemas.AttentionAnswer, schemas.body(schemas.AttentionRequest), (400, *keyed, 413, 422, 501))
+    route("/health", service.health, ["GET", "HEAD"], "The engine, the model and the queue", schemas.Health)
+    route("/metrics", service.scrape, ["GET"], "Prometheus metrics (text format)", response_class=PlainTextResponse)
+    route("/", service.page, ["GET", "HEAD"], "The page to try the model", response_class=HTMLResponse)
+    route("/libretranslate/translate", lt_translate, ["POST"], "LibreTranslate: translate",
+          schemas.LibreTranslateAnswer, schemas.body(schemas.LibreTranslateRequest, form=True),
+          (400, *keyed, 413, 415, 503), tags=["LibreTranslate"])
+    route("/libretranslate/languages", lt_languages, ["GET", "POST"], "LibreTranslate: the languages",
+          list[schemas.Language], None, (400, *keyed), tags=["LibreTranslate"])
+    route("/libretranslate/detect", lt_detect, ["POST"], "LibreTranslate: detect the language (German, always)",
+          list[schemas.DetectedLanguage], schemas.body(schemas.LibreTranslateDetectRequest, form=True),
+          (400, *keyed, 413, 415), tags=["LibreTranslate"])
     return app
 
 
 def address(host, port):
     """The service's URL: an IPv6 address in brackets, as URLs write it (http://[::1]:8000)."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def exposed(host, keys):
+    """The warning for a server that anyone who reaches it may use without limit, or None."""
+    if keys is None and host not in LOOPBACK and not host.startswith("127."):
+        return (f"--host {host} without --api_keys: anyone who reaches this address can translate without limit; "
+                "pass --api_keys FILE, or keep 127.0.0.1 behind a proxy")
+    return None
 
 
 def listening_socket(host, port):
@@ -282,6 +401,7 @@ def main(argv):
         raise UserError(f"--port must be in [0, 65535] (0: any free port), got {args.port}")
     if args.ct2 is not None and "logdir" in explicit:
         note(f"--logdir {explicit['logdir']} is not read: --ct2 {args.ct2} holds the model and its settings")
+    keys = read_keys(args.api_keys) if args.api_keys else None
     hp = engines.settings(explicit, args)
     sock = listening_socket(args.host, args.port)
     import uvicorn
@@ -290,9 +410,12 @@ def main(argv):
     # a call's sentences are the batcher's choice: the engine takes them in one batch
     engine = engines.open_engine(dataclasses.replace(hp, batch_size=args.max_batch_tokens), args)
     engine(["Hallo"])  # traces (TensorFlow) or loads the decoder now, not at the first request
-    server = uvicorn.Server(uvicorn.Config(make_app(Service(engine, args)), log_config=None, access_log=False,
+    server = uvicorn.Server(uvicorn.Config(make_app(Service(engine, args, keys)), log_config=None, access_log=False,
                                            timeout_graceful_shutdown=None))
-    log.info(f"serving {engine.name} ({engine.kind}) on {address(args.host, sock.getsockname()[1])}")
+    log.info(f"serving {engine.name} ({engine.kind}) on {address(args.host, sock.getsockname()[1])}"
+             f"{' (API keys from ' + args.api_keys + ')' if keys else ''}")
+    if exposed(args.host, keys):
+        log.warning(exposed(args.host, keys))
     # uvicorn answers SIGTERM by finishing the requests in flight, then raises it again: it ends here, exit code 0
     signal.signal(signal.SIGTERM, lambda number, frame: None)
     server.run(sockets=[sock])

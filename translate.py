@@ -11,7 +11,10 @@ one. Lines from a pipe are translated in batches of --batch_size as they
 arrive; at a terminal it asks for one sentence at a time. With --nbest N each
 input gives N lines `index ||| translation ||| score`, best first. With
 --ct2 DIR the CTranslate2 export in DIR translates, without TensorFlow.
-A sentence longer than --decode_maxlen tokens is refused with its line number.
+With --split_sentences a line may hold a paragraph: each of its sentences is
+translated on its own (batched with the others) and the translations are put
+back on one line, in the line's own spacing. A sentence longer than
+--decode_maxlen tokens is refused with its line number.
 """
 import io
 import os
@@ -36,6 +39,9 @@ def add_translate_flags(parser):
     parser.add_argument("--output", default=None, metavar="FILE", help="write the translations to FILE (with --input)")
     parser.add_argument("--nbest", type=int, default=1, metavar="N",
                         help="print the N best translations of each sentence (a smaller beam is widened to N)")
+    parser.add_argument("--split_sentences", action="store_true", default=False,
+                        help="split each line into sentences (German rules: abbreviations, dates, quotes), translate "
+                             "them one by one and put the line back together (default: a line is one sentence)")
     engines.add_model_flags(parser, ensemble=True)
 
 
@@ -83,6 +89,9 @@ def main(argv):
                                 add_arguments=add_translate_flags, epilog=cli.FROM_LOGDIR)
     if not 1 <= args.nbest <= MAX_BEAM:  # the script's own flags first, before the model's settings are read
         raise UserError(f"--nbest must be between 1 and {MAX_BEAM}, got {args.nbest}")
+    if args.split_sentences and args.nbest > 1:
+        raise UserError("--nbest lists are per sentence and --split_sentences puts sentences back together; use "
+                        "one of the two (serve.py's /translate gives both, sentence by sentence)")
     hp = engines.settings(explicit, args)
     if args.output and not args.input:
         raise UserError("--output needs --input FILE (otherwise the translations go to stdout)")
@@ -99,7 +108,8 @@ def main(argv):
     if args.output and os.path.realpath(args.output) == os.path.realpath(args.input):
         raise UserError(f"--output is the --input file {args.input}: the translations would replace the German "
                         "text; pass another --output")
-    translate = engines.open_engine(hp, args, nbest=args.nbest)
+    engine = engines.open_engine(hp, args, nbest=args.nbest)
+    translate = engine.translate_paragraphs if args.split_sentences else engine
 
     if args.sentences:
         output("".join(f"{line}\n" for line in format_results(translate(args.sentences), 0, args.nbest)))

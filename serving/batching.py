@@ -37,11 +37,12 @@ class Batcher:
     max_wait seconds for them; calls run one at a time in a thread of their own.
 
     engine_for(key): the engine (engine.Engine) that translates with those settings; its translate_ids()
-    is called with the jobs' ids."""
+    is called with the jobs' ids. on_call(jobs, now), if given, is told of each call as it begins (metrics)."""
 
-    def __init__(self, engine_for, max_batch_tokens, max_wait, max_queue):
+    def __init__(self, engine_for, max_batch_tokens, max_wait, max_queue, on_call=None):
         self.engine_for, self.max_batch_tokens, self.max_wait, self.max_queue = (engine_for, max_batch_tokens,
                                                                                  max_wait, max_queue)
+        self.on_call = on_call
         self.jobs, self.arrived = collections.deque(), asyncio.Event()
         self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model")
         self.calls = 0
@@ -84,6 +85,8 @@ class Batcher:
             chosen = set(map(id, batch))
             self.jobs = collections.deque(job for job in self.jobs if id(job) not in chosen)
             self.calls += 1
+            if self.on_call:
+                self.on_call(batch, time.monotonic())
             try:
                 engine = self.engine_for(first.key)
                 results = await loop.run_in_executor(self.thread, engine.translate_ids, [job.ids for job in batch])

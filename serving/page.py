@@ -1,4 +1,5 @@
-"""The page serve.py shows at /: type German text, read the translations and their n-best lists, see the attention.
+"""The page serve.py shows at /: type German text (sentences or paragraphs), read the translations and each
+sentence's n-best list, see the attention.
 
 page.html is one self-contained HTML document (no external assets: it works
 offline), written against serve.py's JSON API. Every control is a native form
@@ -11,6 +12,7 @@ import json
 
 
 def html(**config):
-    """The page with serve.py's limits and defaults (max_chars, max_sentences, max_beam_size, beam_size)."""
+    """The page with serve.py's limits and defaults (max_chars, max_sentences, max_beam_size, beam_size, and keys:
+    whether requests need an API key)."""
     page = importlib.resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
     return page.replace("/*CONFIG*/", json.dumps(config))

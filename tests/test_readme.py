@@ -128,6 +128,22 @@ def test_command_block_works(path, number, block, sandbox, started, monkeypatch,
 
 
 @pytest.mark.e2e
+def test_the_libretranslate_client_example_against_the_service_of_the_readme(sandbox, started):
+    """The README's LibreTranslate client lines, as written but for the port, against its serve.py."""
+    start_serve(("--logdir", "logdir"), started, sandbox)  # (the README's own, if its block ran already)
+    [example] = [b for path in DOCUMENTS for b in blocks(path, "python") if "LibreTranslateAPI" in b]
+    address = started[("--logdir", "logdir")][1]
+    result = subprocess.run([sys.executable, "-c", example.replace("http://127.0.0.1:8000", address)], cwd=sandbox,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    german = re.search(r'translate\("([^"]+)"', example)[1]
+    request = urllib.request.Request(address + "/translate", data=json.dumps({"text": german}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:  # what the service's own API says
+        assert result.stdout == json.load(response)["translations"][0] + "\n"
+
+
+@pytest.mark.e2e
 def test_the_services_end_cleanly_and_the_commands_left_what_they_promise(sandbox, started):
     """After every block: each serve.py the documents started ends with exit code 0 on SIGTERM, and the files
     the commands write are there."""
@@ -257,12 +273,18 @@ def stop(process):
 
 
 def ask_serve(words, address):
-    """The curl command, sent to the serve.py started above it: it must answer with translations."""
+    """The curl command, sent to the serve.py started above it: /translate must answer with translations (and
+    the n-best lists asked for), /metrics with Prometheus' text format."""
     line = [re.sub(r"^(https?://)?127\.0\.0\.1:\d+", address, w) for w in words]
     result = subprocess.run(line, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+    if any(w.endswith("/metrics") for w in words):
+        from prometheus_client.parser import text_string_to_metric_families
+
+        assert "translation_sentences" in {f.name for f in text_string_to_metric_families(result.stdout)}
+        return
     answer = json.loads(result.stdout)
-    assert answer["translations"] and len(answer["nbest"][0]) == 2
+    assert answer["translations"] and all(len(s["nbest"]) == 2 for s in answer["sentences"][0])
 
 
 def slug(heading):

@@ -23,8 +23,10 @@ def translate_py_nbest(argv, german):
 
 
 def nbest_rows(answer):
-    """A /translate answer's n-best lists as translate.py's rows."""
-    return [[str(i), h["translation"], f"{h['score']:.4f}"] for i, hs in enumerate(answer["nbest"]) for h in hs]
+    """A /translate answer's n-best lists (texts of one sentence each) as translate.py's rows."""
+    assert all(len(sentences) == 1 for sentences in answer["sentences"])
+    return [[str(i), h["translation"], f"{h['score']:.4f}"] for i, (sentence,) in enumerate(answer["sentences"])
+            for h in sentence["nbest"]]
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,32 @@ def test_translations_and_nbest_lists_are_translate_py_s(served):
     assert nbest_rows(answer) == expected
     status, answer, _ = post(server.url + "/translate", {"text": german[0], "beam_size": 2})
     assert status == 200 and answer == {"translations": [expected[0][1]]}  # a list even for one string
+
+
+def test_paragraphs_are_translated_sentence_by_sentence_as_translate_py_split_sentences(served, trained_model,
+                                                                                       capsys):
+    import translate
+
+    server, german, _ = served
+    _, flags = trained_model
+    first = [g.capitalize() for g in german]  # (a sentence begins with a capital letter)
+    paragraph = f"{first[0]}. {first[1]}!  Dr. {german[2]}?\n{first[3]}."  # "Dr." must not end a sentence
+    lines = paragraph.split("\n")
+    capsys.readouterr()
+    translate.main([*flags, "--decode_maxlen", "20", "--split_sentences", *lines])
+    expected = capsys.readouterr().out
+    status, answer, _ = post(server.url + "/translate", {"text": [paragraph, german[4]], "nbest": 1})
+    assert status == 200
+    assert answer["translations"][0] == expected.rstrip("\n")  # the line break kept, each sentence translated
+    assert [s["source"] for s in answer["sentences"][0]] == [f"{first[0]}.", f"{first[1]}!", f"Dr. {german[2]}?",
+                                                             f"{first[3]}."]
+    assert len(answer["sentences"][1]) == 1
+    two = f"{german[0]}. {german[1]}!"
+    translate.main([*flags, "--decode_maxlen", "20", two])  # without --split_sentences: one sentence
+    status, whole, _ = post(server.url + "/translate", {"text": two, "split": False})
+    assert status == 200 and whole["translations"] == [capsys.readouterr().out.rstrip("\n")]
+    status, refused, _ = post(server.url + "/attention", {"text": paragraph})
+    assert status == 422 and "holds 4 sentences" in refused["error"]
 
 
 def test_concurrent_requests_share_decoder_calls(served):
@@ -117,6 +145,9 @@ BAD = [
     ({"text": ["eins"] * 9}, None, 413, "text", "--max_sentences 8"),
     ({"text": "eins " * 100}, None, 413, "text", "--max_chars 400"),
     ({"text": ["eins", "zwei " * 30]}, None, 413, "text[1]", "31 tokens, more than the 20 a translation may have"),
+    ({"text": "Eins. Zwei " + "zwei " * 29}, None, 413, "text", "sentence 2 has 31 tokens, more than the 20"),
+    ({"text": "Eins. " * 9}, None, 413, "text", "has 9 sentences, more than --max_sentences 8"),
+    ({"text": "eins", "split": "yes"}, None, 422, "split", "true or false"),
     ({"text": "eins", "beam_size": 10 ** 9}, None, 422, "beam_size", "between 1 and 6"),
     ({"text": "eins", "beam_size": "4"}, None, 422, "beam_size", "an integer"),
     ({"text": "eins", "nbest": 0}, None, 422, "nbest", "between 1 and 6"),

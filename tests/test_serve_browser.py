@@ -1,10 +1,13 @@
 """serve.py's page in a real browser: headless Chromium, driven by selenium through Debian's chromedriver.
 
-Typed with the keyboard: two German sentences, Ctrl+Enter; the English must be translate.py's. Then the
-heatmap of the first translation (its cells and token labels against /attention), an error from the API
-(text over --max_chars) shown in the page, and a screenshot (copied to $SERVE_SCREENSHOT if set). Without
+Typed with the keyboard: two German paragraphs, Ctrl+Enter; the English must be translate.py
+--split_sentences', paragraph by paragraph, with each sentence's n-best list. Then the heatmap of the second
+sentence (its cells and token labels against /attention), an error from the API (text over --max_chars)
+shown in the page, a screenshot (copied to $SERVE_SCREENSHOT if set), and the API docs page, every request
+of which stays on 127.0.0.1. Without
 Chromium the test is skipped with the reason; with CI=true it must run.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -12,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, Server, post
+from conftest import ROOT, Server, get, post
 
 pytestmark = pytest.mark.e2e
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -42,11 +45,14 @@ def test_the_page_in_a_browser_translates_shows_attention_and_errors(trained_mod
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     directory, flags = trained_model
-    german = (directory / "test.de").read_text(encoding="utf-8").splitlines()[:2]
-    expected = subprocess.run([sys.executable, str(ROOT / "translate.py"), *flags, "--nbest", "3", *german],
-                              capture_output=True, text=True, timeout=300)
+    german = [line.capitalize() for line in (directory / "test.de").read_text(encoding="utf-8").splitlines()[:3]]
+    # two paragraphs: the first of two sentences, the second of one
+    expected = subprocess.run([sys.executable, str(ROOT / "translate.py"), *flags, "--split_sentences",
+                               "--beam_size", "3",  # the page's: its beam is widened to the 3 translations asked
+                               f"{german[0]}. {german[1]}.", f"{german[2]}."], capture_output=True, text=True,
+                              timeout=300)
     assert expected.returncode == 0, expected.stderr[-2000:]
-    best = [line.split(" ||| ")[1] for line in expected.stdout.splitlines()[::3]]
+    best = expected.stdout.split("\n")[:2]
     server = Server(*flags, "--max_chars", "300")
     driver = browser(tmp_path / "profile")
     wait = WebDriverWait(driver, 60)
@@ -55,18 +61,22 @@ def test_the_page_in_a_browser_translates_shows_attention_and_errors(trained_mod
         for control in driver.find_elements(By.CSS_SELECTOR, "textarea, input, select"):  # all labelled
             assert driver.find_elements(By.CSS_SELECTOR, f"label[for='{control.get_attribute('id')}']")
         source = driver.find_element(By.ID, "source")
-        source.send_keys(german[0], Keys.ENTER, german[1])
+        source.send_keys(f"{german[0]}. {german[1]}.", Keys.ENTER, Keys.ENTER, f"{german[2]}.")
         source.send_keys(Keys.CONTROL, Keys.ENTER)  # the keyboard's way to Translate
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "article")) == 2)
         articles = driver.find_elements(By.CSS_SELECTOR, "article")
-        assert [a.find_element(By.CSS_SELECTOR, "input:checked + .translation").text for a in articles] == \
-            [b or "(empty)" for b in best]
-        assert all(len(a.find_elements(By.CSS_SELECTOR, ".score")) == 3 for a in articles)  # the n-best lists
+        assert [a.find_element(By.CSS_SELECTOR, ".paragraph-translation").get_attribute("textContent")
+                for a in articles] == best
+        sentences = driver.find_elements(By.CSS_SELECTOR, "section.sentence")
+        assert [len(a.find_elements(By.CSS_SELECTOR, "section.sentence")) for a in articles] == [2, 1]
+        assert all(len(s.find_elements(By.CSS_SELECTOR, ".score")) == 3 for s in sentences)  # the n-best lists
 
-        articles[0].find_element(By.CSS_SELECTOR, ".show-attention").click()
+        sentences[1].find_element(By.CSS_SELECTOR, ".show-attention").click()  # the second sentence's
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#heatmap tbody td"))
         Select(driver.find_element(By.ID, "head")).select_by_visible_text("head 1")
-        _, seen, _ = post(server.url + "/attention", {"text": german[0], "translation": best[0]})
+        chosen = sentences[1].find_element(By.CSS_SELECTOR, "input:checked + .translation").text
+        _, seen, _ = post(server.url + "/attention", {"text": f"{german[1]}.",
+                                                      "translation": "" if chosen == "(empty)" else chosen})
         columns = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#heatmap thead th")]
         rows = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#heatmap tbody th")]
         cells = driver.find_elements(By.CSS_SELECTOR, "#heatmap tbody td")
@@ -82,9 +92,15 @@ def test_the_page_in_a_browser_translates_shows_attention_and_errors(trained_mod
         driver.find_element(By.ID, "translate").click()
         error = wait.until(expected_conditions.visibility_of_element_located((By.ID, "error")))
         assert "--max_chars" in error.text and "300" in error.text
+        driver.find_element(By.LINK_TEXT, "API docs").click()  # the docs, served from here: nothing leaves
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock"))
+        operations = sum(map(len, json.loads(get(server.url + "/openapi.json")[1])["paths"].values()))
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".opblock")) == operations == 11  # every endpoint
+        loaded = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert loaded and all(url.startswith(server.url + "/") for url in loaded), loaded
     except Exception:
         driver.save_screenshot(str(tmp_path / "failed.png"))  # what the page showed
-        status, error = (driver.find_element(By.ID, name).text for name in ("status", "error"))
+        status, error = ([e.text for e in driver.find_elements(By.ID, name)] for name in ("status", "error"))
         print(f"page: {status!r}, error {error!r}, screenshot {tmp_path / 'failed.png'}")
         raise
     finally:

@@ -16,6 +16,7 @@ FLAGS = [
     (["--max_wait_ms", "nan"], "--max_wait_ms must be between 0 and 60,000, got nan"),
     (["--max_queue", "0"], "--max_queue must be at least 1, got 0"),
     (["--max_beam_size", "65"], "--max_beam_size must be at most 64, got 65"),
+    (["--api_keys", "no-keys.txt"], "--api_keys no-keys.txt: no such file; write the keys in a text file, one a line"),
 ]
 
 
@@ -23,6 +24,18 @@ FLAGS = [
 def test_each_serve_flag_out_of_range_has_its_own_line(tmp_path, argv, line, capsys, monkeypatch):
     said = fails(serve.main, "serve.py", ["--logdir", tmp_path / "nowhere", *argv], capsys, monkeypatch)
     assert said == f"serve.py: error: {line}"
+
+
+def test_a_server_open_to_others_without_keys_is_warned_of():
+    assert serve.exposed("0.0.0.0", None) and "--api_keys" in serve.exposed("::", None)
+    assert not serve.exposed("127.0.0.1", None) and not serve.exposed("::1", None)
+    assert not serve.exposed("0.0.0.0", keys=object())
+
+
+def test_split_sentences_and_nbest_lists_exclude_each_other(tmp_path, capsys, monkeypatch):
+    said = fails(translate.main, "translate.py", ["--logdir", tmp_path, "--split_sentences", "--nbest", "2", "x"],
+                 capsys, monkeypatch)
+    assert said.startswith("translate.py: error: --nbest lists are per sentence and --split_sentences")
 
 
 def test_the_address_of_an_ipv6_host_is_a_usable_url():

@@ -18,7 +18,7 @@ SCRIPTS = {name for name, p in SOURCES.items()
 
 # Lowest first. A module imports only modules of its own floor or of floors below it.
 FLOORS = [
-    ("foundations", {"messages", "files", "corpora", "fetch", "readers", "hyperparams", "cli", "vocab"}),
+    ("foundations", {"messages", "files", "corpora", "fetch", "readers", "hyperparams", "cli", "vocab", "paragraphs"}),
     ("data", {"shards", "shapes", "data_load"}),
     ("model", {"modules", "model", "optimizer", "checkpoints", "weights", "decoding", "training", "plotting"}),
     ("engines", {"engine", "inference", "ct2", "ct2_export", "engines", "dev_eval"}),

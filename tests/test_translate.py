@@ -119,3 +119,20 @@ def test_a_line_too_long_to_translate_is_refused_before_any_tensor_is_made(train
             write_lines(tmp_path / "long.en", ["one " * 299])]
     with pytest.raises(UserError, match="line 1 has 300 tokens, more than the 256"):
         score.main(flags + long)
+
+
+def test_split_sentences_translates_each_sentence_of_a_line_and_names_the_line_of_one_too_long(trained, tmp_path,
+                                                                                            capsys, monkeypatch):
+    directory, flags, _ = trained
+    german = [g.capitalize() for g in (directory / "test.de").read_text(encoding="utf-8").splitlines()[:2]]
+    capsys.readouterr()
+    translate.main([*flags, *german])
+    alone = capsys.readouterr().out.splitlines()
+    source = write_lines(tmp_path / "paragraphs.de", [f"{german[0]}.  {german[1]}!", "", german[1]])
+    translate.main([*flags, "--split_sentences", "--input", source, "--output", str(tmp_path / "out.en")])
+    assert (tmp_path / "out.en").read_text(encoding="utf-8").splitlines() == [f"{alone[0]}  {alone[1]}", "",
+                                                                              alone[1]]  # the line's own spacing
+    stdin = f"Eins.\nEins. Zwei {'zwei ' * 300}\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode("utf-8")), encoding="utf-8"))
+    line = fails(translate.main, "translate.py", [*flags, "--split_sentences"], capsys, monkeypatch)
+    assert line.startswith("translate.py: error: line 2 has 302 tokens, more than the 256")
