@@ -29,8 +29,13 @@ and Retry-After at once. A bad request (not JSON or UTF-8, a wrong type, an
 unknown field, empty text, more than --max_sentences sentences or
 --max_chars characters, a beam wider than --max_beam_size, a sentence too
 long to translate) gets a JSON error naming the field and the limit and never
-reaches the model; every request is one log line. SIGTERM stops accepting
-requests, finishes those in flight and exits with code 0.
+reaches the model; every request is one log line. At most --max_connections
+connections are open at once, and a request's headers, then its body, must
+arrive within --request_timeout seconds (serving/connections.py); a request
+from another site's page (its Origin) or, on 127.0.0.1, naming another host
+is refused. SIGTERM stops accepting requests, finishes those in flight (for
+at most --shutdown_timeout seconds; a second SIGTERM ends them at once) and
+exits with code 0.
 """
 import asyncio
 import collections
@@ -48,10 +53,11 @@ import paragraphs
 import serving.page
 from serving import schemas
 from serving.batching import Batcher, QueueFull
+from serving.connections import guarded, raise_open_files
 from serving.keys import read_keys
 from serving.libretranslate import LibreTranslate
 from serving.metrics import Metrics
-from serving.requests import BadRequest, check_fields, number, read_json
+from serving.requests import BadRequest, check_fields, foreign, number, read_json
 from cli import parse_args, run
 from hyperparams import MAX_BEAM
 from messages import UserError, note
@@ -62,6 +68,8 @@ SETTINGS = ("logdir", "vocab_dir", "seed", "decode_extra", "decode_maxlen", "bea
             "average_checkpoints", "preset")
 VARIANTS = 8  # decoding settings kept ready at once (each a traced decoder with the TensorFlow engine)
 MAX_WAIT_MS = 60000  # the longest --max_wait_ms: a minute
+MAX_TIMEOUT = 3600  # the longest --request_timeout and --shutdown_timeout: an hour
+SPARE_FILES = 64  # open files beside the connections: the model's, the log's, the libraries'
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 DOCS = """A German -> English Transformer, trained with this project's train.py.
 
@@ -85,6 +93,16 @@ def add_serve_flags(parser):
     parser.add_argument("--max_sentences", type=int, default=64, help="sentences per request (default: 64)")
     parser.add_argument("--max_chars", type=int, default=10000, help="characters per request (default: 10000)")
     parser.add_argument("--max_beam_size", type=int, default=16, help="widest beam a request may ask for (default: 16)")
+    parser.add_argument("--max_connections", type=int, default=1024,
+                        help="connections open at once; one more is closed at once (default: 1024)")
+    parser.add_argument("--request_timeout", type=float, default=30.0,
+                        help="seconds a request's headers, and then its body, may take to arrive (default: 30)")
+    parser.add_argument("--shutdown_timeout", type=float, default=30.0,
+                        help="seconds SIGTERM waits for requests in flight before it ends them; a second SIGTERM "
+                             "ends them at once (default: 30)")
+    parser.add_argument("--allowed_origins", nargs="*", default=[], metavar="ORIGIN",
+                        help="web origins (https://example.org, or *) whose pages may call the API; others' "
+                             "requests are refused (default: none; programs send no Origin and are served)")
     parser.add_argument("--api_keys", default=None, metavar="FILE",
                         help="require an API key (one a line, each optionally with requests_per_minute=N and "
                              "characters_per_minute=N) on every endpoint but /health, /metrics, the page and the "
@@ -110,7 +128,7 @@ class Service:
     async def translate(self, request):
         """POST /translate."""
         key = self.identify(request)  # before the body is read
-        body = await read_json(request, self.body_limit)
+        body = await read_json(request, self.body_limit, self.args.request_timeout)
         check_fields(body, {"text", "beam_size", "nbest", "length_penalty", "split"})
         if not isinstance(body.get("split", True), bool):
             raise BadRequest(422, "split", "must be true or false")
@@ -191,7 +209,7 @@ class Service:
     async def attention(self, request):
         """POST /attention: the cross-attention of every layer and head, rounded to 4 decimals."""
         key = self.identify(request)
-        body = await read_json(request, self.body_limit)
+        body = await read_json(request, self.body_limit, self.args.request_timeout)
         check_fields(body, {"text", "translation"})
         if not (isinstance(body["text"], str) and body["text"].strip()):
             raise BadRequest(422, "text", "must be a non-empty string")
@@ -283,6 +301,7 @@ def make_app(service):
     """The FastAPI application: the service's endpoints and LibreTranslate's, one log line and the metrics of
     every request, errors as JSON, the OpenAPI description and its /docs page (served from here, offline)."""
     from fastapi import Request
+    from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
     from fastapi_offline import FastAPIOffline
 
@@ -301,10 +320,19 @@ def make_app(service):
                          lifespan=lifespan, docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
     routes = set()
 
+    if args.allowed_origins:  # their pages may read the answers too
+        app.add_middleware(CORSMiddleware, allow_origins=args.allowed_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+
     @app.middleware("http")
     async def log_line(request: Request, call_next):
         start = time.perf_counter()
-        response = await call_next(request)
+        refused = foreign(request.headers, args.host, args.allowed_origins)
+        if refused:
+            request.state.error = refused[1]
+            response = JSONResponse({"error": refused[1], "field": None}, status_code=refused[0])
+        else:
+            response = await call_next(request)
         seconds = time.perf_counter() - start
         said, key = getattr(request.state, "error", ""), getattr(request.state, "key", "")
         route = request.url.path if request.url.path in routes else "other"  # (a bounded set of labels)
@@ -364,6 +392,14 @@ def address(host, port):
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def ended_at_shutdown(record):
+    """A logging filter: a request that --shutdown_timeout ended is one line, not uvicorn's traceback."""
+    if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+        record.msg, record.args, record.exc_info = ("a request in flight was ended: --shutdown_timeout passed (or "
+                                                    "a second SIGTERM came)"), (), None
+    return True
+
+
 def exposed(host, keys):
     """The warning for a server that anyone who reaches it may use without limit, or None."""
     if keys is None and host not in LOOPBACK and not host.startswith("127."):
@@ -401,17 +437,36 @@ def main(argv):
         raise UserError(f"--port must be in [0, 65535] (0: any free port), got {args.port}")
     if args.ct2 is not None and "logdir" in explicit:
         note(f"--logdir {explicit['logdir']} is not read: --ct2 {args.ct2} holds the model and its settings")
+    if args.max_connections < 1:
+        raise UserError(f"--max_connections must be at least 1, got {args.max_connections}")
+    for name in ("request_timeout", "shutdown_timeout"):
+        if not 0 < getattr(args, name) <= MAX_TIMEOUT:
+            raise UserError(f"--{name} must be more than 0 and at most {MAX_TIMEOUT:,} seconds, got "
+                            f"{getattr(args, name)}")
+    files = raise_open_files(args.max_connections + SPARE_FILES)
+    if files < args.max_connections + SPARE_FILES:
+        raise UserError(f"--max_connections {args.max_connections} needs {args.max_connections + SPARE_FILES} "
+                        f"open files and this system allows {files} (ulimit -n): pass a lower --max_connections")
     keys = read_keys(args.api_keys) if args.api_keys else None
     hp = engines.settings(explicit, args)
     sock = listening_socket(args.host, args.port)
     import uvicorn
 
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            if self.should_exit:  # a second SIGTERM (or Ctrl-C): the requests in flight end now, as at the timeout
+                loop = asyncio.get_running_loop()
+                loop.call_soon_threadsafe(lambda: [task.cancel() for task in self.server_state.tasks])
+            super().handle_exit(sig, frame)
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s serve.py: %(message)s")
+    logging.getLogger("uvicorn.error").addFilter(ended_at_shutdown)
     # a call's sentences are the batcher's choice: the engine takes them in one batch
     engine = engines.open_engine(dataclasses.replace(hp, batch_size=args.max_batch_tokens), args)
     engine(["Hallo"])  # traces (TensorFlow) or loads the decoder now, not at the first request
-    server = uvicorn.Server(uvicorn.Config(make_app(Service(engine, args, keys)), log_config=None, access_log=False,
-                                           timeout_graceful_shutdown=None))
+    server = Server(uvicorn.Config(make_app(Service(engine, args, keys)), log_config=None, access_log=False,
+                                   http=guarded(args.max_connections, args.request_timeout),
+                                   timeout_keep_alive=5, timeout_graceful_shutdown=args.shutdown_timeout))
     log.info(f"serving {engine.name} ({engine.kind}) on {address(args.host, sock.getsockname()[1])}"
              f"{' (API keys from ' + args.api_keys + ')' if keys else ''}")
     if exposed(args.host, keys):

@@ -30,7 +30,7 @@ class LibreTranslate:
 
     async def fields(self, request, needs_text=True):
         """The request's fields, its key checked (the api_key field, or Authorization: Bearer)."""
-        fields = await read_fields(request, self.service.body_limit)
+        fields = await read_fields(request, self.service.body_limit, self.service.args.request_timeout)
         if not isinstance(fields, dict):
             raise BadRequest(400, None, "the body must be a JSON object or form fields")
         if needs_text and "q" not in fields:

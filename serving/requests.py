@@ -1,5 +1,6 @@
 """What a request to serve.py must be before it reaches the model: a JSON object of the known fields, numbers in
 their ranges, a body of bounded size and depth; a BadRequest (its status, the field, what is wrong) otherwise."""
+import asyncio
 import urllib.parse
 
 from files import TooDeep, parse_json
@@ -43,13 +44,23 @@ def number(body, field, kind, default, lowest, highest):
     return value
 
 
-async def read_body(request, limit):
-    """The request's body: at most `limit` bytes (413)."""
+async def read_body(request, limit, timeout):
+    """The request's body: at most `limit` bytes (413), whole within `timeout` seconds (408)."""
+    from starlette.requests import ClientDisconnect
+
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BadRequest(413, None, f"the body is larger than {limit:,} bytes (--max_chars allows)", limit)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise BadRequest(413, None, f"the body is larger than {limit:,} bytes (--max_chars allows)",
+                                     limit)
+    except TimeoutError:
+        raise BadRequest(408, None, f"the body was not whole within --request_timeout {timeout:g} s; send it at "
+                                    "once", timeout, headers={"Connection": "close"}) from None
+    except ClientDisconnect:
+        raise BadRequest(400, None, "the client closed the connection before the body was whole") from None
     return body
 
 
@@ -69,15 +80,20 @@ def parse(text):
         raise BadRequest(400, None, f"the body is not JSON ({e}); send a JSON object") from None
 
 
-async def read_json(request, limit):
-    """The request's body as JSON: at most `limit` bytes (413), UTF-8 (400), JSON (400)."""
-    return parse(text_of(await read_body(request, limit)))
+async def read_json(request, limit, timeout):
+    """The request's body as JSON: sent as application/json (415: what browsers send across sites without
+    asking is refused), at most `limit` bytes (413) within `timeout` seconds (408), UTF-8 (400), JSON (400)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise BadRequest(415, None, f"the body must be sent as Content-Type: application/json, not "
+                                    f"{kind or 'without one'}")
+    return parse(text_of(await read_body(request, limit, timeout)))
 
 
-async def read_fields(request, limit):
+async def read_fields(request, limit, timeout):
     """A body of JSON or of HTML form fields (application/x-www-form-urlencoded, as LibreTranslate's clients
     send) -> a dict; a field given more than once is a list; no body is {}."""
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, timeout)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not body.strip():
         return {}
@@ -98,3 +114,28 @@ async def read_fields(request, limit):
         return parse(text_of(body))
     raise BadRequest(415, None, f"a body of {kind} is not read here; send JSON (application/json) or form fields "
                                 "(application/x-www-form-urlencoded)")
+
+
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+
+
+def foreign(headers, host, allowed_origins):
+    """Why a request from elsewhere than a program or this server's own pages is refused, or None.
+
+    A page on another site can make a browser send requests here (a form's POST needs no permission), and,
+    with a DNS name that it points at 127.0.0.1, read the answers (DNS rebinding). So a request whose Origin
+    is another site's (browsers send it with every cross-site POST) is refused unless --allowed_origins lists
+    it, and a server on loopback answers only to its loopback names in the Host header.
+    """
+    given = headers.get("host", "")
+    if host in LOOPBACK_NAMES or host.startswith("127."):
+        name = urllib.parse.urlsplit("//" + given).hostname if given else None
+        if name not in LOOPBACK_NAMES | {host}:
+            return 421, (f"the Host header names {given!r}, not this server on {host}: ask http://{host}:PORT "
+                         "(a page that points its own name at this machine looks like this)")
+    origin = headers.get("origin")
+    if origin is not None and origin not in allowed_origins and "*" not in allowed_origins:
+        if origin == "null" or urllib.parse.urlsplit(origin).netloc != given:
+            return 403, (f"requests from the pages of {origin} are not served: call the API from a program or "
+                         "from this server's own page, or start serve.py with --allowed_origins " + origin)
+    return None

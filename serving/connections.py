@@ -1,0 +1,58 @@
+"""Connections that do not behave: bounds serve.py puts on what uvicorn accepts.
+
+uvicorn's own limits start once a request's head is whole (limit_concurrency
+answers 503 then), and a client that sends a few bytes and waits holds its
+connection, and a file descriptor, for ever. Here, on top of uvicorn's h11
+protocol:
+
+- at most max_connections open at once: one more is closed as soon as it is
+  accepted, so that descriptors never run out (serve.py raises the process'
+  limit of open files to fit them);
+- a request's head (its line and headers) must be whole within head_timeout
+  seconds of the connection or of the previous answer on it: a connection
+  still waiting for one then is closed. The body has its own deadline
+  (serving.requests.read_body), and uvicorn closes a connection idle between
+  requests after its keep-alive timeout.
+"""
+import resource
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+
+def guarded(max_connections, head_timeout):
+    """uvicorn's h11 protocol class with these bounds (a class for Config(http=...))."""
+
+    class Guarded(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                transport.abort()  # (connection_lost takes it out of self.connections)
+                return
+            self.head_deadline = self.loop.call_later(head_timeout, self.head_late)
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self.head_deadline.cancel()
+            self.head_deadline = self.loop.call_later(head_timeout, self.head_late)
+
+        def connection_lost(self, exc):
+            super().connection_lost(exc)
+            if getattr(self, "head_deadline", None):
+                self.head_deadline.cancel()
+
+        def head_late(self):
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.abort()  # no request line and headers in time
+
+    return Guarded
+
+
+def raise_open_files(wanted):
+    """Raises the soft limit of open files towards `wanted` (at most the hard limit); returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft

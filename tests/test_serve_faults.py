@@ -1,0 +1,124 @@
+"""serve.py against clients that do not behave, over real sockets on 127.0.0.1: idle and half-sent connections,
+too many of them, bodies that never end or stop half-way, requests from other sites' pages or naming another
+host, and SIGTERM while a client trickles its body."""
+import json
+import signal
+import socket
+import time
+
+import pytest
+
+from conftest import Server, get, post
+
+pytestmark = pytest.mark.e2e
+
+
+def connect(url):
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def closed_within(sock, seconds):
+    """Whether the server closes the connection within `seconds` (what it sent before is returned too)."""
+    sock.settimeout(seconds)
+    received = b""
+    try:
+        while chunk := sock.recv(4096):
+            received += chunk
+    except TimeoutError:
+        return False, received
+    except ConnectionResetError:
+        pass
+    return True, received
+
+
+def raw(url, text):
+    """A raw HTTP request: (status, JSON answer)."""
+    with connect(url) as sock:
+        sock.sendall(text.encode())
+        _, received = closed_within(sock, 30)
+    head, _, body = received.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def guarded(trained_model):
+    _, flags = trained_model
+    server = Server(*flags, "--request_timeout", "1.5", "--max_connections", "6", "--shutdown_timeout", "2")
+    yield server
+    server.stop()
+
+
+def test_a_connection_that_never_sends_its_headers_is_closed(guarded):
+    with connect(guarded.url) as sock:
+        sock.sendall(b"P")  # one byte, then nothing
+        assert closed_within(sock, 10)[0]
+    with connect(guarded.url) as sock:  # the same after an answer, on a kept-alive connection
+        body = json.dumps({"text": "eins"})
+        sock.sendall(f"POST /translate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n{body}POST /tr".encode())
+        closed, received = closed_within(sock, 10)
+        assert closed and received.startswith(b"HTTP/1.1 200")
+
+
+def test_connections_beyond_the_limit_are_closed_at_once_and_others_are_served_after(guarded):
+    idle = [connect(guarded.url) for _ in range(6)]
+    try:
+        time.sleep(0.3)
+        with connect(guarded.url) as extra:
+            assert closed_within(extra, 1)[0]  # the seventh: closed as soon as accepted
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.3)
+    assert post(guarded.url + "/translate", {"text": "eins"})[0] == 200
+
+
+def test_a_body_that_stops_or_never_ends(guarded):
+    start = time.time()
+    status, answer = raw(guarded.url, "POST /translate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                      "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"te")
+    assert status == 408 and "--request_timeout 1.5" in answer["error"] and time.time() - start < 10
+    with connect(guarded.url) as sock:  # half a body, then the client goes away
+        sock.sendall(b"POST /translate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"text\"")
+    time.sleep(0.5)
+    assert get(guarded.url + "/health")[0] == 200
+
+
+def test_requests_from_other_sites_or_naming_another_host_are_refused(guarded):
+    body = '{"text": "eins"}'
+    port = guarded.url.rsplit(":", 1)[1]
+
+    def request(host, kind="application/json", extra=""):
+        return raw(guarded.url, f"POST /translate HTTP/1.1\r\nHost: {host}\r\nContent-Type: {kind}\r\n{extra}"
+                                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}")
+
+    status, answer = request(f"127.0.0.1:{port}", kind="text/plain")
+    assert status == 415 and "application/json" in answer["error"]  # what a cross-site form can send
+    status, answer = request(f"rebound.example:{port}")
+    assert status == 421 and "rebound.example" in answer["error"]
+    status, answer = request(f"127.0.0.1:{port}", extra="Origin: https://elsewhere.example\r\n")
+    assert status == 403 and "--allowed_origins https://elsewhere.example" in answer["error"]
+    status, answer = request(f"localhost:{port}", extra=f"Origin: http://localhost:{port}\r\n")
+    assert status == 200  # the server's own page
+
+
+@pytest.mark.parametrize("timeout, signals", [("2", 1), ("600", 2)], ids=["the shutdown timeout", "a second SIGTERM"])
+def test_sigterm_while_a_client_trickles_its_body_ends_within_the_shutdown_timeout_or_at_a_second(
+        trained_model, timeout, signals):
+    _, flags = trained_model
+    server = Server(*flags, "--request_timeout", "600", "--shutdown_timeout", timeout)
+    sock = connect(server.url)
+    sock.sendall(b"POST /translate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\n\r\n{")
+    time.sleep(0.3)
+    start = time.time()
+    for _ in range(signals):
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+    log = "".join(server.lines) + server.process.communicate(timeout=60)[1]
+    code = server.process.returncode
+    sock.close()
+    assert code == 0 and time.time() - start < 20 and "Traceback" not in log, log[-2000:]
+    assert "a request in flight was ended" in log
