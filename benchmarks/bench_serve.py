@@ -10,11 +10,13 @@ then C client threads each send --requests requests of one sentence (the
 connection, for at most --seconds. It prints one JSON line per run:
 
     batched C      serve.py's defaults, C = 1, 8, 32 clients
+    paragraphs     32 clients, each request a paragraph of 5 of the sentences (serve.py splits it)
     one_at_a_time  --max_batch_tokens 1: every decoder call translates one sentence, C = 1, 8, 32
     overload       --max_queue 8, 64 clients: every request answered, 200 or 503, and how fast
     memory         the server's resident memory before and after --memory_requests requests (32 clients)
 
-with sentences_per_s, latency p50, p95, p99 and max (ms), and status counts.
+with sentences_per_s (sentences translated, 5 per paragraph), latency p50, p95, p99, max (ms) and
+p99 / p50, and status counts.
 """
 import concurrent.futures
 import http.client
@@ -36,6 +38,7 @@ from messages import UserError
 from readers import read_sentences
 
 CLIENTS = (1, 8, 32)
+PARAGRAPH = 5  # sentences per request of the paragraphs run
 
 
 def add_flags(parser):
@@ -47,22 +50,32 @@ def add_flags(parser):
 
 
 def start_server(model_flags, run_flags):
-    """serve.py with these flags on a free port: (process, port), once it listens."""
+    """serve.py with these flags on a free port: (process, its address as http.client takes it), once it
+    listens; a server that does not start is stopped and said in one line."""
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "serve.py"), *model_flags, *run_flags,
                                 "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines = []
-    for line in process.stderr:
-        lines.append(line)
-        found = re.search(r"serving .* on http://[\d.]+:(\d+)", line)
-        if found:
-            threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()  # keep it drained
-            return process, int(found[1])
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            found = re.search(r"serving .* on http://(\[[^\]]+\]|[^\s:]+):(\d+)", line)  # (IPv6 in brackets)
+            if found:
+                threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()  # drained
+                return process, (found[1].strip("[]"), int(found[2]))
+    except BaseException:  # Ctrl-C while it starts: it does not outlive the benchmark
+        stop_server(process)
+        raise
+    stop_server(process)
     raise UserError(f"serve.py did not start: {''.join(lines)[-500:]}")
 
 
 def stop_server(process):
     process.terminate()
-    process.wait(timeout=120)
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def rss_mb(pid):
@@ -70,13 +83,15 @@ def rss_mb(pid):
         return int(re.search(r"VmRSS:\s+(\d+)", f.read())[1]) / 1024
 
 
-def client(port, sentences, first, count, deadline):
-    """One client: count requests, one sentence each, in turn from sentences[first]; [(status, seconds)]."""
-    connection, done = http.client.HTTPConnection("127.0.0.1", port, timeout=120), []
+def client(address, sentences, first, count, deadline, per_request=1):
+    """One client: count requests of per_request sentences each (a paragraph), in turn from sentences[first];
+    [(status, seconds)]."""
+    connection, done = http.client.HTTPConnection(*address, timeout=120), []
     for i in range(count):
         if time.monotonic() > deadline:
             break
-        body = json.dumps({"text": sentences[(first + i) % len(sentences)]})
+        at = (first + i) * per_request
+        body = json.dumps({"text": " ".join(sentences[(at + k) % len(sentences)] for k in range(per_request))})
         start = time.perf_counter()
         connection.request("POST", "/translate", body, {"Content-Type": "application/json"})
         response = connection.getresponse()
@@ -86,12 +101,13 @@ def client(port, sentences, first, count, deadline):
     return done
 
 
-def load(port, sentences, clients, requests, seconds):
-    """C clients at once: their figures."""
+def load(address, sentences, clients, requests, seconds, per_request=1):
+    """C clients at once: their figures (latencies None if no request was answered in time)."""
     deadline = time.monotonic() + seconds
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        results = pool.map(lambda c: client(port, sentences, c * requests, requests, deadline), range(clients))
+        results = pool.map(lambda c: client(address, sentences, c * requests, requests, deadline, per_request),
+                           range(clients))
         answers = [answer for done in results for answer in done]
     wall = time.perf_counter() - start
     latencies = sorted(seconds * 1000 for _, seconds in answers)
@@ -100,31 +116,33 @@ def load(port, sentences, clients, requests, seconds):
         statuses[str(status)] = statuses.get(str(status), 0) + 1
 
     def percentile(p):
-        return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))], 1)
+        return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))], 1) if latencies else None
 
-    return {"clients": clients, "requests": len(answers), "statuses": statuses,
-            "sentences_per_s": round(statuses.get("200", 0) / wall, 2),
-            "p50_ms": round(statistics.median(latencies), 1),
-            "p95_ms": percentile(95), "p99_ms": percentile(99), "max_ms": round(latencies[-1], 1),
+    p50 = round(statistics.median(latencies), 1) if latencies else None
+    return {"clients": clients, "requests": len(answers), "sentences_per_request": per_request,
+            "statuses": statuses, "sentences_per_s": round(per_request * statuses.get("200", 0) / wall, 2),
+            "p50_ms": p50, "p95_ms": percentile(95), "p99_ms": percentile(99),
+            "max_ms": round(latencies[-1], 1) if latencies else None,
+            "p99_over_p50": round(percentile(99) / p50, 2) if p50 else None,
             "errors": len(answers) - statuses.get("200", 0)}
 
 
-def measure(name, model_flags, run_flags, sentences, clients, args):
-    process, port = start_server(model_flags, run_flags)
+def measure(name, model_flags, run_flags, sentences, clients, args, per_request=1):
+    process, address = start_server(model_flags, run_flags)
     try:
         for count in clients:
-            figures = load(port, sentences, count, args.requests, args.seconds)
+            figures = load(address, sentences, count, args.requests, args.seconds, per_request)
             print(json.dumps({"run": name, "serve_flags": run_flags, **figures}), flush=True)
     finally:
         stop_server(process)
 
 
 def measure_memory(model_flags, sentences, args):
-    process, port = start_server(model_flags, [])
+    process, address = start_server(model_flags, [])
     try:
-        load(port, sentences, 32, 16, args.seconds)  # warm: every decoder shape of these sentences made
+        load(address, sentences, 32, 16, args.seconds)  # warm: every decoder shape of these sentences made
         before = rss_mb(process.pid)
-        figures = load(port, sentences, 32, -(-args.memory_requests // 32), 10 * args.seconds)
+        figures = load(address, sentences, 32, -(-args.memory_requests // 32), 10 * args.seconds)
         after = rss_mb(process.pid)
     finally:
         stop_server(process)
@@ -142,6 +160,7 @@ def main(argv):
     if not sentences:
         raise UserError(f"{args.sentences} holds no sentence; pass a file of German sentences to --sentences")
     measure("batched", model_flags, [], sentences, CLIENTS, args)
+    measure("paragraphs", model_flags, [], sentences, [32], args, per_request=PARAGRAPH)
     measure("one_at_a_time", model_flags, ["--max_batch_tokens", "1"], sentences, CLIENTS, args)
     measure("overload", model_flags, ["--max_queue", "8"], sentences, [64], args)
     if args.memory_requests:

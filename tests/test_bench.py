@@ -102,3 +102,34 @@ def test_decode_measures_of_both_engines_beam_search_and_latency(tmp_path):
         assert records[1]["ct2_isa"] and "tf" not in records[1]  # the CPU code CTranslate2 chose; no TensorFlow
         assert records[0]["settings"]["beam_size"] == (2 if "--beam_size" in extra else 1)
 
+
+
+def test_bench_serve_with_no_answer_in_time_reports_no_latencies_rather_than_failing():
+    from benchmarks import bench_serve
+
+    figures = bench_serve.load(("127.0.0.1", 9), ["Ein Satz."], clients=2, requests=3, seconds=0)
+    assert figures["requests"] == 0 and figures["p50_ms"] is None and figures["p99_over_p50"] is None
+
+
+def test_bench_serve_paragraph_clients_send_their_sentences_in_turn(monkeypatch):
+    from benchmarks import bench_serve
+
+    sent = []
+
+    class Connection:  # what the client sends, without a server
+        def __init__(self, *address, timeout):
+            assert address == ("::1", 8000)
+
+        def request(self, method, path, body, headers):
+            sent.append(json.loads(body)["text"])
+
+        def getresponse(self):
+            return type("Response", (), {"status": 200, "read": lambda self: b"{}"})()
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(bench_serve.http.client, "HTTPConnection", Connection)
+    done = bench_serve.client(("::1", 8000), ["A.", "B.", "C."], first=1, count=2, deadline=float("inf"),
+                              per_request=2)
+    assert [status for status, _ in done] == [200, 200] and sent == ["C. A.", "B. C."]
