@@ -40,7 +40,9 @@ def settings(explicit, args):
     with the flags given on top. With --ct2, export.json is read (and the export's files checked) here, once:
     the record travels on to open_engine() as args.export."""
     if getattr(args, "ct2", None) is None:
-        return hyperparams.for_evaluation(explicit)
+        hp = hyperparams.for_evaluation(explicit)
+        hyperparams.check_vocab_dir(hp, explicit)
+        return hp
     chosen = [f"--{name}" for name in ("ckpt", "best", "raw_weights", "ensemble") if getattr(args, name, None)]
     if chosen:
         raise UserError(f"{', '.join(chosen)} choose among the checkpoints in --logdir; --ct2 {args.ct2} holds the "

@@ -46,6 +46,8 @@ def decode_lines(lines, name):
 
 def check_file(path, flag):
     """Refuses a corpus file that is not there, naming the flag that gave its path."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UserError(f"{path} is not a file of text (a directory or a device); pass a file to --{flag}")
     if not os.path.isfile(path):
         raise UserError(f"{path} not found; fetch the --dataset corpus with download.py (python download.py "
                         f"iwslt2016 or multi30k) or pass the file's path with --{flag}")

@@ -35,7 +35,7 @@ arrive within --request_timeout seconds (serving/connections.py); a request
 from another site's page (its Origin) or, on 127.0.0.1, naming another host
 is refused. SIGTERM stops accepting requests, finishes those in flight (for
 at most --shutdown_timeout seconds; a second SIGTERM ends them at once) and
-exits with code 0.
+exits with code 0 (Ctrl-C: the same, with code 130).
 """
 import asyncio
 import collections

@@ -80,6 +80,9 @@ def test_missing_and_empty_corpora_say_what_to_fix(tmp_path):
         readers.read_parallel(str(tmp_path / "nothere.de"), empty)
     with pytest.raises(UserError, match="hold no sentence pairs"):
         readers.read_parallel(empty, write_lines(tmp_path / "empty.en", []))
+    for other in ("/dev/null", str(tmp_path)):  # a device, a directory
+        with pytest.raises(UserError, match=f"{other} is not a file of text .*; pass a file to --source_train"):
+            readers.read_parallel(other, empty)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "iwslt2016").is_dir(), reason="../shared/data/iwslt2016 is absent")

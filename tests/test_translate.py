@@ -136,3 +136,22 @@ def test_split_sentences_translates_each_sentence_of_a_line_and_names_the_line_o
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode("utf-8")), encoding="utf-8"))
     line = fails(translate.main, "translate.py", [*flags, "--split_sentences"], capsys, monkeypatch)
     assert line.startswith("translate.py: error: line 2 has 302 tokens, more than the 256")
+
+
+def test_a_relative_vocab_dir_recorded_by_training_is_named_when_run_from_elsewhere(trained_copy, tmp_path,
+                                                                                     capsys, monkeypatch):
+    import json
+
+    directory, flags = trained_copy
+    record = json.loads((directory / "logdir" / "hparams.json").read_text(encoding="utf-8"))
+    record["hparams"]["vocab_dir"] = "vocab"  # as train.py records a --vocab_dir given relative to where it ran
+    (directory / "logdir" / "hparams.json").write_text(json.dumps(record), encoding="utf-8")
+    logdir = ["--logdir", str(directory / "logdir")]
+    monkeypatch.chdir(tmp_path)
+    line = fails(translate.main, "translate.py", [*logdir, "eins zwei"], capsys, monkeypatch)
+    assert line == (f"translate.py: error: --vocab_dir vocab, which {directory / 'logdir' / 'hparams.json'} records, "
+                    "is not here: it is relative to the directory train.py ran in; run from there, or pass "
+                    "--vocab_dir with its path")
+    monkeypatch.chdir(directory)  # from there it translates
+    translate.main([*logdir, "eins zwei"])
+    assert capsys.readouterr().out.strip()
