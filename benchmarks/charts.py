@@ -3,7 +3,10 @@
 matplotlib's Figure is used without pyplot, as in plotting.py, and imported
 only when a chart is drawn.
 """
-from messages import UserError
+import json
+import math
+
+from messages import UserError, note
 
 COLOURS = ["#1a5fb4", "#c01c28", "#26a269", "#e66100", "#613583", "#865e3c"]
 
@@ -33,18 +36,23 @@ def training_figure(runs):
 
 
 def speed_figure(records):
-    """records: bench JSON objects with a "label" -> bar charts: training tokens/s; decoding sentences/s at
-    batch 64 and ms per sentence at batch 1."""
+    """records: bench JSON objects with a "label" -> (bar charts: training tokens/s; decoding sentences/s at
+    batch 64 and ms per sentence at batch 1, the number of records drawn); a record without a speed is left out
+    with a note."""
     from matplotlib.figure import Figure
 
     panels = [("training", "target tokens/s", lambda r: r.get("target_tokens_per_s") or r.get("tokens_per_s")),
               ("decoding, batch 64", "sentences/s", lambda r: r.get("sentences_per_s")),
               ("decoding, one sentence", "ms per sentence", lambda r: r.get("ms_per_sentence"))]
-    groups = {title: [] for title, _, _ in panels}
+    groups, values = {title: [] for title, _, _ in panels}, dict((title, value) for title, _, value in panels)
     for record in records:
         kind = ("decoding, one sentence" if "ms_per_sentence" in record
                 else "decoding, batch 64" if "sentences_per_s" in record else "training")
-        groups[kind].append(record)
+        figure = values[kind](record)
+        if isinstance(figure, (int, float)) and not isinstance(figure, bool) and math.isfinite(figure):
+            groups[kind].append(record)
+        else:  # (a line of another tool, or a run that measured nothing)
+            note(f"--bench {record['label']}: no speed to draw in {json.dumps(record)[:120]}; left out")
     shown = [(title, unit, value) for title, unit, value in panels if groups[title]]
     if not shown:
         raise UserError("no --bench record holds a speed to draw")
@@ -59,4 +67,4 @@ def speed_figure(records):
         axes.margins(x=0.25)
         axes.tick_params(axis="y", labelsize=8)
     figure.tight_layout()
-    return figure
+    return figure, sum(len(group) for group in groups.values())

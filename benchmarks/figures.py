@@ -19,6 +19,7 @@ import sys
 if __package__ in (None, ""):  # run as a file: the pipeline's modules are one folder up
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import cli
 from cli import Parser, run
 import plotting
 from benchmarks import charts
@@ -77,13 +78,15 @@ def main(argv):
     if not args.logdir and not args.bench:
         raise UserError("give --logdir (training curves) or --bench (speed), or both")
     if args.logdir:
+        cli.import_tensorflow()  # (TensorBoard's reader imports it: its start-up lines dropped, as every script does)
         runs = {os.path.basename(os.path.normpath(logdir)): scalars(logdir) for logdir in args.logdir}
         write_atomic(os.path.join(args.out, "training.png"), plotting.png_bytes(charts.training_figure(runs)))
         print(f"{os.path.join(args.out, 'training.png')}: {', '.join(runs)}")
     if args.bench:
         records = read_records(args.bench)
-        write_atomic(os.path.join(args.out, "speed.png"), plotting.png_bytes(charts.speed_figure(records)))
-        print(f"{os.path.join(args.out, 'speed.png')}: {len(records)} measurements")
+        figure, drawn = charts.speed_figure(records)
+        write_atomic(os.path.join(args.out, "speed.png"), plotting.png_bytes(figure))
+        print(f"{os.path.join(args.out, 'speed.png')}: {drawn} of {len(records)} records drawn")
 
 
 if __name__ == "__main__":

@@ -49,3 +49,17 @@ def test_bench_lines_that_are_not_records_are_one_line(tmp_path, text, words):
     (tmp_path / "records.jsonl").write_text(text)
     with pytest.raises(UserError, match=words):
         figures.main(["--bench", f"ours={tmp_path / 'records.jsonl'}", "--out", str(tmp_path)])
+
+
+def test_records_without_a_speed_are_left_out_with_a_note(tmp_path, capsys):
+    from benchmarks import figures
+    from messages import UserError
+
+    (tmp_path / "records.jsonl").write_text('{"measure": "train", "target_tokens_per_s": 1200}\n{"x": 1}\n'
+                                            '{"measure": "decode", "sentences_per_s": null}\n')
+    figures.main(["--bench", f"ours={tmp_path / 'records.jsonl'}", "--out", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert out.strip().endswith("speed.png: 1 of 3 records drawn") and err.count("no speed to draw") == 2
+    (tmp_path / "records.jsonl").write_text('{"x": 1}\n')
+    with pytest.raises(UserError, match="no --bench record holds a speed to draw"):
+        figures.main(["--bench", f"ours={tmp_path / 'records.jsonl'}", "--out", str(tmp_path)])
