@@ -135,7 +135,7 @@ class Service:
         settings, with_nbest = self.decoding(body), "nbest" in body
         texts, listed = self.texts(body["text"], "text")
         self.admit(key, texts)
-        found = self.paragraphs(texts, "text", listed, body.get("split", True))
+        found = self.split_texts(texts, "text", listed, body.get("split", True))
         results = await self.translate_paragraphs(found, "text", listed, settings)
         answer = {"translations": [p.join([hypotheses[0][0] for hypotheses in r]) for p, r in zip(found, results)]}
         if with_nbest:
@@ -153,7 +153,7 @@ class Service:
             raise BadRequest(422, field, "is an empty list; give at least one text")
         return (text if listed else [text]), listed
 
-    def paragraphs(self, texts, field, listed, split=True):
+    def split_texts(self, texts, field, listed, split=True):
         """Texts -> their paragraphs.Paragraph (split into sentences, or each one sentence): each a non-empty
         string of valid Unicode, at most --max_chars characters in all and --max_sentences sentences."""
         args = self.args
@@ -368,22 +368,24 @@ def make_app(service):
     async def lt_detect(request: Request):
         return await service.libretranslate.detect(request)
 
-    keyed = (401, 403, 429) if service.keys else ()
+    keyed = (401, 429) if service.keys else ()  # (403 is every endpoint's: an unknown key, another site's page)
     route("/translate", translate, ["POST"], "Translate German text (sentences or paragraphs)",
-          schemas.TranslateAnswer, schemas.body(schemas.TranslateRequest), (400, *keyed, 413, 422, 503))
+          schemas.TranslateAnswer, schemas.body(schemas.TranslateRequest),
+          (400, 403, *keyed, 408, 413, 415, 422, 503))
     route("/attention", attention, ["POST"], "The cross-attention of one sentence's translation",
-          schemas.AttentionAnswer, schemas.body(schemas.AttentionRequest), (400, *keyed, 413, 422, 501))
+          schemas.AttentionAnswer, schemas.body(schemas.AttentionRequest),
+          (400, 403, *keyed, 408, 413, 415, 422, 501))
     route("/health", service.health, ["GET", "HEAD"], "The engine, the model and the queue", schemas.Health)
     route("/metrics", service.scrape, ["GET"], "Prometheus metrics (text format)", response_class=PlainTextResponse)
     route("/", service.page, ["GET", "HEAD"], "The page to try the model", response_class=HTMLResponse)
     route("/libretranslate/translate", lt_translate, ["POST"], "LibreTranslate: translate",
           schemas.LibreTranslateAnswer, schemas.body(schemas.LibreTranslateRequest, form=True),
-          (400, *keyed, 413, 415, 503), tags=["LibreTranslate"])
+          (400, 403, *keyed, 408, 413, 415, 503), tags=["LibreTranslate"])
     route("/libretranslate/languages", lt_languages, ["GET", "POST"], "LibreTranslate: the languages",
-          list[schemas.Language], None, (400, *keyed), tags=["LibreTranslate"])
+          list[schemas.Language], None, (400, 403, *keyed, 408), tags=["LibreTranslate"])
     route("/libretranslate/detect", lt_detect, ["POST"], "LibreTranslate: detect the language (German, always)",
           list[schemas.DetectedLanguage], schemas.body(schemas.LibreTranslateDetectRequest, form=True),
-          (400, *keyed, 413, 415), tags=["LibreTranslate"])
+          (400, 403, *keyed, 408, 413, 415), tags=["LibreTranslate"])
     return app
 
 

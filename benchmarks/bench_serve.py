@@ -7,13 +7,14 @@ Each run starts serve.py (a process of its own, on 127.0.0.1) with the model
 flags given here and the run's own batching flags, waits until it listens,
 then C client threads each send --requests requests of one sentence (the
 --sentences file's, in turn), one after the other on a kept-alive
-connection, for at most --seconds. It prints one JSON line per run:
+connection, for at most --seconds. It prints one JSON line per run (--runs chooses):
 
     batched C      serve.py's defaults, C = 1, 8, 32 clients
     paragraphs     32 clients, each request a paragraph of 5 of the sentences (serve.py splits it)
     one_at_a_time  --max_batch_tokens 1: every decoder call translates one sentence, C = 1, 8, 32
     overload       --max_queue 8, 64 clients: every request answered, 200 or 503, and how fast
-    memory         the server's resident memory before and after --memory_requests requests (32 clients)
+    memory         the server's resident memory after warming up and after each quarter of
+                   --memory_requests requests (32 clients): whether it settles
 
 with sentences_per_s (sentences translated, 5 per paragraph), latency p50, p95, p99, max (ms) and
 p99 / p50, and status counts.
@@ -45,6 +46,8 @@ def add_flags(parser):
     parser.add_argument("--sentences", required=True, metavar="FILE", help="German sentences the clients send")
     parser.add_argument("--requests", type=int, default=40, help="requests per client and run (default: 40)")
     parser.add_argument("--seconds", type=float, default=120, help="the longest a run sends for (default: 120)")
+    parser.add_argument("--runs", default="batched,paragraphs,one_at_a_time,overload,memory",
+                        help="the runs to make, comma-separated (default: all of them, in this order)")
     parser.add_argument("--memory_requests", type=int, default=10000,
                         help="requests of the memory run, 0 to skip it (default: 10000)")
 
@@ -138,15 +141,22 @@ def measure(name, model_flags, run_flags, sentences, clients, args, per_request=
 
 
 def measure_memory(model_flags, sentences, args):
+    """The server's resident memory after warming up, then after each quarter of --memory_requests requests:
+    whether it settles or keeps growing."""
     process, address = start_server(model_flags, [])
     try:
         load(address, sentences, 32, 16, args.seconds)  # warm: every decoder shape of these sentences made
         before = rss_mb(process.pid)
-        figures = load(address, sentences, 32, -(-args.memory_requests // 32), 10 * args.seconds)
-        after = rss_mb(process.pid)
+        quarters, figures = [], []
+        for quarter in range(4):
+            figures.append(load(address, sentences, 32, -(-args.memory_requests // 128), 10 * args.seconds))
+            quarters.append(round(rss_mb(process.pid), 1))
     finally:
         stop_server(process)
-    print(json.dumps({"run": "memory", **figures, "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1),
+    after = quarters[-1]
+    print(json.dumps({"run": "memory", "requests": sum(f["requests"] for f in figures),
+                      "errors": sum(f["errors"] for f in figures), "rss_before_mb": round(before, 1),
+                      "rss_after_quarters_mb": quarters, "rss_after_mb": after,
                       "rss_growth_mb": round(after - before, 1)}), flush=True)
 
 
@@ -159,12 +169,20 @@ def main(argv):
     sentences = [text for _, text in read_sentences(args.sentences, "sentences") if text and text.strip()]
     if not sentences:
         raise UserError(f"{args.sentences} holds no sentence; pass a file of German sentences to --sentences")
-    measure("batched", model_flags, [], sentences, CLIENTS, args)
-    measure("paragraphs", model_flags, [], sentences, [32], args, per_request=PARAGRAPH)
-    measure("one_at_a_time", model_flags, ["--max_batch_tokens", "1"], sentences, CLIENTS, args)
-    measure("overload", model_flags, ["--max_queue", "8"], sentences, [64], args)
-    if args.memory_requests:
-        measure_memory(model_flags, sentences, args)
+    runs = {"batched": lambda: measure("batched", model_flags, [], sentences, CLIENTS, args),
+            "paragraphs": lambda: measure("paragraphs", model_flags, [], sentences, [32], args,
+                                          per_request=PARAGRAPH),
+            "one_at_a_time": lambda: measure("one_at_a_time", model_flags, ["--max_batch_tokens", "1"], sentences,
+                                             CLIENTS, args),
+            "overload": lambda: measure("overload", model_flags, ["--max_queue", "8"], sentences, [64], args),
+            "memory": lambda: measure_memory(model_flags, sentences, args)}
+    chosen = [name for name in args.runs.split(",") if name]
+    unknown = [name for name in chosen if name not in runs]
+    if unknown:
+        raise UserError(f"--runs {unknown[0]} is not a run; choose among {', '.join(runs)}")
+    for name in chosen:
+        if name != "memory" or args.memory_requests:
+            runs[name]()
 
 
 if __name__ == "__main__":

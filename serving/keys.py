@@ -88,7 +88,8 @@ class Keys:
         given = token.strip() if scheme.lower() == "bearer" and token.strip() else given
         if not given:
             raise BadRequest(401, "api_key", "is missing: this server needs an API key, sent as Authorization: "
-                             "Bearer KEY (or as LibreTranslate's api_key field)", headers={"WWW-Authenticate": "Bearer"})
+                             "Bearer KEY (or as LibreTranslate's api_key field)",
+                             headers={"WWW-Authenticate": "Bearer"})
         key = self.find(given)
         if key is None:
             raise BadRequest(403, "api_key", "is not a key of this server; ask its operator for one")

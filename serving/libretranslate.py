@@ -18,7 +18,8 @@ import contextlib
 from serving.requests import BadRequest, number, read_fields
 
 SOURCE, TARGET = "de", "en"
-LANGUAGES = [{"code": SOURCE, "name": "German", "targets": [TARGET]}, {"code": TARGET, "name": "English", "targets": []}]
+LANGUAGES = [{"code": SOURCE, "name": "German", "targets": [TARGET]},
+             {"code": TARGET, "name": "English", "targets": []}]
 UNDETECTED = {"language": SOURCE, "confidence": 0.0}  # the one language read; 0: nothing was detected
 
 
@@ -60,7 +61,7 @@ class LibreTranslate:
                                    alternatives}, "alternatives", int, 0, 0, self.service.args.max_beam_size - 1)
             service = self.service
             texts, listed = service.texts(fields["q"], "q")
-            found = service.paragraphs(texts, "q", listed)
+            found = service.split_texts(texts, "q", listed)
             hp = service.engine.hp
             key = (max(hp.beam_size, alternatives + 1), alternatives + 1, float(hp.length_penalty))
             results = await service.translate_paragraphs(found, "q", listed, key)

@@ -109,7 +109,9 @@ def body(model, form=False):
 def errors(*statuses):
     """An operation's error answers, all of the Error shape."""
     meaning = {400: "not JSON (or form fields), not UTF-8, or a field of the wrong value", 401: "no API key",
-               403: "an unknown API key", 413: "too long: characters, sentences or tokens beyond a limit",
+               403: "an unknown API key, or a request from another site's page (--allowed_origins)",
+               408: "the body did not arrive within --request_timeout",
+               413: "too long: characters, sentences or tokens beyond a limit",
                415: "a body of another content type", 422: "a field of the wrong type or value",
                429: "the key's limit per minute is reached (Retry-After says when to retry)",
                501: "not offered by this engine", 503: "the queue is full (Retry-After)"}
