@@ -40,9 +40,8 @@ def settings(explicit, args):
     with the flags given on top. With --ct2, export.json is read (and the export's files checked) here, once:
     the record travels on to open_engine() as args.export."""
     if getattr(args, "ct2", None) is None:
-        hp = hyperparams.for_evaluation(explicit)
-        hyperparams.check_vocab_dir(hp, explicit)
-        return hp
+        args.vocab_dir_recorded = "vocab_dir" not in explicit  # (open_engine() checks it is there from here)
+        return hyperparams.for_evaluation(explicit)
     chosen = [f"--{name}" for name in ("ckpt", "best", "raw_weights", "ensemble") if getattr(args, name, None)]
     if chosen:
         raise UserError(f"{', '.join(chosen)} choose among the checkpoints in --logdir; --ct2 {args.ct2} holds the "
@@ -57,6 +56,8 @@ def open_engine(hp, args=LATEST, nbest=1):
     if getattr(args, "ct2", None) is not None:
         import ct2
         return ct2.CTranslate2Engine(args.ct2, hp, nbest, record=getattr(args, "export", None))
+    if getattr(args, "vocab_dir_recorded", False):
+        hyperparams.check_vocab_dir(hp)
     import cli
     cli.import_tensorflow()  # only now, and only for this engine
     import inference

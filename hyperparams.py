@@ -329,9 +329,9 @@ def for_evaluation(explicit, saved=None, where=None):
     return asked
 
 
-def check_vocab_dir(hp, explicit):
-    """Refuses a --vocab_dir that the logdir's hparams.json records relative to where train.py ran, when it is not
-    there from here (a script run from another directory), before the vocab's own 'run prepro.py' message."""
-    if "vocab_dir" not in explicit and not os.path.isabs(hp.vocab_dir) and not os.path.isdir(hp.vocab_dir):
+def check_vocab_dir(hp):
+    """Refuses the --vocab_dir that the logdir's hparams.json records, relative to where train.py ran, when it is
+    not there from here (a script run from another directory), before the vocab's own 'run prepro.py' message."""
+    if not os.path.isabs(hp.vocab_dir) and not os.path.isdir(hp.vocab_dir):
         raise UserError(f"--vocab_dir {hp.vocab_dir}, which {hparams_path(hp.logdir)} records, is not here: it is "
                         "relative to the directory train.py ran in; run from there, or pass --vocab_dir with its path")
