@@ -34,13 +34,14 @@ class LibreTranslate:
         fields = await read_fields(request, self.service.body_limit, self.service.args.request_timeout)
         if not isinstance(fields, dict):
             raise BadRequest(400, None, "the body must be a JSON object or form fields")
-        if needs_text and "q" not in fields:
-            raise BadRequest(400, "q", "is missing: give the text to translate")
         key = fields.get("api_key")
         if key is not None and not isinstance(key, str):
             raise BadRequest(400, "api_key", "must be a string")
         texts = fields.get("q", "")
-        self.service.admit(self.service.identify(request, key or None), texts if isinstance(texts, list) else [texts])
+        key = self.service.identify(request, key or None)  # (401 or 403 before what else is wrong is said)
+        self.service.admit(key, texts if isinstance(texts, list) else [texts])
+        if needs_text and "q" not in fields:
+            raise BadRequest(400, "q", "is missing: give the text to translate")
         return fields
 
     async def translate(self, request):

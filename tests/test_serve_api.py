@@ -66,6 +66,7 @@ def test_a_libretranslate_client_translates_lists_languages_and_detects(keyed):
             client.translate(text, source, target)
         answer = json.loads(refused.value.read())
         assert refused.value.code == 400 and answer["error"].startswith(f"{field}: ")
+    assert call(server.url + "/libretranslate/translate", {"source": "de"})[0] == 401  # the key first, then q
     for key, status in ((None, 401), ("a-key-nobody-was-given", 403)):
         with pytest.raises(urllib.error.HTTPError) as refused:
             LibreTranslateAPI(server.url + "/libretranslate/", api_key=key).translate(text, "de", "en")
