@@ -39,25 +39,23 @@ exits with code 0 (Ctrl-C: the same, with code 130).
 """
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import logging
 import os
 import signal
-import time
 
 import cli
 import engine
 import engines
 import paragraphs
 import serving.page
-from serving import schemas
-from serving.batching import Batcher, QueueFull
-from serving.connections import guarded, raise_open_files
+from serving.app import ended_at_shutdown, make_app
+from serving.batching import QueueFull
+from serving.connections import address, exposed, guarded, listening_socket, raise_open_files
 from serving.keys import read_keys
 from serving.libretranslate import LibreTranslate
 from serving.metrics import Metrics
-from serving.requests import BadRequest, check_fields, foreign, number, read_json
+from serving.requests import BadRequest, check_fields, number, read_json
 from cli import parse_args, run
 from hyperparams import MAX_BEAM
 from messages import UserError, note
@@ -70,14 +68,6 @@ VARIANTS = 8  # decoding settings kept ready at once (each a traced decoder with
 MAX_WAIT_MS = 60000  # the longest --max_wait_ms: a minute
 MAX_TIMEOUT = 3600  # the longest --request_timeout and --shutdown_timeout: an hour
 SPARE_FILES = 64  # open files beside the connections: the model's, the log's, the libraries'
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
-DOCS = """A German -> English Transformer, trained with this project's train.py.
-
-* [The page](/) to try it: paragraphs, n-best lists, attention.
-* Its own API: `/translate`, `/attention`, `/health`, `/metrics` (Prometheus).
-* [LibreTranslate](https://libretranslate.com/docs/)'s API under `/libretranslate/`: give clients the base URL
-  `http://HOST:PORT/libretranslate/`.
-* With `--api_keys`, send a key as `Authorization: Bearer KEY` (or LibreTranslate's `api_key` field)."""
 log = logging.getLogger("serve")
 
 
@@ -297,134 +287,6 @@ class Service:
         return max(beam, nbest), nbest, float(alpha)
 
 
-def make_app(service):
-    """The FastAPI application: the service's endpoints and LibreTranslate's, one log line and the metrics of
-    every request, errors as JSON, the OpenAPI description and its /docs page (served from here, offline)."""
-    from fastapi import Request
-    from fastapi.middleware.cors import CORSMiddleware
-    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-    from fastapi_offline import FastAPIOffline
-
-    args = service.args
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        service.batcher = Batcher(service.engine_for, args.max_batch_tokens, args.max_wait_ms / 1000, args.max_queue,
-                                  on_call=service.metrics.called)
-        task = asyncio.create_task(service.batcher.run())
-        yield
-        task.cancel()  # after uvicorn has waited for every request in flight
-        service.batcher.thread.shutdown(wait=True)
-
-    app = FastAPIOffline(title="German -> English translation", description=DOCS, version="1",
-                         lifespan=lifespan, docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
-    routes = set()
-
-    if args.allowed_origins:  # their pages may read the answers too
-        app.add_middleware(CORSMiddleware, allow_origins=args.allowed_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
-
-    @app.middleware("http")
-    async def log_line(request: Request, call_next):
-        start = time.perf_counter()
-        refused = foreign(request.headers, args.host, args.allowed_origins)
-        if refused:
-            request.state.error = refused[1]
-            response = JSONResponse({"error": refused[1], "field": None}, status_code=refused[0])
-        else:
-            response = await call_next(request)
-        seconds = time.perf_counter() - start
-        said, key = getattr(request.state, "error", ""), getattr(request.state, "key", "")
-        route = request.url.path if request.url.path in routes else "other"  # (a bounded set of labels)
-        service.metrics.answered(route, response.status_code, seconds)
-        log.info(f"{request.method} {request.url.path} {response.status_code} {1000 * seconds:.0f} ms"
-                 f"{' (' + key + ')' if key else ''}{': ' + said if said else ''}")
-        return response
-
-    @app.exception_handler(BadRequest)
-    async def refused(request: Request, error: BadRequest):
-        request.state.error = error.response()["error"]
-        return JSONResponse(error.response(), status_code=error.status, headers=error.headers)
-
-    def route(path, handler, methods, summary, answer=None, request_body=None, errors=(), **extra):
-        """Adds an endpoint with its OpenAPI description."""
-        routes.add(path)
-        responses = {**({200: {"model": answer}} if answer else {}), **schemas.errors(*errors)}
-        app.api_route(path, methods=methods, summary=summary, responses=responses, openapi_extra=request_body,
-                      **extra)(handler)
-
-    async def translate(request: Request):
-        return await service.translate(request)
-
-    async def attention(request: Request):
-        return await service.attention(request)
-
-    async def lt_translate(request: Request):
-        return await service.libretranslate.translate(request)
-
-    async def lt_languages(request: Request):
-        return await service.libretranslate.languages(request)
-
-    async def lt_detect(request: Request):
-        return await service.libretranslate.detect(request)
-
-    keyed = (401, 429) if service.keys else ()  # (403 is every endpoint's: an unknown key, another site's page)
-    route("/translate", translate, ["POST"], "Translate German text (sentences or paragraphs)",
-          schemas.TranslateAnswer, schemas.body(schemas.TranslateRequest),
-          (400, 403, *keyed, 408, 413, 415, 422, 503))
-    route("/attention", attention, ["POST"], "The cross-attention of one sentence's translation",
-          schemas.AttentionAnswer, schemas.body(schemas.AttentionRequest),
-          (400, 403, *keyed, 408, 413, 415, 422, 501))
-    route("/health", service.health, ["GET", "HEAD"], "The engine, the model and the queue", schemas.Health)
-    route("/metrics", service.scrape, ["GET"], "Prometheus metrics (text format)", response_class=PlainTextResponse)
-    route("/", service.page, ["GET", "HEAD"], "The page to try the model", response_class=HTMLResponse)
-    route("/libretranslate/translate", lt_translate, ["POST"], "LibreTranslate: translate",
-          schemas.LibreTranslateAnswer, schemas.body(schemas.LibreTranslateRequest, form=True),
-          (400, 403, *keyed, 408, 413, 415, 503), tags=["LibreTranslate"])
-    route("/libretranslate/languages", lt_languages, ["GET", "POST"], "LibreTranslate: the languages",
-          list[schemas.Language], None, (400, 403, *keyed, 408), tags=["LibreTranslate"])
-    route("/libretranslate/detect", lt_detect, ["POST"], "LibreTranslate: detect the language (German, always)",
-          list[schemas.DetectedLanguage], schemas.body(schemas.LibreTranslateDetectRequest, form=True),
-          (400, 403, *keyed, 408, 413, 415), tags=["LibreTranslate"])
-    return app
-
-
-def address(host, port):
-    """The service's URL: an IPv6 address in brackets, as URLs write it (http://[::1]:8000)."""
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def ended_at_shutdown(record):
-    """A logging filter: a request that --shutdown_timeout ended is one line, not uvicorn's traceback."""
-    if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
-        record.msg, record.args, record.exc_info = ("a request in flight was ended: --shutdown_timeout passed (or "
-                                                    "a second SIGTERM came)"), (), None
-    return True
-
-
-def exposed(host, keys):
-    """The warning for a server that anyone who reaches it may use without limit, or None."""
-    if keys is None and host not in LOOPBACK and not host.startswith("127."):
-        return (f"--host {host} without --api_keys: anyone who reaches this address can translate without limit; "
-                "pass --api_keys FILE, or keep 127.0.0.1 behind a proxy")
-    return None
-
-
-def listening_socket(host, port):
-    """A socket listening on host:port (port 0: a free one), or a one-line error."""
-    import socket
-
-    try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)  # from now on connections wait in the kernel's queue until uvicorn accepts them
-    except OSError as e:
-        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); pass another --port or --host") from None
-    return sock
-
-
 def main(argv):
     explicit, args = parse_args(argv, description=__doc__.splitlines()[0], settings=SETTINGS,
                                 add_arguments=add_serve_flags, epilog=cli.FROM_LOGDIR)
@@ -466,7 +328,7 @@ def main(argv):
     # a call's sentences are the batcher's choice: the engine takes them in one batch
     engine = engines.open_engine(dataclasses.replace(hp, batch_size=args.max_batch_tokens), args)
     engine(["Hallo"])  # traces (TensorFlow) or loads the decoder now, not at the first request
-    server = Server(uvicorn.Config(make_app(Service(engine, args, keys)), log_config=None, access_log=False,
+    server = Server(uvicorn.Config(make_app(Service(engine, args, keys), log), log_config=None, access_log=False,
                                    http=guarded(args.max_connections, args.request_timeout),
                                    timeout_keep_alive=5, timeout_graceful_shutdown=args.shutdown_timeout))
     log.info(f"serving {engine.name} ({engine.kind}) on {address(args.host, sock.getsockname()[1])}"

@@ -1,4 +1,5 @@
-"""Connections that do not behave: bounds serve.py puts on what uvicorn accepts.
+"""serve.py's socket: where it listens (listening_socket, address, the warning when it is open to others), and
+the bounds it puts on connections that do not behave.
 
 uvicorn's own limits start once a request's head is whole (limit_concurrency
 answers 503 then), and a client that sends a few bytes and waits holds its
@@ -15,9 +16,14 @@ protocol:
   requests after its keep-alive timeout.
 """
 import resource
+import socket
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from messages import UserError
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def guarded(max_connections, head_timeout):
@@ -56,3 +62,29 @@ def raise_open_files(wanted):
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft = target
     return soft
+
+
+def address(host, port):
+    """The service's URL: an IPv6 address in brackets, as URLs write it (http://[::1]:8000)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def exposed(host, keys):
+    """The warning for a server that anyone who reaches it may use without limit, or None."""
+    if keys is None and host not in LOOPBACK and not host.startswith("127."):
+        return (f"--host {host} without --api_keys: anyone who reaches this address can translate without limit; "
+                "pass --api_keys FILE, or keep 127.0.0.1 behind a proxy")
+    return None
+
+
+def listening_socket(host, port):
+    """A socket listening on host:port (port 0: a free one), or a one-line error."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # from now on connections wait in the kernel's queue until uvicorn accepts them
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); pass another --port or --host") from None
+    return sock
