@@ -31,6 +31,10 @@ from vocab import BOS, EOS, PAD
 
 DECODER_SIGNATURE = [shapes.IDS, tf.TensorSpec((None,), tf.int32)]
 
+# The beam's length penalty is an input of its traced search, not a constant in it: a new value does not
+# trace (and build) the search again.
+LENGTH_PENALTY = tf.TensorSpec((), tf.float32)
+
 
 def decode_limits(src, hp):
     """engines.decode_limit() of each source sentence, in the graph: the longest translation allowed, incl.
@@ -177,11 +181,14 @@ def beam_search_decoder(model, beam_size, alpha):  # long: its steps share one t
     A sentence is done once k hypotheses have finished; its k finished ones of
     highest log-probability are then ranked by log-probability divided by the
     length penalty. With k = 1 this is greedy decoding.
-    """
-    k = beam_size
 
-    @tf.function(input_signature=DECODER_SIGNATURE, autograph=False)
-    def decode(src, limits):
+    alpha: the length penalty, unless a call gives another (decode(src, limits, alpha)), which runs the
+    same traced search.
+    """
+    k, default_alpha = beam_size, alpha
+
+    @tf.function(input_signature=[*DECODER_SIGNATURE, LENGTH_PENALTY], autograph=False)
+    def search(src, limits, alpha):
         # 1. Every sentence's rows repeated k times: row n * k + b is beam b of sentence n.
         n, (longest, width) = tf.shape(src)[0], decoding_width(limits)
         src_k = tf.repeat(src, k, axis=0)  # (N·k, T1)
@@ -221,18 +228,23 @@ def beam_search_decoder(model, beam_size, alpha):  # long: its steps share one t
         ids = tf.gather(ids[:, :k, 1:longest + 1], order, batch_dims=1)  # (N, k, L)
         return ids, tf.gather(final, order, batch_dims=1)  # (N, k, L), (N, k)
 
+    def decode(src, limits, alpha=None):
+        return search(src, limits, tf.constant(default_alpha if alpha is None else alpha, tf.float32))
+
+    decode.search = search  # for the tests: how often it was traced
     return decode
 
 
 def make_decoder(model, beam_size, alpha, sampling=None):
-    """(src, limits) -> (ids (N, k, L) best first, scores (N, k)) whatever the beam size: beam search,
-    or for beam_size 1 the cached greedy decoder's output as one hypothesis of score 0; with sampling
-    (topk, temperature, seed), sampling_decoder()'s."""
+    """(src, limits[, alpha]) -> (ids (N, k, L) best first, scores (N, k)) whatever the beam size: beam
+    search (alpha: its length penalty, if not the one given here), or for beam_size 1 the cached greedy
+    decoder's output as one hypothesis of score 0; with sampling (topk, temperature, seed),
+    sampling_decoder()'s."""
     if beam_size > 1:
         return beam_search_decoder(model, beam_size, alpha)
     greedy = sampling_decoder(model, *sampling) if sampling else cached_greedy_decoder(model)
 
-    def decode(src, limits):
+    def decode(src, limits, alpha=None):  # one hypothesis: no length penalty to apply
         ids = greedy(src, limits)  # (N, L)
         return ids[:, None], tf.zeros((tf.shape(ids)[0], 1))
 

@@ -93,12 +93,19 @@ def load_trained(hp, choice=None):
     return Trained(model, src_vocab, tgt_vocab, name, used, digest)
 
 
-def decoder_for(model, hp, nbest=1):
-    """make_decoder() as the settings ask: beam search (at least nbest wide), greedy or sampling."""
+def decoder_for(model, hp, nbest=1, made=None):
+    """make_decoder() as the settings ask: beam search (at least nbest wide), greedy or sampling.
+
+    made: a dict of the decoders made so far, by everything but the length penalty (an input of the
+    search, decoding.LENGTH_PENALTY): one that fits is used again, so that it is not traced again."""
     if hp.sampling_topk and nbest > 1:
         raise UserError(f"--nbest {nbest} needs beam search; --sampling_topk draws one translation per sentence")
     sampling = (hp.sampling_topk, hp.sampling_temperature, hp.seed) if hp.sampling_topk else None
-    return make_decoder(model, max(hp.beam_size, nbest), hp.length_penalty, sampling)
+    made = {} if made is None else made
+    key = (max(hp.beam_size, nbest), sampling)
+    if key not in made:
+        made[key] = make_decoder(model, max(hp.beam_size, nbest), hp.length_penalty, sampling)
+    return made[key]
 
 
 def source_batch(rows):
@@ -132,15 +139,16 @@ class TensorFlowEngine(engine.Engine):
         self.name, self.checkpoints, self.vocab_sha256 = ((trained.name, trained.checkpoints, trained.vocab_sha256)
                                                           if trained else ("", [], None))
         self._scorer = None  # compiled at the first score()
+        self._decoders = {}  # shared with its variants: decoder_for()'s
         self.check_limits()
         self.configure()
 
     def configure(self):
-        self.decode = decoder_for(self.model, self.hp, self.nbest)
+        self.decode = decoder_for(self.model, self.hp, self.nbest, self._decoders)
 
     def nbest_ids(self, rows):
         src = source_batch(rows)  # (n, T1)
-        ids, scores = self.decode(src, decode_limits(src, self.hp))
+        ids, scores = self.decode(src, decode_limits(src, self.hp), self.hp.length_penalty)
         ids, scores = ids[:, :self.nbest].numpy(), scores[:, :self.nbest].numpy()  # best first
         return [list(zip(row_ids, row_scores)) for row_ids, row_scores in zip(ids, scores)]
 

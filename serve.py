@@ -51,7 +51,7 @@ import paragraphs
 import serving.page
 from serving.app import ended_at_shutdown, make_app
 from serving.batching import QueueFull
-from serving.connections import address, exposed, guarded, listening_socket, raise_open_files
+from serving.connections import AcceptErrors, address, exposed, guarded, listening_socket, raise_open_files
 from serving.keys import read_keys
 from serving.libretranslate import LibreTranslate
 from serving.metrics import Metrics
@@ -325,6 +325,7 @@ def main(argv):
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s serve.py: %(message)s")
     logging.getLogger("uvicorn.error").addFilter(ended_at_shutdown)
+    logging.getLogger("asyncio").addFilter(AcceptErrors())
     # a call's sentences are the batcher's choice: the engine takes them in one batch
     engine = engines.open_engine(dataclasses.replace(hp, batch_size=args.max_batch_tokens), args)
     engine(["Hallo"])  # traces (TensorFlow) or loads the decoder now, not at the first request

@@ -13,10 +13,17 @@ protocol:
   seconds of the connection or of the previous answer on it: a connection
   still waiting for one then is closed. The body has its own deadline
   (serving.requests.read_body), and uvicorn closes a connection idle between
-  requests after its keep-alive timeout.
+  requests after its keep-alive timeout;
+- should open files run out all the same (other files the process holds),
+  asyncio's error for each connection it cannot accept, a traceback each, up
+  to 2,048 of them a second, is one line every ACCEPT_NOTE_EVERY seconds
+  (AcceptErrors).
 """
+import logging
+import math
 import resource
 import socket
+import time
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -52,6 +59,38 @@ def guarded(max_connections, head_timeout):
                 self.transport.abort()  # no request line and headers in time
 
     return Guarded
+
+
+ACCEPT_NOTE_EVERY = 10.0  # seconds between two lines about connections that could not be accepted
+
+
+class AcceptErrors(logging.Filter):
+    """A filter for the "asyncio" logger: its "socket.accept() out of system resource" errors (asyncio tries
+    again a second later, and logs once per waiting connection each time) become one line at most every
+    `every` seconds, that says how many more there were and what to do; a try that comes after shutdown
+    closed the socket (a traceback) is dropped."""
+
+    def __init__(self, every=ACCEPT_NOTE_EVERY):
+        super().__init__()
+        self.every, self.last, self.more = every, -math.inf, 0
+
+    def filter(self, record):
+        message = str(record.msg)
+        if message.startswith("Exception in callback BaseSelectorEventLoop._start_serving"):
+            return False  # its next try came after shutdown closed the socket: nothing left to accept
+        if not message.startswith("socket.accept() out of system resource"):
+            return True
+        now = time.monotonic()
+        if now - self.last < self.every:
+            self.more += 1
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        record.msg = ("cannot accept connections (%s): they wait in the kernel's queue (%d more times since the "
+                      "last such line); lower --max_connections or raise the limit of open files (ulimit -n)")
+        record.args = (getattr(error, "strerror", None) or "out of system resources", self.more)
+        record.exc_info, record.exc_text = None, None
+        self.last, self.more = now, 0
+        return True
 
 
 def raise_open_files(wanted):

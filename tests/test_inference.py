@@ -1,4 +1,6 @@
 """inference.py: a trained model loaded with its weights (the moving average, an ensemble), the TensorFlowEngine."""
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,7 +17,7 @@ from cli import parse_args
 from conftest import SMALL, TINY_MODEL, TWO_SRC, corpus_flags, fails, flag, fresh_model, toy_pairs, values
 from decoding import decode_limits, make_decoder
 from hyperparams import Hyperparams
-from inference import Ensemble, load_trained, mean_log_probs
+from inference import Ensemble, TensorFlowEngine, load_engine, load_trained, mean_log_probs
 from messages import UserError
 
 
@@ -78,6 +80,27 @@ def test_a_vocab_rebuilt_since_training_is_refused_everywhere(trained_copy, tmp_
            "plot_attention.py": ["--out", tmp_path / "a.png", "eins"]}.get(script, [])
     line = fails(main, script, flags + own, capsys, monkeypatch)
     assert "is not the one the model in" in line and "was trained with (it was rebuilt since)" in line
+
+
+@pytest.mark.e2e
+def test_another_length_penalty_runs_the_search_already_traced(trained_model):
+    # serve.py makes a variant of its engine for each length_penalty a client sends, in the one model thread
+    _, flags = trained_model
+    hp = dataclasses.replace(hyperparams.for_evaluation(parse_args(flags, description="")[0]), beam_size=3)
+    engine = load_engine(hp, nbest=3)
+    lines = ["eins zwei drei", "vier fuenf sechs sieben acht", "neun"]
+    engine(lines)
+    scores, searches = {}, {engine.decode.search}
+    for alpha in (0.0, 0.6, 2.0):
+        variant = engine.variant(length_penalty=alpha)
+        got = variant(lines)
+        made_anew = TensorFlowEngine(engine.model, engine.src_vocab, engine.tgt_vocab,
+                                     dataclasses.replace(hp, length_penalty=alpha), nbest=3)(lines)
+        assert got == made_anew  # the same translations and scores as a decoder made for this penalty
+        scores[alpha] = [score for hypotheses in got for _, score in hypotheses]
+        searches.add(variant.decode.search)
+    assert sum(search.experimental_get_tracing_count() for search in searches) == 1  # one trace for all
+    assert scores[0.0] != scores[0.6] != scores[2.0]  # each with its own penalty
 
 
 def test_a_source_batch_is_cut_to_a_multiple_of_the_shape_step():

@@ -2,8 +2,11 @@
 too many of them, bodies that never end or stop half-way, requests from other sites' pages or naming another
 host, and SIGTERM while a client trickles its body."""
 import json
+import os
+import resource
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -122,3 +125,38 @@ def test_sigterm_while_a_client_trickles_its_body_ends_within_the_shutdown_timeo
     sock.close()
     assert code == 0 and time.time() - start < 20 and "Traceback" not in log, log[-2000:]
     assert "a request in flight was ended" in log
+
+
+def test_connections_that_cannot_be_accepted_are_one_log_line_not_a_flood(trained_model):
+    # open files run out for a reason other than connections (here: the limit lowered under the running server)
+    _, flags = trained_model
+    server = Server(*flags, "--request_timeout", "2")
+    log = []
+    reader = threading.Thread(target=lambda: log.extend(server.process.stderr), daemon=True)
+    reader.start()  # (a flood must not fill the pipe and stop the server)
+    pid, (_, hard) = server.process.pid, resource.prlimit(server.process.pid, resource.RLIMIT_NOFILE)
+
+    def run_out_of_files(connections, seconds):
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{pid}/fd")) + 4, hard))
+        waiting = [connect(server.url) for _ in range(connections)]
+        for sock in waiting:
+            sock.sendall(b"P")
+        time.sleep(seconds)  # asyncio tries again every second, for each connection still waiting
+        return waiting
+
+    for sock in run_out_of_files(100, 4):
+        sock.close()
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (hard, hard))
+    deadline = time.time() + 30
+    while time.time() < deadline and post(server.url + "/translate", {"text": "eins"})[0] != 200:
+        time.sleep(0.5)
+    assert post(server.url + "/translate", {"text": "eins"})[0] == 200  # served again once files are free
+    waiting = run_out_of_files(20, 1.5)  # and a shutdown while connections wait for files
+    server.process.send_signal(signal.SIGTERM)
+    code = server.process.wait(timeout=60)
+    reader.join(timeout=30)
+    for sock in waiting:
+        sock.close()
+    told = [line for line in log if "cannot accept connections" in line]
+    assert code == 0 and 1 <= len(told) <= 2 and "Traceback" not in "".join(log), "".join(log)[-3000:]
+    assert "Too many open files" in told[0] and "ulimit -n" in told[0] and len(log) < 20
