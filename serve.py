@@ -30,7 +30,8 @@ unknown field, empty text, more than --max_sentences sentences or
 --max_chars characters, a beam wider than --max_beam_size, a sentence too
 long to translate) gets a JSON error naming the field and the limit and never
 reaches the model; every request is one log line. At most --max_connections
-connections are open at once, and a request's headers, then its body, must
+connections are open at once (one more closes the one that has waited longest
+for its request), and a request's headers, then its body, must
 arrive within --request_timeout seconds (serving/connections.py); a request
 from another site's page (its Origin) or, on 127.0.0.1, naming another host
 is refused. SIGTERM stops accepting requests, finishes those in flight (for
@@ -84,7 +85,8 @@ def add_serve_flags(parser):
     parser.add_argument("--max_chars", type=int, default=10000, help="characters per request (default: 10000)")
     parser.add_argument("--max_beam_size", type=int, default=16, help="widest beam a request may ask for (default: 16)")
     parser.add_argument("--max_connections", type=int, default=1024,
-                        help="connections open at once; one more is closed at once (default: 1024)")
+                        help="connections open at once; one more closes the one waiting longest for its request, "
+                             "or itself if every one is in a request (default: 1024)")
     parser.add_argument("--request_timeout", type=float, default=30.0,
                         help="seconds a request's headers, and then its body, may take to arrive (default: 30)")
     parser.add_argument("--shutdown_timeout", type=float, default=30.0,

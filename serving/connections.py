@@ -6,9 +6,13 @@ answers 503 then), and a client that sends a few bytes and waits holds its
 connection, and a file descriptor, for ever. Here, on top of uvicorn's h11
 protocol:
 
-- at most max_connections open at once: one more is closed as soon as it is
-  accepted, so that descriptors never run out (serve.py raises the process'
-  limit of open files to fit them);
+- at most max_connections open at once, so that descriptors never run out
+  (serve.py raises the process' limit of open files to fit them): one more
+  closes the connection that has waited longest for a request's head (a
+  slow client's, or one idle between requests), or, if every connection is
+  in a request, is itself closed as soon as it is accepted. A flood of
+  connections that send nothing thus cannot keep out a client that sends its
+  request at once;
 - a request's head (its line and headers) must be whole within head_timeout
   seconds of the connection or of the previous answer on it: a connection
   still waiting for one then is closed. The body has its own deadline
@@ -19,6 +23,7 @@ protocol:
   to 2,048 of them a second, is one line every ACCEPT_NOTE_EVERY seconds
   (AcceptErrors).
 """
+import collections
 import logging
 import math
 import resource
@@ -35,27 +40,46 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 def guarded(max_connections, head_timeout):
     """uvicorn's h11 protocol class with these bounds (a class for Config(http=...))."""
+    waiting = collections.OrderedDict()  # the connections, in the order they began to wait for a head
 
     class Guarded(H11Protocol):
         def connection_made(self, transport):
             super().connection_made(transport)
-            if len(self.connections) > max_connections:
+            if len(self.connections) > max_connections and not self.make_way():
                 transport.abort()  # (connection_lost takes it out of self.connections)
                 return
-            self.head_deadline = self.loop.call_later(head_timeout, self.head_late)
+            self.wait_for_head()
 
         def on_response_complete(self):
             super().on_response_complete()
             self.head_deadline.cancel()
-            self.head_deadline = self.loop.call_later(head_timeout, self.head_late)
+            self.wait_for_head()
 
         def connection_lost(self, exc):
             super().connection_lost(exc)
+            waiting.pop(self, None)
             if getattr(self, "head_deadline", None):
                 self.head_deadline.cancel()
 
+        def wait_for_head(self):
+            waiting[self] = None
+            waiting.move_to_end(self)
+            self.head_deadline = self.loop.call_later(head_timeout, self.head_late)
+
+        def waiting_for_head(self):
+            """No request on this connection yet, or none since the last answer (its head may be half sent)."""
+            return self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+
+        def make_way(self):
+            """Closes the connection that has waited longest for a request's head; False if none waits."""
+            for other in waiting:  # (those in a request stay at the front until they are answered)
+                if other.waiting_for_head():
+                    other.transport.abort()
+                    return True
+            return False
+
         def head_late(self):
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            if self.waiting_for_head():
                 self.transport.abort()  # no request line and headers in time
 
     return Guarded

@@ -64,14 +64,28 @@ def test_a_connection_that_never_sends_its_headers_is_closed(guarded):
         assert closed and received.startswith(b"HTTP/1.1 200")
 
 
-def test_connections_beyond_the_limit_are_closed_at_once_and_others_are_served_after(guarded):
-    idle = [connect(guarded.url) for _ in range(6)]
+def test_a_connection_beyond_the_limit_closes_the_one_waiting_longest_for_its_headers(guarded):
+    idle = [connect(guarded.url) for _ in range(6)]  # the limit: 6 that send nothing
     try:
         time.sleep(0.3)
-        with connect(guarded.url) as extra:
-            assert closed_within(extra, 1)[0]  # the seventh: closed as soon as accepted
+        assert post(guarded.url + "/translate", {"text": "eins"})[0] == 200  # the seventh is served ...
+        assert closed_within(idle[0], 1)[0] and not closed_within(idle[1], 0.3)[0]  # ... in the oldest's place
     finally:
         for sock in idle:
+            sock.close()
+    time.sleep(0.3)
+    head = (b"POST /translate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{")
+    busy = [connect(guarded.url) for _ in range(6)]  # 6 in a request: their bodies come slowly
+    try:
+        for sock in busy:
+            sock.sendall(head)
+        time.sleep(0.3)
+        with connect(guarded.url) as extra:
+            assert closed_within(extra, 1)[0]  # none waits for its headers: the seventh is closed at once
+        assert not closed_within(busy[-1], 0.1)[0]
+    finally:
+        for sock in busy:
             sock.close()
     time.sleep(0.3)
     assert post(guarded.url + "/translate", {"text": "eins"})[0] == 200
