@@ -33,6 +33,10 @@ class EncoderBlock(keras.layers.Layer):
         self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units, pre_norm=pre_norm,
                                         residual_dropout=residual_dropout, ff_dropout=ff_dropout, name="feed_forward")
 
+    def build(self, hidden_shape):
+        self.self_attention.build(hidden_shape)
+        self.feed_forward.build(hidden_shape)
+
     def call(self, hidden, src, training=False, seed=None):
         """Hidden states (N, T1, C), src ids (N, T1) -> (N, T1, C) and the attention weights (N, h, T1, T1).
         seed: None, or the (2,) int32 seed the block's dropout masks come from."""
@@ -59,6 +63,10 @@ class DecoderBlock(keras.layers.Layer):
         self.cross_attention = MultiHeadAttention(**attention, name="cross_attention")
         self.feed_forward = FeedForward(units=units, inner_units=FF_MULTIPLIER * units, pre_norm=pre_norm,
                                         residual_dropout=residual_dropout, ff_dropout=ff_dropout, name="feed_forward")
+
+    def build(self, hidden_shape):
+        for layer in (self.self_attention, self.cross_attention, self.feed_forward):
+            layer.build(hidden_shape)
 
     def call(self, hidden, tgt_in, src, *, enc=None, enc_kv=None, cache=None, position=None, training=False,
              seed=None):
@@ -122,6 +130,7 @@ class Transformer(keras.Model):
         blocks = dict(units=hidden_units, num_heads=num_heads, dropout_rate=dropout_rate,
                       residual_dropout=residual_dropout, ff_dropout=ff_dropout, pre_norm=pre_norm)
         positions = dict(units=hidden_units, maxlen=maxlen, learned=not sinusoid)
+        self.hidden_units = hidden_units
         self.src_embedding = Embedding(vocab_size=src_vocab_size, units=hidden_units, name="src_embedding")
         self.src_positions = PositionalEncoding(**positions, name="src_positions")
         self.src_dropout = keras.layers.Dropout(dropout_rate)
@@ -150,6 +159,18 @@ class Transformer(keras.Model):
         self.recompute = recompute
         # made last, and only when on: no other layer's random state or initial weights change
         self.word_dropout = WordDropout(word_dropout, seed, name="word_dropout") if word_dropout else None
+
+    def build(self, inputs_shape):
+        """Makes every weight from the settings alone: without it, Keras would find them by tracing call()
+        in a graph first (seconds, at any size). The values are those a first call would make: each
+        initializer drew its seed when its layer was made. (The embeddings and positions made theirs
+        then.)"""
+        width = (None, None, self.hidden_units)
+        for layer in [*self.encoder_blocks(), self.encoder_norm, *self.decoder_blocks(), self.decoder_norm]:
+            if layer is not None:
+                layer.build(width)
+        if not self.share_embeddings:
+            self.output_projection.build(width)
 
     def _step_seed(self, training, blocks):
         """Under recompute in training, a new (2,) int32 seed for one stack of blocks; else None.

@@ -236,6 +236,12 @@ class MultiHeadAttention(keras.layers.Layer):
         self.residual_dropout = _optional_dropout(residual_dropout)
         self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON)
 
+    def build(self, queries_shape):
+        """Makes the weights from the width C alone (keys, values and queries all have it)."""
+        width = (None, None, queries_shape[-1])
+        for layer in (self.project_q, self.project_k, self.project_v, self.project_out, self.norm):
+            layer.build(width)
+
     def _split_heads(self, x):
         """(N, T, C) -> (N, h, T, C/h)."""
         shape = tf.shape(x)
@@ -302,6 +308,13 @@ class FeedForward(keras.layers.Layer):
         self.residual_dropout = _optional_dropout(residual_dropout)
         self.ff_dropout = _optional_dropout(ff_dropout)
         self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON)
+
+    def build(self, x_shape):
+        """Makes the weights from the width C alone."""
+        width = (None, None, x_shape[-1])
+        self.inner.build(width)
+        self.outer.build((None, None, self.inner.units))
+        self.norm.build(width)
 
     def call(self, x, training=False, seed=None):
         """(N, T, C) -> (N, T, C); seed: None, or the (2,) int32 seed the dropout masks come from."""

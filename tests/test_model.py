@@ -86,6 +86,17 @@ def test_decode_limits():
     np.testing.assert_array_equal(limits, [54, 53])
 
 
+@pytest.mark.parametrize("settings", [{}, {"norm_position": "pre", "share_embeddings": True, "vocab_type": "subword"}],
+                         ids=["post-norm", "pre-norm-shared"])
+def test_every_weight_is_made_from_the_settings_without_tracing_call(settings, monkeypatch):
+    traced = []  # Keras traces call() in a graph to find the weights of a layer that does not make them itself
+    trace = keras.src.backend.compute_output_spec
+    monkeypatch.setattr(keras.src.backend, "compute_output_spec", lambda *a, **k: traced.append(a) or trace(*a, **k))
+    made = build_model(Hyperparams(**SMALL, **settings), 11, 11)
+    assert not traced and made.built and all(layer.built for layer in made._flatten_layers())
+    assert len(made.weights) == len(made.get_weights()) > 0
+
+
 def test_checkpoint_holds_every_weight(model, tmp_path):
     path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
     saved = [name for name, _ in tf.train.list_variables(path) if name.startswith("model/")]
