@@ -93,17 +93,22 @@ def load_trained(hp, choice=None):
     return Trained(model, src_vocab, tgt_vocab, name, used, digest)
 
 
+KEPT_DECODERS = 8  # decoder_for() keeps at most this many for a model (each a traced graph)
+
+
 def decoder_for(model, hp, nbest=1, made=None):
     """make_decoder() as the settings ask: beam search (at least nbest wide), greedy or sampling.
 
-    made: a dict of the decoders made so far, by everything but the length penalty (an input of the
-    search, decoding.LENGTH_PENALTY): one that fits is used again, so that it is not traced again."""
+    made: a dict of the decoders made so far (at most KEPT_DECODERS), by everything but the length penalty
+    (an input of the search, decoding.LENGTH_PENALTY): one that fits is used again, not traced again."""
     if hp.sampling_topk and nbest > 1:
         raise UserError(f"--nbest {nbest} needs beam search; --sampling_topk draws one translation per sentence")
     sampling = (hp.sampling_topk, hp.sampling_temperature, hp.seed) if hp.sampling_topk else None
     made = {} if made is None else made
     key = (max(hp.beam_size, nbest), sampling)
     if key not in made:
+        if len(made) == KEPT_DECODERS:
+            del made[next(iter(made))]  # the oldest
         made[key] = make_decoder(model, max(hp.beam_size, nbest), hp.length_penalty, sampling)
     return made[key]
 
