@@ -119,6 +119,12 @@ def source_batch(rows):
     return tf.constant(shapes.pad(rows, shapes.round_up(max(map(len, rows)))))
 
 
+def filled(rows):
+    """Id rows, and rows of </S> alone after them up to shapes.round_rows() of their number: a batch of any
+    size meets one of a few shapes (see shapes.py)."""
+    return list(rows) + [[vocab.EOS]] * (shapes.round_rows(len(rows)) - len(rows))
+
+
 def token_log_probs(model):
     """A compiled function: src (N, T1), tgt (N, T2) ids -> (N, T2) float32 log-probabilities of each target
     token (0 at pads), under the distribution decoding draws from (pads and <S> are not words)."""
@@ -152,15 +158,16 @@ class TensorFlowEngine(engine.Engine):
         self.decode = decoder_for(self.model, self.hp, self.nbest, self._decoders)
 
     def nbest_ids(self, rows):
-        src = source_batch(rows)  # (n, T1)
-        ids, scores = self.decode(src, decode_limits(src, self.hp), self.hp.length_penalty)
-        ids, scores = ids[:, :self.nbest].numpy(), scores[:, :self.nbest].numpy()  # best first
+        src = source_batch(filled(rows))  # (n', T1): n' = shapes.round_rows(n)
+        real = tf.range(tf.shape(src)[0]) < len(rows)  # (n',): the rows that filled it end at once
+        ids, scores = self.decode(src, tf.where(real, decode_limits(src, self.hp), 1), self.hp.length_penalty)
+        ids, scores = ids[:len(rows), :self.nbest].numpy(), scores[:len(rows), :self.nbest].numpy()  # best first
         return [list(zip(row_ids, row_scores)) for row_ids, row_scores in zip(ids, scores)]
 
     def token_log_probs(self, src_rows, tgt_rows):
         self._scorer = self._scorer or token_log_probs(self.model)
-        logp = self._scorer(source_batch(src_rows), source_batch(tgt_rows)).numpy().astype(np.float64)
-        return [row[:len(ids)] for row, ids in zip(logp, tgt_rows)]
+        logp = self._scorer(source_batch(filled(src_rows)), source_batch(filled(tgt_rows)))
+        return [row[:len(ids)] for row, ids in zip(logp.numpy().astype(np.float64), tgt_rows)]
 
     def source_ids(self, line):
         """A sentence's ids ending in </S>, as attention() takes them: refused (UserError, TooLong) before any

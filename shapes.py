@@ -1,8 +1,11 @@
 """The shapes id batches take: padding, and the few widths that decoding, scoring and the export run on.
 
 Decoding pads each batch of source sentences to a multiple of SHAPE_STEP ids,
-not to its own longest: a handful of distinct shapes to trace and run instead
-of one per length. data_load (training and dev batches), decoding, inference
+not to its own longest, and the TensorFlow engine fills a batch up to a few
+numbers of sentences (round_rows): a handful of distinct shapes to trace and
+run instead of one per length and size. (TensorFlow keeps what it made for
+each shape, its oneDNN kernels and their buffers, as long as the process
+runs: a server that met every batch size grew for hours.) data_load (training and dev batches), decoding, inference
 and export all take these rules from here.
 """
 import numpy as np
@@ -26,3 +29,9 @@ def pad(seqs, width):
 def round_up(length):
     """length rounded up to a multiple of SHAPE_STEP (ints or integer tensors)."""
     return -(-length // SHAPE_STEP) * SHAPE_STEP
+
+
+def round_rows(count):
+    """A batch's number of sentences rounded up: to a power of two up to SHAPE_STEP, to a multiple of it
+    beyond (1, 2, 4, 8, 16, 24, ...)."""
+    return 1 << (count - 1).bit_length() if count <= SHAPE_STEP else round_up(count)

@@ -103,6 +103,27 @@ def test_another_length_penalty_runs_the_search_already_traced(trained_model):
     assert scores[0.0] != scores[0.6] != scores[2.0]  # each with its own penalty
 
 
+@pytest.mark.e2e
+def test_a_batch_of_any_size_is_decoded_in_one_of_a_few_shapes_and_the_same_translations(trained_model):
+    # each shape a decoder meets keeps TensorFlow's kernels and buffers for it: a server grew for hours
+    _, flags = trained_model
+    hp = dataclasses.replace(hyperparams.for_evaluation(parse_args(flags, description="")[0]), beam_size=2)
+    engine = load_engine(hp, nbest=2)
+    decode, sizes = engine.decode, []
+    engine.decode = lambda src, limits, alpha: sizes.append(src.shape[0]) or decode(src, limits, alpha)
+    lines = [german for german, _ in toy_pairs(9, seed=4)]
+    alone = [engine([line])[0] for line in lines]
+    for n in range(1, 10):
+        together = engine(lines[:n])
+        assert [[text for text, _ in found] for found in together] == [[text for text, _ in a] for a in alone[:n]]
+        assert [score for found in together for _, score in found] == pytest.approx(
+            [score for a in alone[:n] for _, score in a], abs=1e-4)
+    assert set(sizes) == {1, 2, 4, 8, 16}  # 1 .. 9 sentences
+    targets = [a[0][0] for a in alone[:3]]
+    assert engine.score(lines[:3], targets) == pytest.approx(
+        [engine.score([s], [t])[0] for s, t in zip(lines[:3], targets)], abs=1e-4)
+
+
 def test_a_source_batch_is_cut_to_a_multiple_of_the_shape_step():
     from inference import source_batch
 
