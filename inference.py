@@ -105,11 +105,11 @@ def decoder_for(model, hp, nbest=1, made=None):
         raise UserError(f"--nbest {nbest} needs beam search; --sampling_topk draws one translation per sentence")
     sampling = (hp.sampling_topk, hp.sampling_temperature, hp.seed) if hp.sampling_topk else None
     made = {} if made is None else made
-    key = (max(hp.beam_size, nbest), sampling)
+    key = beam, _ = (max(hp.beam_size, nbest), sampling)
     if key not in made:
         if len(made) == KEPT_DECODERS:
             del made[next(iter(made))]  # the oldest
-        made[key] = make_decoder(model, max(hp.beam_size, nbest), hp.length_penalty, sampling)
+        made[key] = make_decoder(model, beam, hp.length_penalty, sampling)
     return made[key]
 
 

@@ -82,12 +82,17 @@ def test_a_vocab_rebuilt_since_training_is_refused_everywhere(trained_copy, tmp_
     assert "is not the one the model in" in line and "was trained with (it was rebuilt since)" in line
 
 
+def beam_engine(trained_model, beam):
+    """(settings, the TensorFlowEngine) of the session's model with beam search `beam` wide, as many kept."""
+    hp = dataclasses.replace(hyperparams.for_evaluation(parse_args(trained_model[1], description="")[0]),
+                             beam_size=beam)
+    return hp, load_engine(hp, nbest=beam)
+
+
 @pytest.mark.e2e
 def test_another_length_penalty_runs_the_search_already_traced(trained_model):
     # serve.py makes a variant of its engine for each length_penalty a client sends, in the one model thread
-    _, flags = trained_model
-    hp = dataclasses.replace(hyperparams.for_evaluation(parse_args(flags, description="")[0]), beam_size=3)
-    engine = load_engine(hp, nbest=3)
+    hp, engine = beam_engine(trained_model, 3)
     lines = ["eins zwei drei", "vier fuenf sechs sieben acht", "neun"]
     engine(lines)
     scores, searches = {}, {engine.decode.search}
@@ -106,9 +111,7 @@ def test_another_length_penalty_runs_the_search_already_traced(trained_model):
 @pytest.mark.e2e
 def test_a_batch_of_any_size_is_decoded_in_one_of_a_few_shapes_and_the_same_translations(trained_model):
     # each shape a decoder meets keeps TensorFlow's kernels and buffers for it: a server grew for hours
-    _, flags = trained_model
-    hp = dataclasses.replace(hyperparams.for_evaluation(parse_args(flags, description="")[0]), beam_size=2)
-    engine = load_engine(hp, nbest=2)
+    _, engine = beam_engine(trained_model, 2)
     decode, sizes = engine.decode, []
     engine.decode = lambda src, limits, alpha: sizes.append(src.shape[0]) or decode(src, limits, alpha)
     lines = [german for german, _ in toy_pairs(9, seed=4)]
