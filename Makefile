@@ -2,10 +2,11 @@
 #
 #   make                                   IWSLT 2016 with the original's settings
 #   make PRESET=multi30k_cpu               Multi30k, subwords, beam search: about 45 minutes on 2 cores
+#   make PRESET=multi30k_cpu_long          the same, twice as long, better on new captions: about 80 minutes
 #   make DATASET=multi30k ARGS="--min_cnt 2 --maxlen 20 --hidden_units 256 --num_blocks 3"
 #   make DATASET=multi30k FROM=~/Downloads/multi30k   files fetched by hand, no internet needed
 #
-# PRESET (original, multi30k_cpu, multi30k_gpu) is passed as --preset to the three scripts;
+# PRESET (original, multi30k_cpu, multi30k_cpu_long, multi30k_gpu) is passed as --preset to the three scripts;
 # DATASET follows it (multi30k for the multi30k_* presets) unless given.
 # 1. install: a virtual environment in $(VENV) with the project in it (again when pyproject.toml changes)
 # 2. download: download.py $(DATASET), which skips files already in corpora/ (FROM=DIR imports

@@ -160,7 +160,7 @@ def test_script_flags_are_kept_apart():
     (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag"),
     (["--maxlen", "ten"], "invalid int value: 'ten'"),
     (["--sinusoid", "maybe"], "expected true or false"),
-    (["--preset", "fast"], "--preset 'fast' is unknown; choose one of original, multi30k_cpu, multi30k_gpu"),
+    (["--preset", "fast"], "--preset 'fast' is unknown; choose one of original, multi30k_cpu, multi30k_cpu_long, multi30k_gpu"),
 ])
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -178,6 +178,15 @@ def test_a_preset_fills_settings_under_the_flags_given():
     assert parse_args(["--preset", "original"], description="t")[0] == {"preset": "original"}
     for name, values in hyperparams.PRESETS.items():
         Hyperparams(**values, preset=name)  # every preset is a valid set of settings
+
+
+def test_the_long_preset_is_the_cpu_preset_longer_and_more_regularized():
+    cpu, long = hyperparams.PRESETS["multi30k_cpu"], hyperparams.PRESETS["multi30k_cpu_long"]
+    changed = {key for key in cpu.keys() | long.keys() if cpu.get(key) != long.get(key)}
+    assert changed == {"num_epochs", "label_smoothing", "residual_dropout", "logdir"}
+    assert long["logdir"] != Hyperparams.logdir  # a model of the other preset is not resumed or overwritten
+    assert long["num_epochs"] == 2 * cpu["num_epochs"]
+    assert long["label_smoothing"] > Hyperparams.label_smoothing and long["residual_dropout"] > cpu["residual_dropout"]
 
 
 @pytest.mark.e2e
