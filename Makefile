@@ -2,7 +2,7 @@
 #
 #   make                                   IWSLT 2016 with the original's settings
 #   make PRESET=multi30k_cpu               Multi30k, subwords, beam search: about 45 minutes on 2 cores
-#   make PRESET=multi30k_cpu_long          the same, twice as long, better on new captions: about 80 minutes
+#   make PRESET=multi30k_cpu_long          the same, twice as long, better on new captions: about 90 minutes
 #   make DATASET=multi30k ARGS="--min_cnt 2 --maxlen 20 --hidden_units 256 --num_blocks 3"
 #   make DATASET=multi30k FROM=~/Downloads/multi30k   files fetched by hand, no internet needed
 #

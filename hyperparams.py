@@ -76,7 +76,7 @@ MULTI30K_CPU = {"dataset": "multi30k", "vocab_type": "subword", "vocab_size": 80
 PRESETS = {
     "original": {},  # the original's settings: word vocab, 512/6/8, constant lr, greedy decoding
     "multi30k_cpu": MULTI30K_CPU,
-    # The same model and vocab trained twice as long (about 80 minutes on 2 cores), with more
+    # The same model and vocab trained twice as long (about 90 minutes on 2 cores), with more
     # label smoothing and residual dropout, which pay only over the longer run: captions of new
     # images gain most (docs/notes/2026-12-06-carry-over-search.md). A logdir of its own, so that
     # both presets' models can live side by side.
