@@ -105,7 +105,8 @@ def decoder_for(model, hp, nbest=1, made=None):
         raise UserError(f"--nbest {nbest} needs beam search; --sampling_topk draws one translation per sentence")
     sampling = (hp.sampling_topk, hp.sampling_temperature, hp.seed) if hp.sampling_topk else None
     made = {} if made is None else made
-    key = beam, _ = (max(hp.beam_size, nbest), sampling)
+    beam = max(hp.beam_size, nbest)
+    key = (beam, sampling)
     if key not in made:
         if len(made) == KEPT_DECODERS:
             del made[next(iter(made))]  # the oldest
