@@ -160,7 +160,8 @@ def test_script_flags_are_kept_apart():
     (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag"),
     (["--maxlen", "ten"], "invalid int value: 'ten'"),
     (["--sinusoid", "maybe"], "expected true or false"),
-    (["--preset", "fast"], "--preset 'fast' is unknown; choose one of original, multi30k_cpu, multi30k_cpu_long, multi30k_gpu"),
+    (["--preset", "fast"],
+     "--preset 'fast' is unknown; choose one of original, multi30k_cpu, multi30k_cpu_long, multi30k_gpu"),
 ])
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
