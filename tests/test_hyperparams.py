@@ -82,6 +82,17 @@ def test_evaluation_uses_saved_model_settings(tmp_path):
         hyperparams.for_evaluation({"logdir": str(tmp_path), "hidden_units": 128})
 
 
+def test_evaluation_names_the_preset_a_refused_setting_came_from(tmp_path):
+    long = hyperparams.PRESETS["multi30k_cpu_long"]
+    hyperparams.save(Hyperparams(**{**long, "logdir": str(tmp_path)}))
+    with pytest.raises(UserError, match=r"\(residual_dropout: 0.3 != 0.2\); drop those flags \(--preset multi30k_cpu "
+                                        r"sets residual_dropout; without --preset the model's own settings are used\)"):
+        hyperparams.for_evaluation({**hyperparams.PRESETS["multi30k_cpu"], "preset": "multi30k_cpu",
+                                    "logdir": str(tmp_path)})
+    hp = hyperparams.for_evaluation({"logdir": str(tmp_path)})  # the fix the message gives works
+    assert (hp.residual_dropout, hp.num_epochs) == (0.3, 26)
+
+
 def test_evaluation_without_training_says_what_to_run(tmp_path):
     with pytest.raises(UserError, match="run train.py first"):
         hyperparams.for_evaluation({"logdir": str(tmp_path / "empty")})
