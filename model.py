@@ -15,8 +15,8 @@ import keras
 import tensorflow as tf
 
 from hyperparams import PRECISIONS
-from modules import (LAYER_NORM_EPSILON, Embedding, FeedForward, MultiHeadAttention, PositionalEncoding, TiedOutput,
-                     WordDropout, causal_mask, fold_seed, padding_mask, query_mask)
+from modules import (LAYER_NORM_EPSILON, Dropout, Embedding, FeedForward, MultiHeadAttention, PositionalEncoding,
+                     TiedOutput, WordDropout, causal_mask, fold_seed, padding_mask, query_mask)
 from vocab import BOS
 
 FF_MULTIPLIER = 4  # inner feed-forward width = 4C, as the original and the paper
@@ -133,7 +133,7 @@ class Transformer(keras.Model):
         self.hidden_units = hidden_units
         self.src_embedding = Embedding(vocab_size=src_vocab_size, units=hidden_units, name="src_embedding")
         self.src_positions = PositionalEncoding(**positions, name="src_positions")
-        self.src_dropout = keras.layers.Dropout(dropout_rate)
+        self.src_dropout = Dropout(dropout_rate)
         # Blocks are attributes, not a list: tf.train.Checkpoint does not see the layers in a
         # Keras 3 list (checked with Keras 3.15: none of their weights would be saved).
         self.num_blocks = num_blocks
@@ -145,7 +145,7 @@ class Transformer(keras.Model):
         self.tgt_embedding = (self.src_embedding if share_embeddings else
                               Embedding(vocab_size=tgt_vocab_size, units=hidden_units, name="tgt_embedding"))
         self.tgt_positions = PositionalEncoding(**positions, name="tgt_positions")
-        self.tgt_dropout = keras.layers.Dropout(dropout_rate)
+        self.tgt_dropout = Dropout(dropout_rate)
         for i in range(num_blocks):
             setattr(self, f"decoder_{i}", DecoderBlock(**blocks, name=f"decoder_{i}"))
         self.decoder_norm = (keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="decoder_norm")
