@@ -335,11 +335,9 @@ def for_evaluation(explicit, saved=None, where=None):
     asked = Hyperparams(**{**_unresolved(saved), **explicit})
     preset = PRESETS.get(explicit.get("preset"), {})
     from_preset = [n for n in MODEL_FIELDS if n in preset and getattr(saved, n) != preset[n]]
-    fix = "drop those flags"
-    if from_preset:  # a flag the user may never have typed: say where it came from
-        fix += (f" (--preset {explicit['preset']} sets {', '.join(from_preset)}; without --preset the model's "
-                "own settings are used)")
-    refuse_other_model(saved, asked, where, fix)
+    refuse_other_model(saved, asked, where, "drop those flags" + (  # flags the user may never have typed
+        f" (--preset {explicit['preset']} sets {', '.join(from_preset)}; without --preset the model's own "
+        "settings are used)" if from_preset else ""))
     return asked
 
 

@@ -197,9 +197,8 @@ class Dropout(keras.layers.Dropout):
     def call(self, inputs, training=False, seed=None):
         if not training or not self.rate:
             return inputs
-        if seed is None:  # Keras's next seed, cast as its TensorFlow backend casts it for stateless ops
-            seed = self.seed_generator.next()
-            seed = seed if seed.dtype == tf.int32 else tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+        if seed is None:  # Keras's next seed (int64 state), cast as its TensorFlow backend casts it for stateless ops
+            seed = tf.cast(tf.math.floormod(self.seed_generator.next(), tf.int32.max - 1), tf.int32)
         return dropout(inputs, self.rate, seed)
 
 
