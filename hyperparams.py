@@ -56,9 +56,9 @@ RANGES = {
     "keep_checkpoints": AT_LEAST_1, "save_every": NOT_NEGATIVE, "summary_every": AT_LEAST_1,
     "eval_every": NOT_NEGATIVE, "seed": ("in [0, 2^32)", lambda v: 0 <= v < 2 ** 32),
     "decode_extra": ("0 or more", lambda v: v >= 0), "decode_maxlen": NOT_NEGATIVE,
-    "beam_size": (f"between 1 and {MAX_BEAM}", lambda v: 1 <= v <= MAX_BEAM), "length_penalty": NOT_NEGATIVE, "average_checkpoints": AT_LEAST_1,
-    "sampling_topk": NOT_NEGATIVE, "sampling_temperature": POSITIVE, "subword_alpha": NOT_NEGATIVE,
-    "subword_nbest": ("0 (all segmentations) or at least 2", lambda v: v == 0 or v >= 2),
+    "beam_size": (f"between 1 and {MAX_BEAM}", lambda v: 1 <= v <= MAX_BEAM), "length_penalty": NOT_NEGATIVE,
+    "average_checkpoints": AT_LEAST_1, "sampling_topk": NOT_NEGATIVE, "sampling_temperature": POSITIVE,
+    "subword_alpha": NOT_NEGATIVE, "subword_nbest": ("0 (all segmentations) or at least 2", lambda v: v == 0 or v >= 2),
 }
 
 # Multi30k on two CPU cores (about 45 minutes): a small pre-norm model on a joint subword vocab,
