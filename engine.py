@@ -2,7 +2,8 @@
 library runs it. Nothing here imports TensorFlow or CTranslate2.
 
     lines -> cleaned as the training text was -> ids ending in </S> (encode(): one policy for the length)
-          -> an engine's nbest_ids(), in batches of --batch_size -> (translation, score) lists, best first
+          -> an engine's nbest_ids(), in batches of --batch_size sentences of similar length
+          -> (translation, score) lists in the lines' order, best first
 
 inference.TensorFlowEngine runs the model trained in --logdir, ct2.CTranslate2Engine
 its export (--ct2 DIR); engines.open_engine() chooses between them. A line is
@@ -123,7 +124,9 @@ class Engine(abc.ABC):
         """Id rows from encode_lines() -> for each, nbest (English translation, score), best first ("" for None,
         an empty line). progress: a progress bar's title, or None."""
         results = [[("", 0.0)] * self.nbest for _ in rows]
-        todo = [i for i, row in enumerate(rows) if row is not None]
+        # Batches of sentences of similar length (the results go back in input order): a batch pads its
+        # sources to its longest and decodes until its last sentence ends, so mixed lengths waste steps.
+        todo = sorted((i for i, row in enumerate(rows) if row is not None), key=lambda i: len(rows[i]))
         size = self.hp.batch_size
         for start in tqdm(range(0, len(todo), size), total=math.ceil(len(todo) / size), desc=progress, unit="batch",
                           leave=False, disable=progress is None):

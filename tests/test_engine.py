@@ -46,7 +46,14 @@ def test_a_line_is_encoded_once_and_its_ids_reach_the_engine_as_they_are():
     rows = fake.encode_lines(["zwei Drei", "", "eins"])
     assert rows == [[5, 1, EOS], None, [4, EOS]]  # unknown words are <UNK>; an empty line has no ids
     assert fake.translate_ids(rows)[1] == [("", 0.0)]
-    assert fake.calls == [[[5, 1, EOS], [4, EOS]]]
+    assert fake.calls == [[[4, EOS], [5, 1, EOS]]]  # shortest first
+
+
+def test_batches_hold_sentences_of_similar_length_and_the_results_keep_the_input_order():
+    fake = Echo()  # 3 sentences a batch
+    lines = ["eins eins eins eins", "zwei", "drei drei", "eins", "zwei zwei zwei", "drei drei drei drei drei"]
+    assert [hypotheses[0][0] for hypotheses in fake(lines)] == lines
+    assert [[len(row) for row in batch] for batch in fake.calls] == [[2, 2, 3], [4, 5, 6]]  # </S> included
 
 
 def test_nbest_lists_keep_their_order_and_variants_change_only_their_settings():
