@@ -191,8 +191,15 @@ class Dropout(keras.layers.Dropout):
     Keras's own layer draws a new seed at every call, and so does this one
     when given none. A block whose activations are computed again in the
     backward pass (model.recomputed) must drop the same units both times, so
-    there each dropout is given its seed.
+    there each dropout is given its seed. Its mask has one element per input
+    element: Keras's noise_shape (a mask shared along some axes) is refused.
     """
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        if noise_shape is not None:
+            raise ValueError(f"modules.Dropout draws one mask element per input element; noise_shape "
+                             f"{noise_shape} is not supported (use keras.layers.Dropout for a shared mask)")
+        super().__init__(rate, seed=seed, **kwargs)
 
     def call(self, inputs, training=False, seed=None):
         if not training or not self.rate:

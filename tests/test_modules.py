@@ -48,6 +48,9 @@ def test_dropout_layer_seeds_and_training():
     seed = tf.constant([7, 8])
     np.testing.assert_array_equal(layer(x, training=True, seed=seed), dropout(x, 0.5, seed))
     np.testing.assert_array_equal(Dropout(0.0)(x, training=True), x)
+    with pytest.raises(ValueError, match="noise_shape"):  # a mask shared along axes is not what it draws
+        Dropout(0.5, noise_shape=(4, 1))
+    assert Dropout.from_config(layer.get_config()).rate == 0.5  # Keras's config (noise_shape None) round-trips
 
 
 def test_embedding_zero_pad_row_and_scale():
