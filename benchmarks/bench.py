@@ -3,7 +3,7 @@
     python -m benchmarks.bench                               # a small model, a few minutes on two CPU cores
     python -m benchmarks.bench --original_size               # the paper's base model (the original's default)
     python -m benchmarks.bench --measures decode_cached,decode_ct2_float32,decode_ct2_int8 --beam_size 4
-    python -m benchmarks.bench --measures decode_cached,decode_ct2_int8 --sentences 1    # one sentence at a time: latency
+    python -m benchmarks.bench --measures decode_cached,decode_ct2_int8 --sentences 1  # one at a time: latency
     python -m benchmarks.bench --measures train_preset       # train.py --preset multi30k_cpu for one epoch
 
 Inputs are synthetic sentence pairs of random ids with lengths spread evenly

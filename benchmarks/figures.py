@@ -1,7 +1,8 @@
 """Draws the pictures of docs/img: the preset's training curves, and speed side by side, from what the runs wrote.
 
     python -m benchmarks.figures --logdir /tmp/seed42 --logdir /tmp/seed7 --out docs/img
-    python -m benchmarks.figures --bench "the original=docs/bench/original_small.jsonl" --bench "ours=..." --out docs/img
+    python -m benchmarks.figures --bench "the original=docs/bench/original_small.jsonl" --bench "ours=..." \
+        --out docs/img
 
 training.png (one or more --logdir): per run, the training loss at every
 report and the dev loss at the end of each epoch (left), and dev BLEU after

@@ -138,7 +138,8 @@ def tokens(vocab_size):
 
 
 def export_ct2(model, hp, vocab_size, directory, positions):
-    """The model as CTranslate2 exports in directory/float32 and directory/int8 (ct2_export.py), as export.py makes them."""
+    """The model as CTranslate2 exports in directory/float32 and directory/int8 (ct2_export.py), as export.py
+    makes them."""
     import ct2_export
     from modules import LAYER_NORM_EPSILON, sinusoid
 

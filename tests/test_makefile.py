@@ -15,8 +15,9 @@ pytestmark = pytest.mark.e2e  # every test here trains a model or starts a proce
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_runs_the_whole_job_on_multi30k(tmp_path):
     # The multi30k_cpu preset (subwords, pre-norm, the weights' average, beam search), tiny and one epoch.
-    args = " ".join(TINY_MODEL + ["--vocab_size", "1000", "--maxlen", "10", "--batch_tokens", "1024", "--num_epochs", "1",
-                                  "--dev_eval", "false", "--beam_size", "2", "--decode_extra", "5"])
+    args = " ".join(TINY_MODEL + ["--vocab_size", "1000", "--maxlen", "10", "--batch_tokens", "1024",
+                                  "--num_epochs", "1", "--dev_eval", "false", "--beam_size", "2",
+                                  "--decode_extra", "5"])
     # The test's own interpreter stands in for the virtual environment (-o: do not build it).
     command = ["make", "-f", str(ROOT / "Makefile"), "-o", ".venv/.installed", f"PY={sys.executable}",
                "PRESET=multi30k_cpu", f"FROM={SHARED_DATA / 'multi30k'}", f"ARGS={args}"]

@@ -42,7 +42,8 @@ DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "tutorial.md", ROOT / "docs" / 
 SCRIPTS = {  # script -> (module, the flags it adds to the settings)
     "prepro.py": (prepro, None), "train.py": (train, None), "eval.py": (evaluate, evaluate.add_eval_flags),
     "translate.py": (translate, translate.add_translate_flags), "export.py": (export, export.add_export_flags),
-    "plot_attention.py": (plot_attention, plot_attention.add_plot_flags), "benchmarks/bench.py": (bench, bench.add_bench_flags),
+    "plot_attention.py": (plot_attention, plot_attention.add_plot_flags),
+    "benchmarks/bench.py": (bench, bench.add_bench_flags),
     "score.py": (score, score.add_score_flags), "serve.py": (serve, serve.add_serve_flags),
 }
 SLOW = {"train.py", "benchmarks/bench.py"}  # always only parsed

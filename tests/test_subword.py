@@ -94,7 +94,9 @@ def test_the_scripts_split_text_as_an_exported_model_does_without_loading_tensor
 
 def test_too_many_pieces_for_the_corpus_is_a_clear_error(corpus, tmp_path):
     _, flags, _, _ = corpus
-    with pytest.raises(UserError, match=r"cannot build --vocab_size 5000 pieces from this training text \(Vocabulary size too high \(5000\)\. Please set it to a value <= \d+\.\); pass a smaller --vocab_size$"):
+    with pytest.raises(UserError, match=r"cannot build --vocab_size 5000 pieces from this training text "
+                       r"\(Vocabulary size too high \(5000\)\. Please set it to a value <= \d+\.\); "
+                       r"pass a smaller --vocab_size$"):
         prepro.main(flags + ["--vocab_size", "5000", "--vocab_dir", str(tmp_path)])
     assert not list(tmp_path.iterdir())
 
