@@ -185,21 +185,17 @@ def dropout(x, rate, seed):
 
 
 class Dropout(keras.layers.Dropout):
-    """Keras's Dropout layer with the mask drawn by dropout() above; given a seed at call time (a (2,)
-    int32 tensor), its mask is a function of that seed.
-
-    Keras's own layer draws a new seed at every call, and so does this one
-    when given none. A block whose activations are computed again in the
-    backward pass (model.recomputed) must drop the same units both times, so
-    there each dropout is given its seed. Its mask has one element per input
-    element: Keras's noise_shape (a mask shared along some axes) is refused.
+    """Keras's Dropout layer with the mask drawn by dropout() above, one element per input element (no
+    noise_shape). Given a seed at call time (a (2,) int32 tensor), its mask is a function of that seed;
+    given none, it draws a new seed at every call, as Keras's layer does. A block whose activations are
+    computed again in the backward pass (model.recomputed) must drop the same units both times, so there
+    each dropout is given its seed.
     """
 
-    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
-        if noise_shape is not None:
-            raise ValueError(f"modules.Dropout draws one mask element per input element; noise_shape "
-                             f"{noise_shape} is not supported (use keras.layers.Dropout for a shared mask)")
-        super().__init__(rate, seed=seed, **kwargs)
+    def __init__(self, rate, noise_shape=None, **kwargs):
+        if noise_shape is not None:  # refused rather than ignored
+            raise ValueError(f"modules.Dropout draws one mask element per input element; got noise_shape {noise_shape}")
+        super().__init__(rate, **kwargs)
 
     def call(self, inputs, training=False, seed=None):
         if not training or not self.rate:
