@@ -181,12 +181,12 @@ def test_a_preset_fills_settings_under_the_flags_given():
         Hyperparams(**values, preset=name)  # every preset is a valid set of settings
 
 
-def test_the_long_preset_is_the_cpu_preset_longer_and_more_regularized():
+def test_the_long_preset_is_the_cpu_preset_longer_more_regularized_with_a_wider_beam():
     cpu, long = hyperparams.PRESETS["multi30k_cpu"], hyperparams.PRESETS["multi30k_cpu_long"]
     changed = {key for key in cpu.keys() | long.keys() if cpu.get(key) != long.get(key)}
-    assert changed == {"num_epochs", "label_smoothing", "residual_dropout", "logdir"}  # the same model and rate
+    assert changed == {"num_epochs", "label_smoothing", "residual_dropout", "beam_size", "logdir"}  # model, rate
     assert long["logdir"] != Hyperparams.logdir  # a model of the other preset is not resumed or overwritten
-    assert long["num_epochs"] == 2 * cpu["num_epochs"]
+    assert long["num_epochs"] > cpu["num_epochs"] and long["beam_size"] > cpu["beam_size"]
     assert long["label_smoothing"] > Hyperparams.label_smoothing and long["residual_dropout"] > cpu["residual_dropout"]
 
 
