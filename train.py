@@ -30,7 +30,7 @@ import vocab
 from cli import parse_args, run
 from dev_eval import DevEvaluation
 from files import check_writable
-from messages import UserError
+from messages import UserError, note
 from model import build_model
 from optimizer import averaged_weights, make_optimizer
 from training import (Position, StopOnSignal, TrainingClock, TrainStep, make_strategy, steps_per_epoch,
@@ -262,7 +262,10 @@ def fit(hp, strategy, worker, argv):
         optimizer = make_optimizer(hp, total_steps=hp.num_epochs * optimizer_steps)
         optimizer.build(model.trainable_variables)
         checkpoint = make_checkpoint(model, optimizer)
-    checkpoints.resume(checkpoint, hp.logdir)
+    changes = hyperparams.course_changes(hp)  # before save() writes the new settings over the old
+    if checkpoints.resume(checkpoint, hp.logdir) and changes and worker == 0:
+        note(f"the run in {hp.logdir} goes on with other training settings than it began with "
+             f"({'; '.join(changes)}): its rate, batches and loss follow them from here")
     if worker == 0:  # the chief writes the files; other workers only compute
         hyperparams.save(hp, command=["train.py", *argv], vocab_sha256=vocab_sha256)
     print(f"{training_set.pairs} training pairs fit --maxlen {hp.maxlen} ({training_set.dropped} longer ones are left "

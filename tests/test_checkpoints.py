@@ -56,6 +56,17 @@ def test_a_damaged_checkpoint_list_resumes_from_the_newest_checkpoint(trained_co
     assert checkpoints.listed(str(logdir)) == ["model_epoch_01_gs_12", "model_epoch_02_gs_24", "model_epoch_03_gs_36"]
 
 
+@pytest.mark.e2e
+def test_a_run_resumed_at_another_rate_says_so_in_one_note(trained_copy, capsys):
+    _, flags = trained_copy
+    train.main(flags + SESSION_TRAIN + ["--num_epochs", "3", "--lr", "2e-4"])  # trained at the default 1e-4
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "other training settings than it began with (lr 0.0001 -> 0.0002)" in notes[0]
+    train.main(flags + SESSION_TRAIN + ["--num_epochs", "4", "--lr", "2e-4"])  # the new rate is the run's now
+    assert "note: " not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("state", [b"\xff\xfe", b"", b'model_checkpoint_path: "model_epoch_09_gs_99"\n'],
                          ids=["binary", "empty", "lists-a-deleted-one"])
 def test_checkpoints_on_disk_are_found_whatever_the_list_says(tmp_path, state):
