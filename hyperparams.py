@@ -236,16 +236,6 @@ MODEL_FIELDS = ("vocab_type", "vocab_size", "min_cnt", "maxlen", "hidden_units",
                 "dropout_rate", "residual_dropout", "ff_dropout", "word_dropout", "norm_position", "sinusoid",
                 "share_embeddings")
 
-# Settings that shape the rest of a run (its rate, batches, loss, data), not the model: a resumed run may change
-# them (a higher num_epochs trains on), and says which, since they bend its course where it resumes ...
-COURSE_FIELDS = ("subword_alpha", "batch_size", "batch_tokens", "lr", "lr_schedule", "lr_scale", "warmup_steps",
-                 "decay_fraction", "max_steps", "num_epochs", "accumulate", "ema_decay", "rdrop_alpha", "adam_beta1",
-                 "adam_beta2", "adam_epsilon", "label_smoothing", "seed")
-# ... but not those its learning-rate schedule does not read (optimizer.make_optimizer)
-UNREAD_BY_SCHEDULE = {"constant": ("lr_scale", "warmup_steps", "decay_fraction", "max_steps", "num_epochs"),
-                      "paper": ("lr", "decay_fraction", "max_steps", "num_epochs"),
-                      "paper_decay": ("lr",), "cosine": ("lr", "decay_fraction")}
-
 
 def hparams_path(logdir):
     return os.path.join(logdir, "hparams.json")
@@ -318,17 +308,6 @@ def for_training(explicit):
         refuse_other_model(load(hp.logdir), hp, f"{hparams_path(hp.logdir)} holds a model",
                            "use another --logdir or the same settings")
     return hp
-
-
-def course_changes(hp):
-    """The COURSE_FIELDS that hp changes against the run it resumes in hp.logdir, as 'name old -> new' (none for
-    a new run; a setting the schedule does not read is no change, unless the schedule itself changes)."""
-    if not os.path.exists(hparams_path(hp.logdir)):
-        return []
-    saved = load(hp.logdir)
-    unread = UNREAD_BY_SCHEDULE[hp.lr_schedule] if saved.lr_schedule == hp.lr_schedule else ()
-    return [f"{n} {getattr(saved, n)!r} -> {getattr(hp, n)!r}" for n in COURSE_FIELDS
-            if n not in unread and getattr(saved, n) != getattr(hp, n)]
 
 
 def _unresolved(hp):

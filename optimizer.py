@@ -99,6 +99,13 @@ class Adam(keras.optimizers.Adam):
                 average.assign(decay * average + (1.0 - decay) * variable)
 
 
+# The rate settings each --lr_schedule leaves unread in make_optimizer (num_epochs and max_steps: the run's end,
+# which only the decaying schedules fall to)
+UNREAD_BY_SCHEDULE = {"constant": ("lr_scale", "warmup_steps", "decay_fraction", "max_steps", "num_epochs"),
+                      "paper": ("lr", "decay_fraction", "max_steps", "num_epochs"),
+                      "paper_decay": ("lr",), "cosine": ("lr", "decay_fraction")}
+
+
 def make_optimizer(hp, total_steps=0):
     """Adam with the paper's settings and --lr_schedule; wrapped for loss scaling when training in float16.
 

@@ -12,6 +12,7 @@ the global step continue where they stopped.
 """
 import contextlib
 import dataclasses
+import os
 import time
 
 import cli
@@ -32,7 +33,7 @@ from dev_eval import DevEvaluation
 from files import check_writable
 from messages import UserError, note
 from model import build_model
-from optimizer import averaged_weights, make_optimizer
+from optimizer import UNREAD_BY_SCHEDULE, averaged_weights, make_optimizer
 from training import (Position, StopOnSignal, TrainingClock, TrainStep, make_strategy, steps_per_epoch,
                       worker_count, worker_index)
 
@@ -230,6 +231,24 @@ def make_checkpoint(model, optimizer):
                                rng=[v for v in model.variables if id(v) not in weights])
 
 
+# Settings that shape the rest of a run (its rate, batches, loss, data), not the model: a resumed run may change
+# them (a higher num_epochs trains on), and says which, since they bend its course where it resumes
+COURSE_FIELDS = ("subword_alpha", "batch_size", "batch_tokens", "lr", "lr_schedule", "lr_scale", "warmup_steps",
+                 "decay_fraction", "max_steps", "num_epochs", "accumulate", "ema_decay", "rdrop_alpha", "adam_beta1",
+                 "adam_beta2", "adam_epsilon", "label_smoothing", "seed")
+
+
+def course_changes(hp):
+    """The COURSE_FIELDS that hp changes against the run it resumes in hp.logdir, as 'name old -> new' (none for
+    a new run; a setting the schedule does not read is no change, unless the schedule itself changes)."""
+    if not os.path.exists(hyperparams.hparams_path(hp.logdir)):
+        return []
+    saved = hyperparams.load(hp.logdir)
+    unread = UNREAD_BY_SCHEDULE[hp.lr_schedule] if saved.lr_schedule == hp.lr_schedule else ()
+    return [f"{n} {getattr(saved, n)!r} -> {getattr(hp, n)!r}" for n in COURSE_FIELDS
+            if n not in unread and getattr(saved, n) != getattr(hp, n)]
+
+
 # Settings train.py does not read (--help lists the others): evaluation's, and those of prepro.py alone
 NOT_READ = {"test_split", "source_test", "target_test", "results_dir", "beam_size", "length_penalty",
             "average_checkpoints", "sampling_topk", "sampling_temperature", "vocab_sample", "shard_pairs"}
@@ -262,7 +281,7 @@ def fit(hp, strategy, worker, argv):
         optimizer = make_optimizer(hp, total_steps=hp.num_epochs * optimizer_steps)
         optimizer.build(model.trainable_variables)
         checkpoint = make_checkpoint(model, optimizer)
-    changes = hyperparams.course_changes(hp)  # before save() writes the new settings over the old
+    changes = course_changes(hp)  # before save() writes the new settings over the old
     if checkpoints.resume(checkpoint, hp.logdir) and changes and worker == 0:
         note(f"the run in {hp.logdir} goes on with other training settings than it began with "
              f"({'; '.join(changes)}): its rate, batches and loss follow them from here")

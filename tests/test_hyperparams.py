@@ -107,21 +107,6 @@ def test_resuming_with_another_shape_is_refused(tmp_path):
         hyperparams.for_training({"logdir": str(tmp_path), "num_heads": 4})
 
 
-def test_a_resumed_run_names_the_settings_of_its_course_that_change(tmp_path):
-    cosine = dict(logdir=str(tmp_path), lr_schedule="cosine", lr_scale=1.0, num_epochs=13)
-    assert hyperparams.course_changes(Hyperparams(**cosine)) == []  # nothing to resume
-    hyperparams.save(Hyperparams(**cosine))
-    assert hyperparams.course_changes(Hyperparams(**cosine, summary_every=7, lr=0.5)) == []  # not read by cosine
-    assert hyperparams.course_changes(Hyperparams(**{**cosine, "lr_scale": 0.7, "num_epochs": 15})) == [
-        "lr_scale 1.0 -> 0.7", "num_epochs 13 -> 15"]  # the cosine's peak, and the end it falls to
-    constant = dict(logdir=str(tmp_path / "constant"), num_epochs=2)
-    hyperparams.save(Hyperparams(**constant))
-    assert hyperparams.course_changes(Hyperparams(**{**constant, "num_epochs": 3})) == []  # training on, same rate
-    assert hyperparams.course_changes(Hyperparams(**constant, lr=0.5, seed=7)) == ["lr 0.0001 -> 0.5", "seed 42 -> 7"]
-    assert hyperparams.course_changes(Hyperparams(**constant, lr_schedule="cosine")) == [
-        "lr_schedule 'constant' -> 'cosine'"]
-
-
 def test_evaluation_follows_a_new_test_split_but_keeps_given_paths(tmp_path):
     hyperparams.save(Hyperparams(logdir=str(tmp_path), dataset="multi30k"))
     hp = hyperparams.for_evaluation({"logdir": str(tmp_path)})

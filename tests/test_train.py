@@ -20,6 +20,7 @@ import train
 from cli import parse_args
 from conftest import (ROOT, SESSION_BATCH, SESSION_STEPS, TINY_MODEL, corpus_flags,
                       decoders_on_test_set, toy_pairs, with_logdir)
+from hyperparams import Hyperparams
 from messages import UserError
 
 
@@ -46,6 +47,21 @@ def test_patience_stops_training_when_dev_bleu_stops_rising(controls_corpus, cap
     assert tf.train.latest_checkpoint(str(directory / "patience")).endswith("model_epoch_03_gs_60")
     train.main(flags)
     assert "training stopped early: no better dev BLEU in 2 evaluations" in capsys.readouterr().out
+
+
+def test_a_resumed_run_names_the_settings_of_its_course_that_change(tmp_path):
+    cosine = dict(logdir=str(tmp_path), lr_schedule="cosine", lr_scale=1.0, num_epochs=13)
+    assert train.course_changes(Hyperparams(**cosine)) == []  # nothing to resume
+    hyperparams.save(Hyperparams(**cosine))
+    assert train.course_changes(Hyperparams(**cosine, summary_every=7, lr=0.5)) == []  # not read by cosine
+    assert train.course_changes(Hyperparams(**{**cosine, "lr_scale": 0.7, "num_epochs": 15})) == [
+        "lr_scale 1.0 -> 0.7", "num_epochs 13 -> 15"]  # the cosine's peak, and the end it falls to
+    constant = dict(logdir=str(tmp_path / "constant"), num_epochs=2)
+    hyperparams.save(Hyperparams(**constant))
+    assert train.course_changes(Hyperparams(**{**constant, "num_epochs": 3})) == []  # training on, same rate
+    assert train.course_changes(Hyperparams(**constant, lr=0.5, seed=7)) == ["lr 0.0001 -> 0.5", "seed 42 -> 7"]
+    assert train.course_changes(Hyperparams(**constant, lr_schedule="cosine")) == [
+        "lr_schedule 'constant' -> 'cosine'"]
 
 
 @pytest.mark.e2e
